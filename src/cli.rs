@@ -1,0 +1,1 @@
+//! CLI (placeholder while the CLI lands).

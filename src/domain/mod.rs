@@ -1,0 +1,12 @@
+//! The domain: deployments, their lifecycle, what a user may ask for (validated), and the
+//! framework catalog. Pure data and rules: no I/O beyond parsing the built-in catalog.
+
+pub mod deployment;
+pub mod framework;
+pub mod spec;
+pub mod status;
+
+pub use deployment::{Deployment, DeploymentId, GuestType};
+pub use framework::{Catalog, Framework};
+pub use spec::{DeploySpec, SpecError};
+pub use status::{IllegalTransition, Stage, Status};

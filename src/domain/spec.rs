@@ -1,0 +1,649 @@
+//! What a user asks for (`DeployInput`, raw) and what proxdeck accepts (`DeploySpec`, valid).
+//!
+//! Validation happens first, before anything is recorded or created, and reports every bad
+//! field at once, one message per field naming it. The rules are strict on purpose: values
+//! that pass here still never reach HCL or a shell unquoted, but refusing shell
+//! metacharacters in a repository URL or whitespace in a name catches mistakes early.
+
+use super::deployment::GuestType;
+use super::framework::Catalog;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub const DEFAULT_CORES: u32 = 1;
+pub const DEFAULT_MEMORY_MIB: u32 = 1024;
+pub const DEFAULT_DISK_GIB: u32 = 8;
+
+/// A deployment request as typed by a user; nothing is trusted yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeployInput {
+    pub repo: String,
+    pub git_ref: Option<String>,
+    pub framework: String,
+    pub guest_type: String,
+    pub name: Option<String>,
+    pub cores: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_gib: Option<u32>,
+    pub port: Option<u32>,
+    pub node: Option<String>,
+    /// `KEY=VALUE` pairs, in the order given.
+    pub env: Vec<(String, String)>,
+}
+
+/// A validated deployment request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    /// The URL git is given (the GitHub shorthand already expanded).
+    pub repo: String,
+    /// Branch, tag or commit; `None` means the repository's default branch.
+    pub git_ref: Option<String>,
+    pub framework: String,
+    pub guest_type: GuestType,
+    /// `None`: proxdeck picks one from the repository name.
+    pub name: Option<String>,
+    pub cores: u32,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
+    pub port: u16,
+    pub node: Option<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Every field that failed, in the order of the form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl SpecError {
+    pub fn field(&self, name: &str) -> Option<&FieldError> {
+        self.errors.iter().find(|e| e.field == name)
+    }
+}
+
+impl DeployInput {
+    pub fn validate(&self, catalog: &Catalog) -> Result<DeploySpec, SpecError> {
+        let mut errors = Vec::new();
+        let mut check = |field: &'static str, result: Result<(), String>| {
+            if let Err(message) = result {
+                errors.push(FieldError { field, message });
+            }
+        };
+
+        let repo = normalize_repo(&self.repo);
+        check("repo", repo.as_ref().map(|_| ()).map_err(Clone::clone));
+
+        let git_ref = self
+            .git_ref
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty());
+        if let Some(r) = git_ref {
+            check("ref", validate_ref(r));
+        }
+
+        let framework = self.framework.trim().to_ascii_lowercase();
+        let fw = catalog.get(&framework);
+        if fw.is_none() {
+            let msg = if framework.is_empty() {
+                format!("required; one of: {}", catalog.ids().join(", "))
+            } else {
+                format!(
+                    "unknown framework {:?}; one of: {}",
+                    self.framework,
+                    catalog.ids().join(", ")
+                )
+            };
+            check("framework", Err(msg));
+        }
+
+        let guest_type = if self.guest_type.trim().is_empty() {
+            Ok(GuestType::Lxc)
+        } else {
+            self.guest_type.trim().parse::<GuestType>()
+        };
+        check(
+            "type",
+            guest_type.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+
+        let name = self
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        if let Some(n) = name {
+            check("name", validate_name(n));
+        }
+
+        let cores = self.cores.unwrap_or(DEFAULT_CORES);
+        check("cores", in_range(cores, 1, 128, "cores"));
+        let memory_mib = self.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+        check("memory", in_range(memory_mib, 128, 4 * 1024 * 1024, "MiB"));
+        let disk_gib = self.disk_gib.unwrap_or(DEFAULT_DISK_GIB);
+        check("disk", in_range(disk_gib, 1, 64 * 1024, "GiB"));
+
+        let port = match self.port {
+            Some(p) => p,
+            None => fw.map(|f| u32::from(f.default_port)).unwrap_or(80),
+        };
+        check("port", validate_port(port));
+
+        let node = self
+            .node
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        if let Some(n) = node {
+            check("node", validate_node(n));
+        }
+
+        check("env", validate_env(&self.env));
+
+        if !errors.is_empty() {
+            return Err(SpecError { errors });
+        }
+        Ok(DeploySpec {
+            repo: repo.unwrap_or_default(),
+            git_ref: git_ref.map(str::to_string),
+            framework,
+            guest_type: guest_type.unwrap_or(GuestType::Lxc),
+            name: name.map(str::to_string),
+            cores,
+            memory_mib,
+            disk_gib,
+            port: port as u16,
+            node: node.map(str::to_string),
+            env: self.env.clone(),
+        })
+    }
+}
+
+fn in_range(v: u32, min: u32, max: u32, unit: &str) -> Result<(), String> {
+    if v < min || v > max {
+        Err(format!("{v} is out of range: {min} to {max} {unit}"))
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_port(port: u32) -> Result<(), String> {
+    if port == 0 || port > 65535 {
+        return Err(format!("{port} is not a TCP port (1 to 65535)"));
+    }
+    if port == 22 {
+        return Err("22 is the guest's SSH port; pick another for the app".into());
+    }
+    Ok(())
+}
+
+/// Characters never accepted in a repository URL: whitespace, control characters and those
+/// a shell gives meaning to.
+fn bad_url_char(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || "`$;|&<>()'\"\\{}*!".contains(c)
+}
+
+/// Accepts https, ssh, git and file URLs, scp-style `user@host:path`, and GitHub's
+/// `owner/repo` shorthand (expanded to an https URL).
+pub fn normalize_repo(raw: &str) -> Result<String, String> {
+    let repo = raw.trim();
+    if repo.is_empty() {
+        return Err("required: a Git URL (https, ssh, git, file) or owner/repo".into());
+    }
+    if let Some(c) = repo.chars().find(|&c| bad_url_char(c)) {
+        return Err(format!("{c:?} is not allowed in a repository URL"));
+    }
+    if repo.starts_with('-') {
+        return Err("must not start with '-'".into());
+    }
+    if is_github_shorthand(repo) {
+        return Ok(format!("https://github.com/{repo}.git"));
+    }
+    if let Some((scheme, _)) = repo.split_once("://") {
+        let url = url::Url::parse(repo).map_err(|e| format!("not a valid URL: {e}"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" | "ssh" | "git" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err("the URL has no host".into());
+                }
+                if url.path().trim_matches('/').is_empty() {
+                    return Err("the URL names no repository path".into());
+                }
+                if url.password().is_some() {
+                    return Err("credentials in the URL would be stored and logged; use an SSH key or a credential helper".into());
+                }
+            }
+            "file" => {
+                if url.path().trim_matches('/').is_empty() {
+                    return Err("a file URL needs an absolute path".into());
+                }
+            }
+            "http" => {
+                return Err("plain http is not accepted; use https, ssh, git or file".into());
+            }
+            other => {
+                return Err(format!(
+                    "scheme {other:?} is not supported; use https, ssh, git or file"
+                ));
+            }
+        }
+        return Ok(repo.to_string());
+    }
+    // scp-like syntax: user@host:path
+    if let Some((userhost, path)) = repo.split_once(':') {
+        if let Some((user, host)) = userhost.split_once('@') {
+            let ok_user = !user.is_empty()
+                && user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            let ok_host = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+            if ok_user && ok_host && !path.is_empty() && !path.starts_with('-') {
+                return Ok(repo.to_string());
+            }
+        }
+    }
+    Err(
+        "not a repository URL: use https://, ssh://, git://, file://, user@host:path or owner/repo"
+            .into(),
+    )
+}
+
+fn is_github_shorthand(s: &str) -> bool {
+    let Some((owner, repo)) = s.split_once('/') else {
+        return false;
+    };
+    let owner_ok = !owner.is_empty()
+        && owner.len() <= 39
+        && owner.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !owner.starts_with('-');
+    let repo_ok = !repo.is_empty()
+        && repo.len() <= 100
+        && repo
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && repo != "."
+        && repo != "..";
+    owner_ok && repo_ok
+}
+
+/// Git's rules for ref names (`git check-ref-format`), which also cover commit ids.
+pub fn validate_ref(r: &str) -> Result<(), String> {
+    if r.len() > 200 {
+        return Err("longer than 200 characters".into());
+    }
+    if let Some(c) = r
+        .chars()
+        .find(|&c| c.is_whitespace() || c.is_control() || "~^:?*[\\`$;|&<>()'\"".contains(c))
+    {
+        return Err(format!("{c:?} is not allowed in a Git ref"));
+    }
+    if r.starts_with('-') || r.starts_with('/') || r.ends_with('/') || r.ends_with('.') {
+        return Err("must not start with '-' or '/', nor end with '/' or '.'".into());
+    }
+    if r.contains("..") || r.contains("//") || r.contains("@{") || r == "@" {
+        return Err("must not contain '..', '//' or '@{'".into());
+    }
+    if r.ends_with(".lock") || r.split('/').any(|part| part.starts_with('.')) {
+        return Err("no path component may start with '.' or end with '.lock'".into());
+    }
+    Ok(())
+}
+
+/// A DNS label: it becomes the guest's hostname.
+pub fn validate_name(n: &str) -> Result<(), String> {
+    if n.len() > 63 {
+        return Err(format!("{n:?} is longer than 63 characters"));
+    }
+    if !n
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "{n:?} is not a DNS label: use lowercase letters, digits and '-'"
+        ));
+    }
+    if n.starts_with('-') || n.ends_with('-') {
+        return Err(format!("{n:?} must not start or end with '-'"));
+    }
+    if n.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "{n:?} is all digits, which reads as an id; add a letter"
+        ));
+    }
+    Ok(())
+}
+
+/// A Proxmox node name.
+pub fn validate_node(n: &str) -> Result<(), String> {
+    let ok = n.len() <= 63
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !n.starts_with('-')
+        && !n.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{n:?} is not a node name: letters, digits and '-', up to 63"
+        ))
+    }
+}
+
+pub fn validate_env_name(k: &str) -> Result<(), String> {
+    let mut chars = k.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || k.len() > 128 {
+        return Err(format!(
+            "{k:?} is not a variable name: letters, digits and '_', not starting with a digit"
+        ));
+    }
+    if k == "PORT" {
+        return Err("PORT is set by proxdeck from the deployment's port".into());
+    }
+    Ok(())
+}
+
+fn validate_env(env: &[(String, String)]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in env {
+        validate_env_name(k)?;
+        if !seen.insert(k.as_str()) {
+            return Err(format!("{k} is given twice"));
+        }
+        if v.contains('\0') || v.contains('\n') || v.contains('\r') {
+            return Err(format!(
+                "the value of {k} contains a line break or NUL, which an env file cannot hold"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `KEY=VALUE` (the value may be empty and may contain '=').
+pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    validate_env_name(k)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// A name suggested from the repository URL: its last path component as a DNS label.
+pub fn suggest_name(repo: &str) -> String {
+    let last = repo
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(".git");
+    let mut name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while name.contains("--") {
+        name = name.replace("--", "-");
+    }
+    let name = name.trim_matches('-');
+    let mut name: String = name.chars().take(50).collect();
+    name = name.trim_end_matches('-').to_string();
+    if name.is_empty() || name.chars().all(|c| c.is_ascii_digit()) {
+        name = format!("app-{name}").trim_end_matches('-').to_string();
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::parse(
+            r#"
+            [[framework]]
+            id = "flask"
+            name = "Flask"
+            language = "python"
+            runtime = "python3"
+            default_port = 5000
+            install = "pip install -r requirements.txt"
+            start = "gunicorn app:app"
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn input() -> DeployInput {
+        DeployInput {
+            repo: "https://github.com/acme/shop.git".into(),
+            framework: "flask".into(),
+            guest_type: "lxc".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_minimal_input_gets_defaults() {
+        let spec = input().validate(&catalog()).unwrap();
+        assert_eq!(spec.port, 5000);
+        assert_eq!(spec.cores, DEFAULT_CORES);
+        assert_eq!(spec.memory_mib, DEFAULT_MEMORY_MIB);
+        assert_eq!(spec.disk_gib, DEFAULT_DISK_GIB);
+        assert_eq!(spec.guest_type, GuestType::Lxc);
+        assert_eq!(spec.git_ref, None);
+    }
+
+    #[test]
+    fn good_repo_urls() {
+        for (raw, want) in [
+            ("acme/shop", "https://github.com/acme/shop.git"),
+            (
+                "https://github.com/acme/shop.git",
+                "https://github.com/acme/shop.git",
+            ),
+            (
+                "ssh://git@git.example.com:2222/acme/shop.git",
+                "ssh://git@git.example.com:2222/acme/shop.git",
+            ),
+            (
+                "git://127.0.0.1:9418/shop.git",
+                "git://127.0.0.1:9418/shop.git",
+            ),
+            ("file:///srv/git/shop.git", "file:///srv/git/shop.git"),
+            (
+                "git@github.com:acme/shop.git",
+                "git@github.com:acme/shop.git",
+            ),
+        ] {
+            assert_eq!(normalize_repo(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn bad_repo_urls() {
+        for raw in [
+            "",
+            "https://github.com/acme/shop;rm -rf /",
+            "https://x.com/$(id)",
+            "https://x.com/`id`",
+            "http://github.com/acme/shop",
+            "ftp://x.com/repo",
+            "https:///nohost",
+            "https://github.com/",
+            "https://user:pass@github.com/acme/shop",
+            "-uhttps://x",
+            "just-a-word",
+            "file://",
+        ] {
+            assert!(normalize_repo(raw).is_err(), "{raw:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn refs() {
+        for good in [
+            "main",
+            "v1.2.3",
+            "feature/login",
+            "3f2a9c1",
+            "release-2024.10",
+        ] {
+            assert!(validate_ref(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "-x", "a..b", "a b", "a;b", "$(id)", "a~1", "a^", "a:b", "x.lock", "/a", "a/",
+            ".hidden", "a@{1}", "a\nb",
+        ] {
+            assert!(validate_ref(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for good in ["shop", "my-app-2", "a"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "my app",
+            "MyApp",
+            "-a",
+            "a-",
+            "a_b",
+            "123",
+            &"x".repeat(64),
+            "é",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_named() {
+        let mut i = input();
+        i.cores = Some(0);
+        i.memory_mib = Some(64);
+        i.disk_gib = Some(0);
+        i.port = Some(70000);
+        let err = i.validate(&catalog()).unwrap_err();
+        assert!(err.field("cores").unwrap().message.contains("out of range"));
+        assert!(err.field("memory").is_some());
+        assert!(err.field("disk").is_some());
+        assert!(err.field("port").is_some());
+        assert_eq!(err.errors.len(), 4);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let i = DeployInput {
+            repo: "https://x.com/a;b".into(),
+            git_ref: Some("a..b".into()),
+            framework: "rails".into(),
+            guest_type: "docker".into(),
+            name: Some("my app".into()),
+            cores: Some(0),
+            memory_mib: Some(1),
+            disk_gib: Some(0),
+            port: Some(0),
+            node: Some("bad node".into()),
+            env: vec![("1BAD".into(), "x".into())],
+        };
+        let err = i.validate(&catalog()).unwrap_err();
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "repo",
+                "ref",
+                "framework",
+                "type",
+                "name",
+                "cores",
+                "memory",
+                "disk",
+                "port",
+                "node",
+                "env"
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("framework: unknown framework \"rails\"; one of: flask"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 11);
+    }
+
+    #[test]
+    fn env_rules() {
+        let mut i = input();
+        i.env = vec![("A".into(), "1".into()), ("A".into(), "2".into())];
+        assert!(
+            i.validate(&catalog())
+                .unwrap_err()
+                .field("env")
+                .unwrap()
+                .message
+                .contains("twice")
+        );
+        i.env = vec![("SECRET".into(), "line\nbreak".into())];
+        assert!(i.validate(&catalog()).is_err());
+        i.env = vec![("PORT".into(), "1".into())];
+        assert!(i.validate(&catalog()).is_err());
+        i.env = vec![("DATABASE_URL".into(), "postgres://u:p@h/db?x=$(id)".into())];
+        assert!(i.validate(&catalog()).is_ok());
+        assert_eq!(
+            parse_env_pair("A=b=c").unwrap(),
+            ("A".to_string(), "b=c".to_string())
+        );
+        assert!(parse_env_pair("novalue").is_err());
+    }
+
+    #[test]
+    fn ssh_port_is_refused() {
+        let mut i = input();
+        i.port = Some(22);
+        assert!(i.validate(&catalog()).unwrap_err().field("port").is_some());
+    }
+
+    #[test]
+    fn name_suggestions_are_dns_labels() {
+        for (repo, want) in [
+            ("https://github.com/acme/My_Shop.git", "my-shop"),
+            ("git@github.com:acme/shop.git", "shop"),
+            ("file:///tmp/x/flask-sample/", "flask-sample"),
+            ("https://h/a/123.git", "app-123"),
+        ] {
+            let got = suggest_name(repo);
+            assert_eq!(got, want);
+            assert!(validate_name(&got).is_ok());
+        }
+    }
+}

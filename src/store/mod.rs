@@ -1,0 +1,1 @@
+//! SQLite store (placeholder while the store lands).
