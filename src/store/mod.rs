@@ -1,1 +1,762 @@
-//! SQLite store (placeholder while the store lands).
+//! The SQLite store under the data dir: deployments, their status history (one timestamped row
+//! per transition: statistics and stage timings come from it), log lines, pinned SSH host keys
+//! and the static-address pool.
+//!
+//! Owns the schema and its migrations (by `PRAGMA user_version`), WAL mode and the busy
+//! timeout that lets two proxdeck processes share one data dir. Status changes are checked
+//! against the transition graph inside an immediate transaction, so a refused or racing
+//! transition never lands. [`Db`] is the async handle the engine uses: every call runs on a
+//! blocking thread, never on the async workers.
+
+mod migrations;
+
+use crate::domain::{Deployment, DeploymentId, GuestType, IllegalTransition, Stage, Status};
+use crate::protocol::{LogLine, LogStream};
+use ipnet::Ipv4Net;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no deployment {0:?}; `proxdeck list` shows them")]
+    NotFound(String),
+    #[error("{0:?} matches several deployments; use the id")]
+    Ambiguous(String),
+    #[error(transparent)]
+    Transition(#[from] IllegalTransition),
+    #[error("a deployment named {0:?} already exists; pick another name or destroy it first")]
+    NameTaken(String),
+    #[error(
+        "the address pool {0} is used up; release addresses by destroying deployments, or widen network.pool"
+    )]
+    PoolExhausted(Ipv4Net),
+    #[error(
+        "the database was written by a newer proxdeck (schema {found}, this one knows {known}); upgrade proxdeck"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One row of a deployment's status history.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StatusChange {
+    pub status: Status,
+    pub stage: Option<Stage>,
+    pub at: i64,
+    pub message: Option<String>,
+}
+
+/// A pinned host key: what the guest at `host` presented the first time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostKey {
+    pub host: String,
+    pub key_type: String,
+    pub fingerprint: String,
+}
+
+/// Fields the pipeline fills in as it learns them; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub node: Option<String>,
+    pub vmid: Option<u32>,
+    pub ip: Option<String>,
+    pub url: Option<String>,
+    pub commit: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+const DEPLOYMENT_COLUMNS: &str = "id, name, repo, git_ref, framework, guest_type, cores, memory_mib, \
+     disk_gib, port, env_names, node, vmid, ip, url, commit_sha, status, stage, error, created_at, updated_at";
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        Store::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Store> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        migrations::migrate(&mut store.conn)?;
+        Ok(store)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Changes whenever another connection (another proxdeck process) commits: cheap to poll.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Records a new deployment and the first row of its history.
+    pub fn insert_deployment(&mut self, d: &Deployment) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM deployments WHERE name = ?1 AND status != 'DELETED')",
+            [&d.name],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(StoreError::NameTaken(d.name.clone()));
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+            ),
+            params![
+                d.id.0,
+                d.name,
+                d.repo,
+                d.git_ref,
+                d.framework,
+                d.guest_type.as_str(),
+                d.cores,
+                d.memory_mib,
+                d.disk_gib,
+                d.port,
+                serde_json::to_string(&d.env_names).unwrap_or_else(|_| "[]".into()),
+                d.node,
+                d.vmid,
+                d.ip,
+                d.url,
+                d.commit,
+                d.status.as_str(),
+                d.stage.map(Stage::as_str),
+                d.error,
+                d.created_at,
+                d.updated_at,
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, ?3, ?4, NULL)",
+            params![d.id.0, d.status.as_str(), d.stage.map(Stage::as_str), d.created_at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// True when a live (not deleted) deployment has this name.
+    pub fn name_taken(&self, name: &str) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM deployments WHERE name = ?1 AND status != 'DELETED')",
+            [name],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn get(&self, id: &DeploymentId) -> Result<Deployment> {
+        self.conn
+            .query_row(
+                &format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"),
+                [&id.0],
+                row_to_deployment,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(id.0.clone()))?
+    }
+
+    /// Finds a deployment by id, or by name (a live one first, else the newest deleted one).
+    pub fn find(&self, id_or_name: &str) -> Result<Deployment> {
+        let by_id = self
+            .conn
+            .query_row(
+                &format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1"),
+                [id_or_name],
+                row_to_deployment,
+            )
+            .optional()?;
+        if let Some(d) = by_id {
+            return d;
+        }
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE name = ?1 \
+             ORDER BY (status = 'DELETED'), created_at DESC"
+        ))?;
+        let rows: Vec<Deployment> = stmt
+            .query_map([id_or_name], row_to_deployment)?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let live = rows.iter().filter(|d| d.status != Status::Deleted).count();
+        if live > 1 {
+            return Err(StoreError::Ambiguous(id_or_name.to_string()));
+        }
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::NotFound(id_or_name.to_string()))
+    }
+
+    /// Every deployment, newest first.
+    pub fn list(&self) -> Result<Vec<Deployment>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments ORDER BY created_at DESC, id"
+        ))?;
+        let rows = stmt
+            .query_map([], row_to_deployment)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().collect()
+    }
+
+    /// Moves a deployment to `to`, refusing transitions outside the graph. The check and the
+    /// write happen in one immediate transaction, so two processes cannot both win.
+    pub fn transition(
+        &mut self,
+        id: &DeploymentId,
+        to: Status,
+        stage: Option<Stage>,
+        message: Option<&str>,
+    ) -> Result<Deployment> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: String = tx
+            .query_row(
+                "SELECT status FROM deployments WHERE id = ?1",
+                [&id.0],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(id.0.clone()))?;
+        let from: Status = current.parse().map_err(StoreError::Corrupt)?;
+        from.check_transition(to)?;
+        let at = now_ms();
+        // The error is kept on FAILED and cleared when work starts again.
+        let error = if to == Status::Failed { message } else { None };
+        tx.execute(
+            "UPDATE deployments SET status = ?2, stage = COALESCE(?3, stage), error = ?4, updated_at = ?5 WHERE id = ?1",
+            params![id.0, to.as_str(), stage.map(Stage::as_str), error, at],
+        )?;
+        tx.execute(
+            "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id.0, to.as_str(), stage.map(Stage::as_str), at, message],
+        )?;
+        tx.commit()?;
+        self.get(id)
+    }
+
+    /// Records the stage a deployment has reached (for the dashboard and stage timings).
+    pub fn set_stage(&mut self, id: &DeploymentId, stage: Stage) -> Result<()> {
+        let at = now_ms();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE deployments SET stage = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.0, stage.as_str(), at],
+        )?;
+        tx.execute(
+            "INSERT INTO stage_history (deployment_id, stage, at) VALUES (?1, ?2, ?3)",
+            params![id.0, stage.as_str(), at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn record_facts(&mut self, id: &DeploymentId, f: &Facts) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET node = COALESCE(?2, node), vmid = COALESCE(?3, vmid), \
+             ip = COALESCE(?4, ip), url = COALESCE(?5, url), commit_sha = COALESCE(?6, commit_sha), \
+             updated_at = ?7 WHERE id = ?1",
+            params![id.0, f.node, f.vmid, f.ip, f.url, f.commit, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn history(&self, id: &DeploymentId) -> Result<Vec<StatusChange>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT status, stage, at, message FROM status_history WHERE deployment_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([&id.0], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(status, stage, at, message)| {
+                Ok(StatusChange {
+                    status: status.parse().map_err(StoreError::Corrupt)?,
+                    stage: stage
+                        .map(|s| s.parse())
+                        .transpose()
+                        .map_err(StoreError::Corrupt)?,
+                    at,
+                    message,
+                })
+            })
+            .collect()
+    }
+
+    /// Stage starts in order, for stage timings: (stage, Unix ms).
+    pub fn stage_history(&self, id: &DeploymentId) -> Result<Vec<(Stage, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT stage, at FROM stage_history WHERE deployment_id = ?1 ORDER BY seq")?;
+        let rows = stmt
+            .query_map([&id.0], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(s, at)| Ok((s.parse().map_err(StoreError::Corrupt)?, at)))
+            .collect()
+    }
+
+    /// Appends lines to a deployment's log in one transaction.
+    pub fn append_logs(&mut self, id: &DeploymentId, lines: &[LogLine]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO log_lines (deployment_id, at, stream, stage, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for l in lines {
+                stmt.execute(params![
+                    id.0,
+                    l.at,
+                    l.stream.as_str(),
+                    l.stage.map(Stage::as_str),
+                    l.text
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Log lines after sequence number `after` (0 for the start), at most `limit`, with their
+    /// sequence numbers so a follower can continue where it stopped.
+    pub fn logs(&self, id: &DeploymentId, after: i64, limit: usize) -> Result<Vec<(i64, LogLine)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, at, stream, stage, line FROM log_lines WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![id.0, after, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, at, stream, stage, text)| {
+                (
+                    seq,
+                    LogLine {
+                        at,
+                        stream: LogStream::parse(&stream),
+                        stage: stage.and_then(|s| s.parse().ok()),
+                        text,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    pub fn host_key(&self, host: &str) -> Result<Option<HostKey>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT host, key_type, fingerprint FROM host_keys WHERE host = ?1",
+                [host],
+                |r| {
+                    Ok(HostKey {
+                        host: r.get(0)?,
+                        key_type: r.get(1)?,
+                        fingerprint: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn pin_host_key(&mut self, key: &HostKey) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO host_keys (host, key_type, fingerprint, pinned_at) VALUES (?1, ?2, ?3, ?4)",
+            params![key.host, key.key_type, key.fingerprint, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the pinned key of a host (a guest that was destroyed; its address may be reused).
+    pub fn forget_host_key(&mut self, host: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM host_keys WHERE host = ?1", [host])?;
+        Ok(())
+    }
+
+    /// Gives `id` an address from `pool` (the same one again if it already holds one). Network
+    /// and broadcast addresses are skipped for pools wider than /31.
+    pub fn allocate_ip(&mut self, pool: Ipv4Net, id: &DeploymentId) -> Result<Ipv4Addr> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held: Option<String> = tx
+            .query_row(
+                "SELECT ip FROM ip_allocations WHERE deployment_id = ?1",
+                [&id.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(ip) = held {
+            return ip
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("allocated address {ip:?}")));
+        }
+        let taken: std::collections::HashSet<String> = {
+            let mut stmt = tx.prepare("SELECT ip FROM ip_allocations")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let usable = pool.hosts();
+        let free = usable
+            .into_iter()
+            .find(|a| !taken.contains(&a.to_string()))
+            .ok_or(StoreError::PoolExhausted(pool))?;
+        tx.execute(
+            "INSERT INTO ip_allocations (ip, deployment_id, allocated_at) VALUES (?1, ?2, ?3)",
+            params![free.to_string(), id.0, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(free)
+    }
+
+    pub fn release_ip(&mut self, id: &DeploymentId) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM ip_allocations WHERE deployment_id = ?1",
+            [&id.0],
+        )?;
+        Ok(())
+    }
+}
+
+fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Deployment>> {
+    let id: String = r.get(0)?;
+    let guest_type: String = r.get(5)?;
+    let env_names: String = r.get(10)?;
+    let status: String = r.get(16)?;
+    let stage: Option<String> = r.get(17)?;
+    let build = || -> Result<Deployment> {
+        Ok(Deployment {
+            id: DeploymentId(id.clone()),
+            name: r.get(1)?,
+            repo: r.get(2)?,
+            git_ref: r.get(3)?,
+            framework: r.get(4)?,
+            guest_type: guest_type
+                .parse::<GuestType>()
+                .map_err(StoreError::Corrupt)?,
+            cores: r.get(6)?,
+            memory_mib: r.get(7)?,
+            disk_gib: r.get(8)?,
+            port: r.get(9)?,
+            env_names: serde_json::from_str(&env_names)
+                .map_err(|e| StoreError::Corrupt(format!("env names of {id}: {e}")))?,
+            node: r.get(11)?,
+            vmid: r.get(12)?,
+            ip: r.get(13)?,
+            url: r.get(14)?,
+            commit: r.get(15)?,
+            status: status.parse().map_err(StoreError::Corrupt)?,
+            stage: stage
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(StoreError::Corrupt)?,
+            error: r.get(18)?,
+            created_at: r.get(19)?,
+            updated_at: r.get(20)?,
+        })
+    };
+    Ok(build())
+}
+
+/// The engine's handle on the store: cheap to clone, every call on a blocking thread.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Mutex<Store>>,
+}
+
+impl Db {
+    pub fn new(store: Store) -> Db {
+        Db {
+            inner: Arc::new(Mutex::new(store)),
+        }
+    }
+
+    /// Runs `f` with the store on a blocking thread.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock poisons it; the store itself is still consistent
+            // (every write is a transaction), so carry on with it.
+            let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` on the calling thread (for synchronous callers such as the CLI's printing).
+    pub fn blocking<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(id: &str, name: &str) -> Deployment {
+        Deployment {
+            id: DeploymentId(id.into()),
+            name: name.into(),
+            repo: "https://github.com/acme/shop.git".into(),
+            git_ref: "main".into(),
+            framework: "flask".into(),
+            guest_type: GuestType::Lxc,
+            cores: 1,
+            memory_mib: 512,
+            disk_gib: 8,
+            port: 5000,
+            env_names: vec!["SECRET_KEY".into()],
+            node: None,
+            vmid: None,
+            ip: None,
+            url: None,
+            commit: None,
+            status: Status::Pending,
+            stage: Some(Stage::Validate),
+            error: None,
+            created_at: 1_000,
+            updated_at: 1_000,
+        }
+    }
+
+    #[test]
+    fn migrations_run_on_an_empty_file_and_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/proxdeck.db");
+        let s = Store::open(&path).unwrap();
+        let v = s.schema_version().unwrap();
+        assert_eq!(v, migrations::LATEST);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), v);
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxdeck.db");
+        drop(Store::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 999).unwrap();
+        drop(c);
+        let err = Store::open(&path).err().unwrap();
+        assert!(err.to_string().contains("newer proxdeck"), "{err}");
+    }
+
+    #[test]
+    fn insert_get_find_list() {
+        let mut s = Store::open_in_memory().unwrap();
+        let d = sample("abc123", "shop");
+        s.insert_deployment(&d).unwrap();
+        assert_eq!(s.get(&d.id).unwrap(), d);
+        assert_eq!(s.find("shop").unwrap().id, d.id);
+        assert_eq!(s.find("abc123").unwrap().name, "shop");
+        assert!(matches!(s.find("nope"), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.insert_deployment(&sample("zzz999", "shop")),
+            Err(StoreError::NameTaken(_))
+        ));
+        assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn transitions_are_checked_and_recorded() {
+        let mut s = Store::open_in_memory().unwrap();
+        let d = sample("abc123", "shop");
+        s.insert_deployment(&d).unwrap();
+        let err = s
+            .transition(&d.id, Status::Running, None, None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Transition(_)));
+        assert_eq!(s.get(&d.id).unwrap().status, Status::Pending);
+        s.transition(&d.id, Status::Provisioning, Some(Stage::Render), None)
+            .unwrap();
+        let failed = s
+            .transition(&d.id, Status::Failed, None, Some("terraform-apply: boom"))
+            .unwrap();
+        assert_eq!(failed.error.as_deref(), Some("terraform-apply: boom"));
+        assert_eq!(failed.stage, Some(Stage::Render));
+        let h = s.history(&d.id).unwrap();
+        let statuses: Vec<_> = h.iter().map(|c| c.status).collect();
+        assert_eq!(
+            statuses,
+            [Status::Pending, Status::Provisioning, Status::Failed]
+        );
+        // Retrying clears the error.
+        let again = s
+            .transition(&d.id, Status::Provisioning, None, None)
+            .unwrap();
+        assert_eq!(again.error, None);
+    }
+
+    #[test]
+    fn a_deleted_name_can_be_reused_and_find_prefers_the_live_one() {
+        let mut s = Store::open_in_memory().unwrap();
+        let d = sample("aaa111", "shop");
+        s.insert_deployment(&d).unwrap();
+        s.transition(&d.id, Status::Destroying, None, None).unwrap();
+        s.transition(&d.id, Status::Deleted, None, None).unwrap();
+        let mut d2 = sample("bbb222", "shop");
+        d2.created_at = 2_000;
+        s.insert_deployment(&d2).unwrap();
+        assert_eq!(s.find("shop").unwrap().id, d2.id);
+    }
+
+    #[test]
+    fn logs_keep_order_and_page() {
+        let mut s = Store::open_in_memory().unwrap();
+        let d = sample("abc123", "shop");
+        s.insert_deployment(&d).unwrap();
+        let lines: Vec<LogLine> = (0..250)
+            .map(|i| LogLine {
+                at: i,
+                stream: if i % 2 == 0 {
+                    LogStream::Stdout
+                } else {
+                    LogStream::Stderr
+                },
+                stage: Some(Stage::TerraformApply),
+                text: format!("line {i}"),
+            })
+            .collect();
+        s.append_logs(&d.id, &lines).unwrap();
+        let first = s.logs(&d.id, 0, 100).unwrap();
+        assert_eq!(first.len(), 100);
+        let rest = s.logs(&d.id, first.last().unwrap().0, 1000).unwrap();
+        assert_eq!(rest.len(), 150);
+        let texts: Vec<_> = first
+            .iter()
+            .chain(&rest)
+            .map(|(_, l)| l.text.clone())
+            .collect();
+        assert_eq!(
+            texts,
+            lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>()
+        );
+        assert_eq!(first[1].1.stream, LogStream::Stderr);
+    }
+
+    #[test]
+    fn ip_pool_allocates_stably_and_releases() {
+        let mut s = Store::open_in_memory().unwrap();
+        let pool: Ipv4Net = "10.0.0.0/30".parse().unwrap();
+        let a = DeploymentId("a".into());
+        let b = DeploymentId("b".into());
+        let c = DeploymentId("c".into());
+        let ip_a = s.allocate_ip(pool, &a).unwrap();
+        assert_eq!(ip_a.to_string(), "10.0.0.1");
+        assert_eq!(s.allocate_ip(pool, &a).unwrap(), ip_a);
+        assert_eq!(s.allocate_ip(pool, &b).unwrap().to_string(), "10.0.0.2");
+        assert!(matches!(
+            s.allocate_ip(pool, &c),
+            Err(StoreError::PoolExhausted(_))
+        ));
+        s.release_ip(&a).unwrap();
+        assert_eq!(s.allocate_ip(pool, &c).unwrap().to_string(), "10.0.0.1");
+        let single: Ipv4Net = "127.0.0.9/32".parse().unwrap();
+        assert_eq!(
+            s.allocate_ip(single, &DeploymentId("d".into()))
+                .unwrap()
+                .to_string(),
+            "127.0.0.9"
+        );
+    }
+
+    #[test]
+    fn host_keys_pin_and_forget() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.host_key("10.0.0.1:22").unwrap(), None);
+        let k = HostKey {
+            host: "10.0.0.1:22".into(),
+            key_type: "ssh-ed25519".into(),
+            fingerprint: "SHA256:abc".into(),
+        };
+        s.pin_host_key(&k).unwrap();
+        assert_eq!(s.host_key("10.0.0.1:22").unwrap(), Some(k));
+        s.forget_host_key("10.0.0.1:22").unwrap();
+        assert_eq!(s.host_key("10.0.0.1:22").unwrap(), None);
+    }
+
+    #[test]
+    fn two_connections_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxdeck.db");
+        let mut a = Store::open(&path).unwrap();
+        let b = Store::open(&path).unwrap();
+        let v0 = b.data_version().unwrap();
+        a.insert_deployment(&sample("abc123", "shop")).unwrap();
+        assert_ne!(b.data_version().unwrap(), v0);
+        assert_eq!(b.list().unwrap().len(), 1);
+    }
+}

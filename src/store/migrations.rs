@@ -1,0 +1,90 @@
+//! Schema migrations, applied in order by `PRAGMA user_version`. Append new steps; never edit
+//! a step that has shipped.
+
+use super::{Result, StoreError};
+use rusqlite::Connection;
+
+const STEPS: &[&str] = &[
+    // 1: the walking skeleton's schema.
+    r#"
+    CREATE TABLE deployments (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        repo        TEXT NOT NULL,
+        git_ref     TEXT NOT NULL,
+        framework   TEXT NOT NULL,
+        guest_type  TEXT NOT NULL,
+        cores       INTEGER NOT NULL,
+        memory_mib  INTEGER NOT NULL,
+        disk_gib    INTEGER NOT NULL,
+        port        INTEGER NOT NULL,
+        env_names   TEXT NOT NULL DEFAULT '[]',
+        node        TEXT,
+        vmid        INTEGER,
+        ip          TEXT,
+        url         TEXT,
+        commit_sha  TEXT,
+        status      TEXT NOT NULL,
+        stage       TEXT,
+        error       TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX deployments_name ON deployments(name);
+    CREATE TABLE status_history (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id TEXT NOT NULL REFERENCES deployments(id),
+        status        TEXT NOT NULL,
+        stage         TEXT,
+        at            INTEGER NOT NULL,
+        message       TEXT
+    );
+    CREATE INDEX status_history_deployment ON status_history(deployment_id, seq);
+    CREATE TABLE stage_history (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id TEXT NOT NULL REFERENCES deployments(id),
+        stage         TEXT NOT NULL,
+        at            INTEGER NOT NULL
+    );
+    CREATE INDEX stage_history_deployment ON stage_history(deployment_id, seq);
+    CREATE TABLE log_lines (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id TEXT NOT NULL REFERENCES deployments(id),
+        at            INTEGER NOT NULL,
+        stream        TEXT NOT NULL,
+        stage         TEXT,
+        line          TEXT NOT NULL
+    );
+    CREATE INDEX log_lines_deployment ON log_lines(deployment_id, seq);
+    CREATE TABLE host_keys (
+        host        TEXT PRIMARY KEY,
+        key_type    TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        pinned_at   INTEGER NOT NULL
+    );
+    CREATE TABLE ip_allocations (
+        ip            TEXT PRIMARY KEY,
+        deployment_id TEXT NOT NULL UNIQUE,
+        allocated_at  INTEGER NOT NULL
+    );
+    "#,
+];
+
+pub const LATEST: i64 = STEPS.len() as i64;
+
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > LATEST {
+        return Err(StoreError::TooNew {
+            found: current,
+            known: LATEST,
+        });
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
