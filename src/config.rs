@@ -260,13 +260,13 @@ impl Config {
             (Some(endpoint), Some(token)) => {
                 let endpoint = parse_endpoint(&endpoint)?;
                 check_token(&token)?;
-                if let Some(ca) = &raw.proxmox.ca_file {
-                    if !ca.is_file() {
-                        return Err(invalid(
-                            "proxmox.ca_file",
-                            format!("{} is not a readable file", ca.display()),
-                        ));
-                    }
+                if let Some(ca) = &raw.proxmox.ca_file
+                    && !ca.is_file()
+                {
+                    return Err(invalid(
+                        "proxmox.ca_file",
+                        format!("{} is not a readable file", ca.display()),
+                    ));
                 }
                 Some(ProxmoxConfig {
                     endpoint,
@@ -369,13 +369,13 @@ impl Config {
             binary: t.binary.unwrap_or_else(|| PathBuf::from("terraform")),
             templates_dir: t.templates_dir,
         };
-        if let Some(dir) = &terraform.templates_dir {
-            if !dir.is_dir() {
-                return Err(invalid(
-                    "terraform.templates_dir",
-                    format!("{} is not a folder", dir.display()),
-                ));
-            }
+        if let Some(dir) = &terraform.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "terraform.templates_dir",
+                format!("{} is not a folder", dir.display()),
+            ));
         }
 
         let secs = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {

@@ -249,19 +249,19 @@ pub fn normalize_repo(raw: &str) -> Result<String, String> {
         return Ok(repo.to_string());
     }
     // scp-like syntax: user@host:path
-    if let Some((userhost, path)) = repo.split_once(':') {
-        if let Some((user, host)) = userhost.split_once('@') {
-            let ok_user = !user.is_empty()
-                && user
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            let ok_host = !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
-            if ok_user && ok_host && !path.is_empty() && !path.starts_with('-') {
-                return Ok(repo.to_string());
-            }
+    if let Some((userhost, path)) = repo.split_once(':')
+        && let Some((user, host)) = userhost.split_once('@')
+    {
+        let ok_user = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        let ok_host = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c));
+        if ok_user && ok_host && !path.is_empty() && !path.starts_with('-') {
+            return Ok(repo.to_string());
         }
     }
     Err(

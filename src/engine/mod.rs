@@ -1,4 +1,153 @@
-//! The engine: everything that does I/O (terraform, SSH, HTTP, the store's writers) and the
-//! deployment pipeline. It never imports ratatui; clients talk to it through `protocol`.
+//! The engine: everything that does I/O (terraform, SSH, HTTP, the store) and the deployment
+//! pipeline. It never imports ratatui; clients (the CLI, the TUI) talk to it through
+//! `protocol`: they call an operation or send a `Request`, and receive `EngineEvent`s.
 
+pub mod health;
+pub mod pipeline;
+pub mod process;
+pub mod provision;
+pub mod report;
+pub mod ssh;
+pub mod terraform;
 pub mod workspace;
+
+use crate::config::Config;
+use crate::domain::DeploymentId;
+use crate::protocol::{EngineEvent, Request};
+use crate::store::{Db, Store, StoreError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The layout of the data dir.
+#[derive(Debug, Clone)]
+pub struct DataPaths {
+    pub root: PathBuf,
+}
+
+impl DataPaths {
+    pub fn new(root: impl Into<PathBuf>) -> DataPaths {
+        DataPaths { root: root.into() }
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("proxdeck.db")
+    }
+    pub fn workspaces(&self) -> PathBuf {
+        self.root.join("workspaces")
+    }
+    pub fn workspace(&self, id: &DeploymentId) -> PathBuf {
+        self.workspaces().join(&id.0)
+    }
+    pub fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    pub fn plugin_cache(&self) -> PathBuf {
+        self.root.join("plugin-cache")
+    }
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+}
+
+/// The engine's shared state: configuration, data dir and store.
+#[derive(Clone)]
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub paths: DataPaths,
+    pub db: Db,
+}
+
+impl Engine {
+    pub fn open(config: Config, data_dir: &Path) -> Result<Engine, StoreError> {
+        let paths = DataPaths::new(data_dir);
+        std::fs::create_dir_all(&paths.root).map_err(|source| StoreError::Dir {
+            path: paths.root.display().to_string(),
+            source,
+        })?;
+        restrict_dir(&paths.root);
+        let store = Store::open(&paths.database())?;
+        Ok(Engine {
+            config: Arc::new(config),
+            paths,
+            db: Db::new(store),
+        })
+    }
+
+    /// Appends one line to the audit log (append-only JSON lines: who did what, when).
+    pub fn audit(&self, action: &str, id: &DeploymentId, detail: serde_json::Value) {
+        let entry = serde_json::json!({
+            "at": chrono::Utc::now().to_rfc3339(),
+            "user": std::env::var("USER").unwrap_or_default(),
+            "action": action,
+            "deployment": id.0,
+            "detail": detail,
+        });
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.paths.audit_log())
+            .and_then(|mut f| writeln!(f, "{entry}"));
+        if let Err(e) = written {
+            tracing::warn!("cannot write the audit log: {e}");
+        }
+    }
+
+    /// Serves a UI: answers its requests and sends a fresh snapshot of the deployments
+    /// whenever the store changed (in this process or another one). Stops on
+    /// `Request::Shutdown` or when either channel closes.
+    pub async fn serve(
+        &self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        events: std::sync::mpsc::Sender<EngineEvent>,
+    ) {
+        // A separate connection: `data_version` only moves for commits by *other* connections,
+        // which is every writer, since the watcher itself never writes.
+        let watcher = match Store::open(&self.paths.database()) {
+            Ok(s) => Db::new(s),
+            Err(e) => {
+                let _ = events.send(EngineEvent::Error(e.to_string()));
+                return;
+            }
+        };
+        let mut last_version = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let force = tokio::select! {
+                req = requests.recv() => match req {
+                    None | Some(Request::Shutdown) => return,
+                    Some(Request::RefreshDeployments) => true,
+                },
+                _ = tick.tick() => false,
+            };
+            let snapshot = watcher
+                .call(move |s| {
+                    let v = s.data_version()?;
+                    if !force && last_version == Some(v) {
+                        return Ok((v, None));
+                    }
+                    Ok((v, Some(s.list()?)))
+                })
+                .await;
+            let event = match snapshot {
+                Ok((v, list)) => {
+                    last_version = Some(v);
+                    list.map(EngineEvent::Deployments)
+                }
+                Err(e) => Some(EngineEvent::Error(format!("reading the store: {e}"))),
+            };
+            if let Some(event) = event
+                && events.send(event).is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The data dir holds keys and state: owner only.
+fn restrict_dir(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+}

@@ -1,0 +1,116 @@
+//! The HTTP health check: GET the app's URL until it answers with a success (2xx/3xx) or a
+//! deadline passes. Bounded in attempts and time; each attempt has its own timeout.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{url} did not answer with a success within {secs} s (last: {last}); check the app's own log (`proxdeck logs ID`) and that it listens on 0.0.0.0"
+)]
+pub struct HealthError {
+    pub url: String,
+    pub secs: u64,
+    pub last: String,
+}
+
+/// What the app answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Healthy {
+    pub status: u16,
+    pub attempts: u32,
+}
+
+/// Polls `url` until it answers 2xx or 3xx, for at most `within`.
+pub async fn wait_healthy(
+    url: &str,
+    within: Duration,
+    mut on_attempt: impl FnMut(&str),
+) -> Result<Healthy, HealthError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| HealthError {
+            url: url.to_string(),
+            secs: 0,
+            last: e.to_string(),
+        })?;
+    let start = Instant::now();
+    let mut attempts = 0u32;
+    let mut last = String::from("no attempt");
+    while start.elapsed() < within {
+        attempts += 1;
+        match client.get(url).send().await {
+            Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => {
+                return Ok(Healthy {
+                    status: resp.status().as_u16(),
+                    attempts,
+                });
+            }
+            Ok(resp) => last = format!("HTTP {}", resp.status()),
+            Err(e) => last = error_text(&e),
+        }
+        on_attempt(&format!("health check {url}: {last} (attempt {attempts})"));
+        let wait = Duration::from_millis(500).min(within.saturating_sub(start.elapsed()));
+        tokio::time::sleep(wait).await;
+    }
+    Err(HealthError {
+        url: url.to_string(),
+        secs: within.as_secs(),
+        last,
+    })
+}
+
+fn error_text(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection refused or unreachable".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else {
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_server_that_comes_up_late_is_found_healthy() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url = format!("http://{addr}/");
+        let server = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await
+                .unwrap();
+        });
+        let mut notes = 0;
+        let h = wait_healthy(&url, Duration::from_secs(20), |_| notes += 1)
+            .await
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert!(h.attempts >= 2 && notes >= 1);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_fails_with_the_url_and_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = wait_healthy(&format!("http://{addr}/"), Duration::from_secs(1), |_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()));
+        assert!(err.last.contains("refused"), "{}", err.last);
+    }
+}
