@@ -584,6 +584,9 @@ fn config_command(cli: &Cli, c: &ConfigCommand) -> Result<(), CliError> {
                 .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
             f.write_all(config::TEMPLATE.as_bytes())
                 .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+            // An overwritten file keeps its old mode: make it private in any case.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
             println!(
                 "wrote {}; edit [proxmox] before the first deploy",
                 path.display()

@@ -133,3 +133,299 @@ impl Catalog {
         self.frameworks.iter().map(|f| f.id.as_str()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ELEVEN: [&str; 11] = [
+        "django", "flask", "fastapi", "laravel", "express", "react", "vue", "nextjs", "mern",
+        "mean", "lamp",
+    ];
+
+    fn invalid(text: &str) -> String {
+        match Catalog::parse(text) {
+            Ok(c) => panic!("accepted a bad catalog: {c:?}\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// One valid entry; the parse tests break it one way at a time.
+    fn entry(id: &str, extra: &str) -> String {
+        format!(
+            "[[framework]]\nid = \"{id}\"\nname = \"X\"\nlanguage = \"python\"\n\
+             runtime = \"python3\"\ndefault_port = 8000\ninstall = \"pip install x\"\n\
+             start = \"x --port $PORT\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn builtin_catalog_has_exactly_the_eleven_frameworks() {
+        let catalog = Catalog::parse(BUILTIN).unwrap_or_else(|e| panic!("{e}"));
+        let mut ids = catalog.ids();
+        ids.sort_unstable();
+        let mut want = ELEVEN.to_vec();
+        want.sort_unstable();
+        assert_eq!(ids, want);
+        assert_eq!(Catalog::builtin(), &catalog);
+    }
+
+    #[test]
+    fn every_builtin_entry_is_complete() {
+        for fw in &Catalog::builtin().frameworks {
+            let id = &fw.id;
+            assert!(fw.default_port > 0, "{id}: port");
+            assert!(!fw.name.trim().is_empty(), "{id}: name");
+            assert!(!fw.runtime.trim().is_empty(), "{id}: runtime");
+            assert!(!fw.install.trim().is_empty(), "{id}: install");
+            assert!(!fw.start.trim().is_empty(), "{id}: start");
+            assert!(fw.health_path.starts_with('/'), "{id}: health_path");
+            assert!(!fw.detect.is_empty(), "{id}: no detection rule");
+            assert!(
+                ["python", "node", "php", "fullstack"].contains(&fw.language.as_str()),
+                "{id}: language {:?}",
+                fw.language
+            );
+            for cmd in [&fw.install, &fw.build, &fw.start] {
+                assert!(!cmd.contains('\n'), "{id}: multi-line command {cmd:?}");
+            }
+            // An app server must be told its port; a web server (nginx, apache) gets it from
+            // the site the recipe writes.
+            let web_server = fw.start.starts_with("nginx") || fw.start.starts_with("apache2ctl");
+            assert!(
+                web_server || fw.start.contains("$PORT"),
+                "{id}: start does not use $PORT: {}",
+                fw.start
+            );
+        }
+    }
+
+    #[test]
+    fn builtin_ports_and_lookups() {
+        let c = Catalog::builtin();
+        let port = |id: &str| c.get(id).unwrap().default_port;
+        assert_eq!(port("django"), 8000);
+        assert_eq!(port("flask"), 5000);
+        assert_eq!(port("fastapi"), 8000);
+        assert_eq!(port("express"), 3000);
+        assert_eq!(port("nextjs"), 3000);
+        for id in ["react", "vue", "laravel", "lamp"] {
+            assert_eq!(port(id), 80, "{id}");
+        }
+        assert_eq!(c.get("NextJS").map(|f| f.name.as_str()), Some("Next.js"));
+        assert!(c.get("rails").is_none());
+    }
+
+    #[test]
+    fn builtin_commands_are_valid_shell() {
+        for fw in &Catalog::builtin().frameworks {
+            for cmd in [&fw.install, &fw.build, &fw.start] {
+                let out = std::process::Command::new("bash")
+                    .args(["-n", "-c", cmd])
+                    .output()
+                    .expect("bash");
+                assert!(
+                    out.status.success(),
+                    "{}: not valid bash: {cmd}\n{}",
+                    fw.id,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// The catalog's documented detection rule: every rule matches (file exists; `contains`
+    /// case-insensitively), highest `detect_priority` wins. Returns the winner and whether it
+    /// tied with another match.
+    fn detect<'a>(catalog: &'a Catalog, files: &[(&str, &str)]) -> Option<(&'a str, bool)> {
+        let matches = |fw: &Framework| {
+            !fw.detect.is_empty()
+                && fw.detect.iter().all(|rule| {
+                    files.iter().any(|(path, text)| {
+                        *path == rule.file
+                            && rule.contains.as_ref().is_none_or(|c| {
+                                text.to_ascii_lowercase().contains(&c.to_ascii_lowercase())
+                            })
+                    })
+                })
+        };
+        let mut hits: Vec<&Framework> = catalog.frameworks.iter().filter(|f| matches(f)).collect();
+        hits.sort_by_key(|f| std::cmp::Reverse(f.detect_priority));
+        let best = hits.first()?;
+        let tie = hits
+            .get(1)
+            .is_some_and(|f| f.detect_priority == best.detect_priority);
+        Some((best.id.as_str(), tie))
+    }
+
+    #[test]
+    fn builtin_detection_picks_the_right_framework() {
+        let pkg =
+            |deps: &str| format!("{{\n  \"name\": \"app\",\n  \"dependencies\": {{ {deps} }}\n}}");
+        let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+            (
+                "django",
+                vec![
+                    ("manage.py", "#!/usr/bin/env python".into()),
+                    ("requirements.txt", "Django>=5\n".into()),
+                ],
+            ),
+            (
+                "flask",
+                vec![
+                    ("requirements.txt", "Flask==3.1\ngunicorn\n".into()),
+                    ("app.py", "".into()),
+                ],
+            ),
+            (
+                "fastapi",
+                vec![("requirements.txt", "fastapi[standard]\npydantic\n".into())],
+            ),
+            (
+                "laravel",
+                vec![
+                    ("artisan", "#!/usr/bin/env php".into()),
+                    (
+                        "composer.json",
+                        "{\"require\": {\"laravel/framework\": \"^11.0\"}}".into(),
+                    ),
+                    ("public/index.php", "<?php".into()),
+                ],
+            ),
+            (
+                "lamp",
+                vec![
+                    ("index.php", "<?php echo 'hi';".into()),
+                    ("composer.json", "{}".into()),
+                ],
+            ),
+            (
+                "express",
+                vec![("package.json", pkg("\"express\": \"^4.21.0\""))],
+            ),
+            (
+                "react",
+                vec![(
+                    "package.json",
+                    pkg("\"react\": \"^19.0.0\", \"react-dom\": \"^19.0.0\""),
+                )],
+            ),
+            ("vue", vec![("package.json", pkg("\"vue\": \"^3.5.0\""))]),
+            (
+                "nextjs",
+                vec![(
+                    "package.json",
+                    pkg("\"next\": \"15.0.0\", \"react\": \"^19.0.0\", \"react-dom\": \"^19.0.0\""),
+                )],
+            ),
+            (
+                "mern",
+                vec![(
+                    "package.json",
+                    pkg("\"express\": \"^4\", \"mongoose\": \"^8\", \"react\": \"^19\""),
+                )],
+            ),
+            (
+                "mean",
+                vec![(
+                    "package.json",
+                    pkg("\"@angular/core\": \"^19\", \"express\": \"^4\", \"mongoose\": \"^8\""),
+                )],
+            ),
+            // Express with a React client but no MongoDB: the server wins.
+            (
+                "express",
+                vec![(
+                    "package.json",
+                    pkg("\"express\": \"^4\", \"react\": \"^19\""),
+                )],
+            ),
+        ];
+        let catalog = Catalog::builtin();
+        for (want, files) in &cases {
+            let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+            let got = detect(catalog, &files);
+            assert_eq!(got, Some((*want, false)), "files {files:?}");
+        }
+        // Near misses do not match.
+        let none = [
+            (
+                "package.json",
+                pkg("\"next-auth\": \"^4\", \"nextra\": \"^3\""),
+            ),
+            ("requirements.txt", "requests\n".to_string()),
+        ];
+        let none: Vec<(&str, &str)> = none.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        assert_eq!(detect(catalog, &none), None);
+    }
+
+    #[test]
+    fn parse_accepts_a_minimal_entry_with_defaults() {
+        let c = Catalog::parse(&entry("app2", "")).unwrap();
+        let fw = &c.frameworks[0];
+        assert_eq!(fw.health_path, "/");
+        assert_eq!(fw.build, "");
+        assert!(fw.detect.is_empty());
+        assert_eq!(fw.detect_priority, 0);
+    }
+
+    #[test]
+    fn parse_rejects_duplicate_ids() {
+        let text = format!("{}\n{}", entry("flask", ""), entry("flask", ""));
+        let err = invalid(&text);
+        assert!(err.contains("\"flask\" appears twice"), "{err}");
+    }
+
+    #[test]
+    fn parse_rejects_bad_ids() {
+        for bad in ["Flask", "next-js", "", "my app", "vué"] {
+            let err = invalid(&entry(bad, ""));
+            assert!(err.contains(&format!("id {bad:?}")), "{bad}: {err}");
+            assert!(err.contains("lowercase letters and digits"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_port_zero_and_bad_ports() {
+        let err = invalid(&entry("app", "").replace("default_port = 8000", "default_port = 0"));
+        assert!(err.contains("app: default_port is 0"), "{err}");
+        let err = invalid(&entry("app", "").replace("default_port = 8000", "default_port = 70000"));
+        assert!(err.contains("default_port"), "{err}");
+    }
+
+    #[test]
+    fn parse_rejects_unknown_keys() {
+        let err = invalid(&entry("app", "prot = 5000\n"));
+        assert!(err.contains("prot"), "{err}");
+        let err = invalid(&entry(
+            "app",
+            "detect = [{ file = \"a\", contain = \"b\" }]\n",
+        ));
+        assert!(err.contains("contain"), "{err}");
+        let err = invalid(&format!("frameworks = []\n{}", entry("app", "")));
+        assert!(err.contains("frameworks"), "{err}");
+    }
+
+    #[test]
+    fn parse_rejects_missing_commands_and_bad_health_paths() {
+        let err =
+            invalid(&entry("app", "").replace("install = \"pip install x\"", "install = \"  \""));
+        assert!(
+            err.contains("app: install and start commands are required"),
+            "{err}"
+        );
+        let err = invalid(&entry("app", "").replace("start = \"x --port $PORT\"\n", ""));
+        assert!(err.contains("start"), "{err}");
+        let err = invalid(&entry("app", "health_path = \"health\"\n"));
+        assert!(err.contains("app: health_path must start with /"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_say_the_toml_is_invalid() {
+        let err = invalid("[[framework]\nid = ");
+        assert!(
+            err.starts_with("framework catalog is not valid TOML"),
+            "{err}"
+        );
+    }
+}
