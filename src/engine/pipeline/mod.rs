@@ -1,0 +1,481 @@
+//! The stages of a deployment, from a validated request to a RUNNING app, and its destruction.
+//!
+//! deploy: validate → record PENDING → preflight (the repository and ref exist) → render the
+//! Terraform workspace → `terraform init` + `apply` → the guest's address (static pool, else
+//! terraform's output) → SSH (host key pinned) → provisioning script → HTTP health check →
+//! RUNNING. Each stage is idempotent, so `retry` runs them again from the stored record.
+//! A failure moves the deployment to FAILED with the stage, the cause and the next step.
+//!
+//! destroy: DESTROYING → `terraform destroy` (when there is state) → address and host key
+//! released → DELETED. The record stays.
+
+mod address;
+mod app;
+mod check;
+mod destroy;
+mod infra;
+mod preflight;
+mod render;
+
+pub use destroy::destroy;
+
+use super::Engine;
+use super::report::{Redactor, Reporter};
+use super::ssh::{KeyPair, Target};
+use super::terraform::GuestOutputs;
+use super::workspace;
+use crate::config::{ConfigError, ProxmoxConfig};
+use crate::domain::spec::{DeployInput, SpecError, suggest_name};
+use crate::domain::{Catalog, Deployment, DeploymentId, Framework, GuestType, Stage, Status};
+use crate::protocol::{EngineEvent, LogStream};
+use crate::store::{StoreError, now_ms};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Invalid(#[from] SpecError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{id}: stage {stage} failed: {cause}\nnext: {next}")]
+    Stage {
+        id: DeploymentId,
+        stage: Stage,
+        cause: String,
+        next: String,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A stage's failure before it is recorded.
+pub(super) struct Failure {
+    stage: Stage,
+    cause: String,
+}
+
+pub(super) type StageResult<T> = Result<T, Failure>;
+
+pub(super) fn fail(stage: Stage) -> impl Fn(&dyn std::fmt::Display) -> Failure {
+    move |e| Failure {
+        stage,
+        cause: e.to_string(),
+    }
+}
+
+/// What the user can do about a failure in `stage`.
+pub fn next_step(stage: Stage, id: &DeploymentId) -> String {
+    match stage {
+        Stage::Validate | Stage::Preflight => format!(
+            "check the repository URL and ref (git ls-remote URL REF works from here?), then `proxdeck retry {id}` or `proxdeck destroy {id}`"
+        ),
+        Stage::Render => format!(
+            "check terraform.templates_dir and network.pool in the config, then `proxdeck retry {id}`"
+        ),
+        Stage::TerraformInit => format!(
+            "terraform could not prepare the provider: check network access to the registry or configure a provider mirror, then `proxdeck retry {id}`"
+        ),
+        Stage::TerraformApply => format!(
+            "read terraform's output (`proxdeck logs {id}`), fix the cause on Proxmox or in the config, then `proxdeck retry {id}` or `proxdeck destroy {id}`"
+        ),
+        Stage::Address => format!(
+            "the guest has no address proxdeck can use: set network.pool for static addresses or check DHCP on the bridge, then `proxdeck retry {id}`"
+        ),
+        Stage::Ssh => format!(
+            "check that the guest is up, reachable on its SSH port and authorizes proxdeck's key (`proxdeck ssh-key`), then `proxdeck retry {id}`"
+        ),
+        Stage::Provision => format!(
+            "read the provisioning output (`proxdeck logs {id}`), fix the app or its commands, then `proxdeck retry {id}`"
+        ),
+        Stage::HealthCheck => format!(
+            "the app did not answer: check that it listens on 0.0.0.0 and the deployment's port, then `proxdeck retry {id}`"
+        ),
+        Stage::Done => format!("`proxdeck show {id}`"),
+        Stage::Destroy => format!(
+            "read terraform's output (`proxdeck logs {id}`); if the guest is locked or busy, wait and run `proxdeck destroy {id}` again"
+        ),
+    }
+}
+
+/// A fresh short id: six characters from an alphabet without look-alikes.
+pub fn new_id() -> DeploymentId {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut bytes = [0u8; 6];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No OS randomness: fall back to the clock, still unique enough for one user's list.
+        let t = now_ms() as u64;
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (t >> (i * 7)) as u8;
+        }
+    }
+    DeploymentId(
+        bytes
+            .iter()
+            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+            .collect(),
+    )
+}
+
+/// Env values are secrets: kept in a 0600 file in the data dir, never in the database.
+pub(super) fn secrets_path(engine: &Engine, id: &DeploymentId) -> PathBuf {
+    engine
+        .paths
+        .root
+        .join("secrets")
+        .join(format!("{}.json", id.0))
+}
+
+fn save_env(engine: &Engine, id: &DeploymentId, env: &[(String, String)]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = secrets_path(engine, id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(
+        serde_json::to_string(env)
+            .unwrap_or_else(|_| "[]".into())
+            .as_bytes(),
+    )
+}
+
+pub(super) fn load_env(engine: &Engine, id: &DeploymentId) -> Vec<(String, String)> {
+    std::fs::read_to_string(secrets_path(engine, id))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+pub(super) fn redactor(engine: &Engine, env: &[(String, String)]) -> Redactor {
+    let mut secrets: Vec<String> = env.iter().map(|(_, v)| v.clone()).collect();
+    if let Ok(p) = engine.config.proxmox() {
+        let token = p.api_token.expose().to_string();
+        // The secret part alone may also show up (e.g. in a provider's error message).
+        if let Some((_, secret)) = token.split_once('=') {
+            secrets.push(secret.to_string());
+        }
+        secrets.push(token);
+    }
+    Redactor::new(secrets)
+}
+
+/// Validates, records and runs a new deployment to RUNNING.
+pub async fn deploy(
+    engine: &Engine,
+    input: DeployInput,
+    events: mpsc::UnboundedSender<EngineEvent>,
+) -> Result<Deployment, DeployError> {
+    let catalog = Catalog::builtin();
+    let spec = input.validate(catalog)?;
+    // Proxmox settings are checked after the request, so bad input is always reported first.
+    engine.config.proxmox()?;
+    if spec.guest_type == GuestType::Vm && engine.config.terraform.templates_dir.is_none() {
+        workspace::load_template(GuestType::Vm, None)
+            .map_err(|e| DeployError::Refused(e.to_string()))?;
+    }
+
+    let name = match &spec.name {
+        Some(n) => n.clone(),
+        None => {
+            let base = suggest_name(&spec.repo);
+            let candidates: Vec<String> = std::iter::once(base.clone())
+                .chain(
+                    (2..100).map(|i| format!("{}-{i}", base.chars().take(58).collect::<String>())),
+                )
+                .collect();
+            engine
+                .db
+                .call(move |s| {
+                    for c in candidates {
+                        if !s.name_taken(&c)? {
+                            return Ok(c);
+                        }
+                    }
+                    Err(StoreError::NameTaken(base))
+                })
+                .await?
+        }
+    };
+    let now = now_ms();
+    let mut d = Deployment {
+        id: new_id(),
+        name,
+        repo: spec.repo.clone(),
+        git_ref: spec.git_ref.clone().unwrap_or_default(),
+        framework: spec.framework.clone(),
+        guest_type: spec.guest_type,
+        cores: spec.cores,
+        memory_mib: spec.memory_mib,
+        disk_gib: spec.disk_gib,
+        port: spec.port,
+        env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),
+        node: spec.node.clone(),
+        vmid: None,
+        ip: None,
+        url: None,
+        commit: None,
+        status: Status::Pending,
+        stage: Some(Stage::Validate),
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    // An id collision is astronomically rare; try a few fresh ones rather than fail.
+    for _ in 0..5 {
+        let record = d.clone();
+        match engine.db.call(move |s| s.insert_deployment(&record)).await {
+            Ok(()) => break,
+            Err(StoreError::Sql(_)) => d.id = new_id(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    save_env(engine, &d.id, &spec.env).map_err(|e| {
+        DeployError::Refused(format!("cannot store the environment variables: {e}"))
+    })?;
+    engine.audit(
+        "deploy",
+        &d.id,
+        serde_json::json!({"name": d.name, "repo": d.repo, "framework": d.framework, "type": d.guest_type}),
+    );
+    let reporter = Reporter::new(
+        d.id.clone(),
+        engine.db.clone(),
+        events,
+        redactor(engine, &spec.env),
+    );
+    reporter
+        .info(format!(
+            "deployment {} ({}) recorded as PENDING",
+            d.name, d.id
+        ))
+        .await?;
+    run(engine, &reporter, d, spec.env).await
+}
+
+/// Runs a FAILED deployment's stages again; each is idempotent.
+pub async fn retry(
+    engine: &Engine,
+    id_or_name: &str,
+    events: mpsc::UnboundedSender<EngineEvent>,
+) -> Result<Deployment, DeployError> {
+    engine.config.proxmox()?;
+    let key = id_or_name.to_string();
+    let d = engine.db.call(move |s| s.find(&key)).await?;
+    if d.status != Status::Failed && d.status != Status::Pending {
+        return Err(DeployError::Refused(format!(
+            "{} is {}; only a FAILED or interrupted PENDING deployment can be retried",
+            d.name, d.status
+        )));
+    }
+    let env = load_env(engine, &d.id);
+    engine.audit("retry", &d.id, serde_json::json!({"name": d.name}));
+    let reporter = Reporter::new(
+        d.id.clone(),
+        engine.db.clone(),
+        events,
+        redactor(engine, &env),
+    );
+    reporter
+        .info(format!("retrying {} ({})", d.name, d.id))
+        .await?;
+    run(engine, &reporter, d, env).await
+}
+
+async fn run(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: Deployment,
+    env: Vec<(String, String)>,
+) -> Result<Deployment, DeployError> {
+    match stages(engine, reporter, &d, env).await {
+        Ok(d) => Ok(d),
+        Err(Failure { stage, cause }) => {
+            let cause = Redactor::clone(&redactor(engine, &[])).redact(&cause);
+            let next = next_step(stage, &d.id);
+            let message = format!("{stage}: {cause}");
+            let _ = reporter
+                .lines(
+                    LogStream::Stderr,
+                    vec![format!("FAILED at {message}"), format!("next: {next}")],
+                )
+                .await;
+            reporter.transition(Status::Failed, Some(message)).await?;
+            Err(DeployError::Stage {
+                id: d.id.clone(),
+                stage,
+                cause,
+                next,
+            })
+        }
+    }
+}
+
+/// What one run of the stages carries from stage to stage.
+pub(super) struct Ctx<'a> {
+    pub engine: &'a Engine,
+    pub reporter: &'a Reporter,
+    pub d: Deployment,
+    pub framework: Framework,
+    pub proxmox: ProxmoxConfig,
+    pub env: Vec<(String, String)>,
+    /// `true` asks running processes to stop gracefully.
+    pub cancel: watch::Receiver<bool>,
+    pub node: String,
+    pub static_ip: Option<Ipv4Addr>,
+    pub keys: Option<KeyPair>,
+    pub outputs: GuestOutputs,
+    pub ip: Option<String>,
+    pub session: Option<(ssh2::Session, Target)>,
+    pub commit: Option<String>,
+    pub url: Option<String>,
+    /// The stage in progress, named in a failure that has no better stage.
+    pub current: Stage,
+}
+
+impl Ctx<'_> {
+    /// Marks the start of a stage (store, log, clients).
+    pub async fn stage(&mut self, stage: Stage) -> StageResult<()> {
+        self.current = stage;
+        self.reporter
+            .stage(stage)
+            .await
+            .map_err(|e| fail(stage)(&e))
+    }
+
+    pub async fn info(&self, text: impl Into<String>) -> StageResult<()> {
+        self.reporter
+            .info(text)
+            .await
+            .map_err(|e| fail(self.current)(&e))
+    }
+
+    pub async fn transition(&self, to: Status) -> StageResult<Deployment> {
+        self.reporter
+            .transition(to, None)
+            .await
+            .map_err(|e| fail(self.current)(&e))
+    }
+
+    /// Waits until a `Reporter::pipe` has stored every line it was given.
+    pub async fn finish_forward(
+        &self,
+        forward: tokio::task::JoinHandle<Result<(), StoreError>>,
+    ) -> StageResult<()> {
+        match forward.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fail(self.current)(&e)),
+            Err(e) => Err(fail(self.current)(&e)),
+        }
+    }
+}
+
+async fn stages(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: &Deployment,
+    env: Vec<(String, String)>,
+) -> StageResult<Deployment> {
+    let framework = Catalog::builtin()
+        .get(&d.framework)
+        .cloned()
+        .ok_or_else(|| {
+            fail(Stage::Validate)(&format!(
+                "framework {:?} is no longer in the catalog",
+                d.framework
+            ))
+        })?;
+    let proxmox = engine
+        .config
+        .proxmox()
+        .map_err(|e| fail(Stage::Preflight)(&e))?
+        .clone();
+    let node = d.node.clone().unwrap_or_else(|| proxmox.node.clone());
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let mut cx = Ctx {
+        engine,
+        reporter,
+        d: d.clone(),
+        framework,
+        proxmox,
+        env,
+        cancel,
+        node,
+        static_ip: None,
+        keys: None,
+        outputs: GuestOutputs::default(),
+        ip: None,
+        session: None,
+        commit: None,
+        url: None,
+        current: Stage::Preflight,
+    };
+
+    cx.stage(Stage::Preflight).await?;
+    cx.transition(Status::Provisioning).await?;
+    preflight::run(&mut cx).await?;
+
+    cx.stage(Stage::Render).await?;
+    render::run(&mut cx).await?;
+
+    // terraform-init and terraform-apply
+    infra::run(&mut cx).await?;
+
+    cx.stage(Stage::Address).await?;
+    address::run(&mut cx).await?;
+
+    cx.stage(Stage::Ssh).await?;
+    cx.transition(Status::Deploying).await?;
+    app::connect(&mut cx).await?;
+
+    cx.stage(Stage::Provision).await?;
+    app::provision(&mut cx).await?;
+
+    cx.stage(Stage::HealthCheck).await?;
+    check::run(&mut cx).await?;
+
+    cx.stage(Stage::Done).await?;
+    let done = cx.transition(Status::Running).await?;
+    cx.info(format!(
+        "RUNNING at {}",
+        cx.url.as_deref().unwrap_or("(no URL)")
+    ))
+    .await?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_short_and_typeable() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_id().0).collect();
+        assert!(ids.len() > 990);
+        for id in ids {
+            assert_eq!(id.len(), 6);
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            );
+            assert!(!id.contains(['l', 'o', '0', '1', 'i']));
+        }
+    }
+
+    #[test]
+    fn every_stage_has_a_next_step_naming_the_deployment() {
+        let id = DeploymentId("abc123".into());
+        for stage in Stage::ALL {
+            assert!(next_step(stage, &id).contains("abc123"), "{stage}");
+        }
+    }
+}
