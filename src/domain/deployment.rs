@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Short, typeable id of a deployment (six lowercase letters and digits, e.g. `k3x9ta`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DeploymentId(pub String);
 
@@ -15,9 +15,10 @@ impl fmt::Display for DeploymentId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestType {
+    #[default]
     Lxc,
     Vm,
 }
@@ -48,8 +49,62 @@ impl std::str::FromStr for GuestType {
     }
 }
 
+/// How proxdeck came to know a guest, which decides what it may do to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Created by proxdeck with Terraform; destroy runs `terraform destroy`.
+    #[default]
+    Terraform,
+    /// Found on the cluster by `sync`; never destroyed by Terraform (start, stop, forget).
+    Imported,
+    /// An app deployed onto a host that already existed (`deploy --host`); destroy removes
+    /// the app and its service and leaves the host alone.
+    Host,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Terraform => "terraform",
+            Origin::Imported => "imported",
+            Origin::Host => "host",
+        }
+    }
+}
+
+impl std::str::FromStr for Origin {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "terraform" => Ok(Origin::Terraform),
+            "imported" => Ok(Origin::Imported),
+            "host" => Ok(Origin::Host),
+            _ => Err(format!("unknown origin {s:?}")),
+        }
+    }
+}
+
+/// Per-deployment replacements for the framework's commands and health check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Overrides {
+    pub install: Option<String>,
+    pub build: Option<String>,
+    pub start: Option<String>,
+    pub health_path: Option<String>,
+    /// The HTTP status the health check expects (default: any 2xx or 3xx).
+    pub health_status: Option<u16>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Overrides::default()
+    }
+}
+
 /// A deployment as recorded in the store. Timestamps are Unix milliseconds (UTC).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: DeploymentId,
     pub name: String,
@@ -74,4 +129,13 @@ pub struct Deployment {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub origin: Origin,
+    /// SSH user and port for this guest when they differ from the config's defaults.
+    pub ssh_user: Option<String>,
+    pub ssh_port: Option<u16>,
+    /// The commit deployed before the current one (what `rollback` returns to).
+    pub previous_commit: Option<String>,
+    /// Set by `sync` when the guest is no longer on the cluster (Unix ms).
+    pub missing_since: Option<i64>,
+    pub overrides: Overrides,
 }

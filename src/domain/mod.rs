@@ -6,7 +6,7 @@ pub mod framework;
 pub mod spec;
 pub mod status;
 
-pub use deployment::{Deployment, DeploymentId, GuestType};
+pub use deployment::{Deployment, DeploymentId, GuestType, Origin, Overrides};
 pub use framework::{Catalog, Framework};
 pub use spec::{DeploySpec, SpecError};
 pub use status::{IllegalTransition, Stage, Status};

@@ -68,6 +68,21 @@ const STEPS: &[&str] = &[
         allocated_at  INTEGER NOT NULL
     );
     "#,
+    // 2: origins (imported guests, existing hosts), per-deployment SSH and command overrides,
+    // rollback, sync's missing marker, and vmids reserved per deployment.
+    r#"
+    ALTER TABLE deployments ADD COLUMN origin TEXT NOT NULL DEFAULT 'terraform';
+    ALTER TABLE deployments ADD COLUMN ssh_user TEXT;
+    ALTER TABLE deployments ADD COLUMN ssh_port INTEGER;
+    ALTER TABLE deployments ADD COLUMN previous_commit TEXT;
+    ALTER TABLE deployments ADD COLUMN missing_since INTEGER;
+    ALTER TABLE deployments ADD COLUMN overrides TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE vmid_allocations (
+        vmid          INTEGER PRIMARY KEY,
+        deployment_id TEXT NOT NULL UNIQUE,
+        allocated_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub const LATEST: i64 = STEPS.len() as i64;

@@ -40,6 +40,8 @@ pub enum StoreError {
         "the address pool {0} is used up; release addresses by destroying deployments, or widen network.pool"
     )]
     PoolExhausted(Ipv4Net),
+    #[error("every vmid from {lo} to {hi} is taken; widen guest.vmid_range")]
+    VmidsExhausted { lo: u32, hi: u32 },
     #[error(
         "the database was written by a newer proxdeck (schema {found}, this one knows {known}); upgrade proxdeck"
     )]
@@ -86,7 +88,8 @@ pub struct Store {
 }
 
 const DEPLOYMENT_COLUMNS: &str = "id, name, repo, git_ref, framework, guest_type, cores, memory_mib, \
-     disk_gib, port, env_names, node, vmid, ip, url, commit_sha, status, stage, error, created_at, updated_at";
+     disk_gib, port, env_names, node, vmid, ip, url, commit_sha, status, stage, error, created_at, updated_at, \
+     origin, ssh_user, ssh_port, previous_commit, missing_since, overrides";
 
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
@@ -144,7 +147,8 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+                  ?22, ?23, ?24, ?25, ?26, ?27)"
             ),
             params![
                 d.id.0,
@@ -168,6 +172,12 @@ impl Store {
                 d.error,
                 d.created_at,
                 d.updated_at,
+                d.origin.as_str(),
+                d.ssh_user,
+                d.ssh_port,
+                d.previous_commit,
+                d.missing_since,
+                serde_json::to_string(&d.overrides).unwrap_or_else(|_| "{}".into()),
             ],
         )?;
         tx.execute(
@@ -476,6 +486,60 @@ impl Store {
         )?;
         Ok(())
     }
+
+    /// Reserves a vmid in `range` for `id` (the same one again if it already holds one),
+    /// skipping vmids reserved by other deployments and those in `taken` (guests the cluster
+    /// already has). The reservation is one immediate transaction, so parallel deployments,
+    /// in this process or another, never get the same vmid.
+    pub fn allocate_vmid(
+        &mut self,
+        range: std::ops::RangeInclusive<u32>,
+        id: &DeploymentId,
+        taken: &std::collections::HashSet<u32>,
+    ) -> Result<u32> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held: Option<u32> = tx
+            .query_row(
+                "SELECT vmid FROM vmid_allocations WHERE deployment_id = ?1",
+                [&id.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(v) = held.filter(|v| !taken.contains(v)) {
+            return Ok(v);
+        }
+        let reserved: std::collections::HashSet<u32> = {
+            let mut stmt =
+                tx.prepare("SELECT vmid FROM vmid_allocations WHERE deployment_id != ?1")?;
+            stmt.query_map([&id.0], |r| r.get::<_, u32>(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let (lo, hi) = (*range.start(), *range.end());
+        let free = range
+            .into_iter()
+            .find(|v| !reserved.contains(v) && !taken.contains(v))
+            .ok_or(StoreError::VmidsExhausted { lo, hi })?;
+        tx.execute(
+            "DELETE FROM vmid_allocations WHERE deployment_id = ?1",
+            [&id.0],
+        )?;
+        tx.execute(
+            "INSERT INTO vmid_allocations (vmid, deployment_id, allocated_at) VALUES (?1, ?2, ?3)",
+            params![free, id.0, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(free)
+    }
+
+    pub fn release_vmid(&mut self, id: &DeploymentId) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM vmid_allocations WHERE deployment_id = ?1",
+            [&id.0],
+        )?;
+        Ok(())
+    }
 }
 
 fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Deployment>> {
@@ -484,6 +548,8 @@ fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Deploymen
     let env_names: String = r.get(10)?;
     let status: String = r.get(16)?;
     let stage: Option<String> = r.get(17)?;
+    let origin: String = r.get(21)?;
+    let overrides: String = r.get(26)?;
     let build = || -> Result<Deployment> {
         Ok(Deployment {
             id: DeploymentId(id.clone()),
@@ -513,6 +579,13 @@ fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Deploymen
             error: r.get(18)?,
             created_at: r.get(19)?,
             updated_at: r.get(20)?,
+            origin: origin.parse().map_err(StoreError::Corrupt)?,
+            ssh_user: r.get(22)?,
+            ssh_port: r.get(23)?,
+            previous_commit: r.get(24)?,
+            missing_since: r.get(25)?,
+            overrides: serde_json::from_str(&overrides)
+                .map_err(|e| StoreError::Corrupt(format!("overrides of {id}: {e}")))?,
         })
     };
     Ok(build())
@@ -582,6 +655,7 @@ mod tests {
             error: None,
             created_at: 1_000,
             updated_at: 1_000,
+            ..Default::default()
         }
     }
 
@@ -731,6 +805,41 @@ mod tests {
                 .to_string(),
             "127.0.0.9"
         );
+    }
+
+    #[test]
+    fn vmids_are_reserved_once_and_skip_taken_ones() {
+        let mut s = Store::open_in_memory().unwrap();
+        let none = std::collections::HashSet::new();
+        let a = DeploymentId("a".into());
+        let b = DeploymentId("b".into());
+        assert_eq!(s.allocate_vmid(100..=102, &a, &none).unwrap(), 100);
+        assert_eq!(s.allocate_vmid(100..=102, &a, &none).unwrap(), 100);
+        let taken: std::collections::HashSet<u32> = [101].into();
+        assert_eq!(s.allocate_vmid(100..=102, &b, &taken).unwrap(), 102);
+        let c = DeploymentId("c".into());
+        assert!(matches!(
+            s.allocate_vmid(100..=102, &c, &taken),
+            Err(StoreError::VmidsExhausted { .. })
+        ));
+        // A held vmid that turned out to be taken on the cluster is replaced.
+        s.release_vmid(&b).unwrap();
+        let taken_a: std::collections::HashSet<u32> = [100].into();
+        assert_eq!(s.allocate_vmid(100..=102, &a, &taken_a).unwrap(), 101);
+    }
+
+    #[test]
+    fn new_columns_round_trip() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut d = sample("abc123", "shop");
+        d.origin = crate::domain::Origin::Host;
+        d.ssh_user = Some("deploy".into());
+        d.ssh_port = Some(2222);
+        d.previous_commit = Some("abc".into());
+        d.missing_since = Some(5);
+        d.overrides.start = Some("node server.js".into());
+        s.insert_deployment(&d).unwrap();
+        assert_eq!(s.get(&d.id).unwrap(), d);
     }
 
     #[test]

@@ -254,6 +254,7 @@ mod tests {
             error: None,
             created_at: NOW - HOUR,
             updated_at: NOW - HOUR,
+            ..Default::default()
         }
     }
 

@@ -58,6 +58,7 @@ fn deployment(id: &str, name: &str, status: Status) -> Deployment {
         error: None,
         created_at: now,
         updated_at: now,
+        ..Default::default()
     }
 }
 

@@ -229,6 +229,7 @@ pub async fn deploy(
         error: None,
         created_at: now,
         updated_at: now,
+        ..Deployment::default()
     };
     // An id collision is astronomically rare; try a few fresh ones rather than fail.
     for _ in 0..5 {

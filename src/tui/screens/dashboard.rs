@@ -404,6 +404,7 @@ mod tests {
             error: None,
             created_at: 0,
             updated_at: 0,
+            ..Default::default()
         }
     }
 
