@@ -371,7 +371,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 fn open_engine(cli: &Cli) -> Result<Engine, CliError> {
     let config = load_config(cli)?;
-    Engine::open(config, &data_dir(cli)).map_err(|e| CliError::failed(e.to_string()))
+    let engine =
+        Engine::open(config, &data_dir(cli)).map_err(|e| CliError::failed(e.to_string()))?;
+    for d in &engine.recovered {
+        eprintln!(
+            "notice: {} ({}) was interrupted and is now FAILED: `proxdeck retry {}` resumes it, `proxdeck destroy {}` removes it",
+            d.name, d.id, d.id, d.id
+        );
+    }
+    Ok(engine)
 }
 
 fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {

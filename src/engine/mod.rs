@@ -3,6 +3,7 @@
 //! `protocol`: they call an operation or send a `Request`, and receive `EngineEvent`s.
 
 pub mod health;
+pub mod jobs;
 pub mod pipeline;
 pub mod process;
 pub mod provision;
@@ -57,6 +58,9 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub paths: DataPaths,
     pub db: Db,
+    /// Deployments found interrupted (in flight, nobody working on them) when the data dir was
+    /// opened; they are now FAILED. Clients tell the user.
+    pub recovered: Vec<crate::domain::Deployment>,
 }
 
 impl Engine {
@@ -67,11 +71,13 @@ impl Engine {
             source,
         })?;
         restrict_dir(&paths.root);
-        let store = Store::open(&paths.database())?;
+        let mut store = Store::open(&paths.database())?;
+        let recovered = jobs::recover_interrupted(&paths, &mut store)?;
         Ok(Engine {
             config: Arc::new(config),
             paths,
             db: Db::new(store),
+            recovered,
         })
     }
 

@@ -7,5 +7,6 @@ mod support;
 
 mod e2e;
 mod harness;
+mod recovery;
 mod templates;
 mod tui;

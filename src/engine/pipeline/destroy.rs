@@ -17,7 +17,11 @@ pub async fn destroy(
     events: mpsc::UnboundedSender<EngineEvent>,
 ) -> Result<Deployment, DeployError> {
     let key = id_or_name.to_string();
-    let d = engine.db.call(move |s| s.find(&key)).await?;
+    let found = engine.db.call(move |s| s.find(&key)).await?;
+    let _job = crate::engine::jobs::JobLock::acquire(&engine.paths, &found.id)?;
+    // Read again under the lock: another process may have just finished with it.
+    let id = found.id.clone();
+    let d = engine.db.call(move |s| s.get(&id)).await?;
     if d.status == Status::Deleted {
         return Err(DeployError::Refused(format!(
             "{} ({}) is already deleted",

@@ -50,6 +50,8 @@ pub enum DeployError {
     },
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Busy(#[from] super::jobs::JobError),
 }
 
 /// A stage's failure before it is recorded.
@@ -240,6 +242,9 @@ pub async fn deploy(
             Err(e) => return Err(e.into()),
         }
     }
+    // Nobody else can know the new id yet, but other processes check this lock before
+    // treating an in-flight deployment as interrupted.
+    let _job = super::jobs::JobLock::acquire(&engine.paths, &d.id)?;
     save_env(engine, &d.id, &spec.env).map_err(|e| {
         DeployError::Refused(format!("cannot store the environment variables: {e}"))
     })?;
@@ -271,7 +276,11 @@ pub async fn retry(
 ) -> Result<Deployment, DeployError> {
     engine.config.proxmox()?;
     let key = id_or_name.to_string();
-    let d = engine.db.call(move |s| s.find(&key)).await?;
+    let found = engine.db.call(move |s| s.find(&key)).await?;
+    let _job = super::jobs::JobLock::acquire(&engine.paths, &found.id)?;
+    // Read again under the lock: another process may have just finished with it.
+    let id = found.id.clone();
+    let d = engine.db.call(move |s| s.get(&id)).await?;
     if d.status != Status::Failed && d.status != Status::Pending {
         return Err(DeployError::Refused(format!(
             "{} is {}; only a FAILED or interrupted PENDING deployment can be retried",
