@@ -3,7 +3,7 @@
 //! JSON result). Exit codes: 0 done, 1 an operation failed, 2 bad input or config.
 
 use crate::config::{self, Config};
-use crate::domain::spec::{DeployInput, parse_env_pair};
+use crate::domain::spec::{DeployInput, parse_env_file, parse_env_pair};
 use crate::domain::{Catalog, Deployment};
 use crate::engine::pipeline::{self, DeployError};
 use crate::engine::{Engine, ssh};
@@ -12,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
+
+mod cluster;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,25 +36,48 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Deploy a Git repository onto a new guest.
+    /// Deploy a Git repository onto a new guest (`--plan`: show what would be created, stop).
     Deploy(DeployArgs),
+    /// Write the Terraform workspace a deploy with the same flags would use (main.tf,
+    /// terraform.tfvars.json; no credentials) into a folder, to read, keep or run by hand.
+    Render(RenderArgs),
     /// Run a failed deployment's stages again (each stage is idempotent).
     Retry(IdArgs),
     /// List deployments.
     List(JsonArgs),
     /// Show one deployment: fields, status history.
     Show(IdArgs),
-    /// Print a deployment's log.
-    Logs(IdArgs),
+    /// Print a deployment's log (`--app`: the app's own log, read over SSH).
+    Logs(LogsArgs),
     /// Destroy a deployment's guest (terraform destroy); the record stays as DELETED.
     Destroy(DestroyArgs),
     /// List the framework catalog.
     Frameworks(JsonArgs),
     /// Print proxdeck's SSH public key (generated on first use), to authorize it on hosts.
     SshKey,
+    /// Fetch, rebuild and restart a deployment on the same guest (the commit before is kept).
+    Redeploy(RedeployArgs),
+    /// Return a deployment to the commit deployed before the current one.
+    Rollback(IdArgs),
     /// Configuration: write a commented template, show the path, check it.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Start a deployment's guest through the Proxmox API (waits for the task).
+    Start(IdArgs),
+    /// Shut a deployment's guest down cleanly (forced off after 60 s).
+    Stop(IdArgs),
+    /// Reboot a deployment's guest (starts it when it is stopped).
+    Restart(IdArgs),
+    /// Every VM and container of the cluster: node, status, CPU, memory, disk, uptime, and
+    /// whether proxdeck manages it.
+    Resources(JsonArgs),
+    /// Import the cluster's guests proxdeck does not know, update known ones, mark gone ones.
+    Sync(JsonArgs),
+    /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays.
+    Forget(IdArgs),
+    /// Check the config, Proxmox (TLS, credentials, privileges, node, storage, bridge,
+    /// template), terraform, git and the data dir.
+    Doctor(JsonArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +111,36 @@ pub struct IdArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// The app's own log (its service's journal, or the supervisor's log file), over SSH.
+    #[arg(long)]
+    pub app: bool,
+    /// Keep printing new lines until Ctrl-C (the deployment log: until it settles).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// With --app: how many of the last lines to print first.
+    #[arg(long, short = 'n', default_value_t = 200, value_name = "N")]
+    pub lines: u32,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RedeployArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Deploy this branch, tag or commit from now on (default: the deployment's ref).
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DestroyArgs {
     /// Deployment id or name.
     pub id: String,
@@ -105,9 +160,10 @@ pub struct DeployArgs {
     /// Branch, tag or commit (default: the repository's default branch).
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
-    /// Framework id (`proxdeck frameworks` lists them).
+    /// Framework id (`proxdeck frameworks` lists them); default: detected from the
+    /// repository's files.
     #[arg(long)]
-    pub framework: String,
+    pub framework: Option<String>,
     /// Guest type: lxc or vm.
     #[arg(long = "type", default_value = "lxc", value_name = "TYPE")]
     pub guest_type: String,
@@ -133,9 +189,54 @@ pub struct DeployArgs {
     /// stored in the database, masked in logs.
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A file of KEY=VALUE lines (`export`, quotes and # comments allowed); --env wins over it.
+    #[arg(long = "env-file", value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Deploy onto an existing host or guest (ADDRESS[:SSH_PORT]) instead of creating one:
+    /// no Terraform; destroy removes the app and leaves the host.
+    #[arg(long, value_name = "ADDRESS[:PORT]")]
+    pub host: Option<String>,
+    /// SSH user (default: guest.ssh_user); a user other than root needs passwordless sudo.
+    #[arg(long = "ssh-user", value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// Your own SSH private key instead of proxdeck's (`proxdeck ssh-key`).
+    #[arg(long = "ssh-key", value_name = "PATH")]
+    pub ssh_key: Option<PathBuf>,
+    /// Replace the framework's install command.
+    #[arg(long, value_name = "CMD")]
+    pub install: Option<String>,
+    /// Replace the framework's build command ("" skips the build).
+    #[arg(long, value_name = "CMD")]
+    pub build: Option<String>,
+    /// Replace the framework's start command (runs in the foreground; $PORT is the port).
+    #[arg(long, value_name = "CMD")]
+    pub start: Option<String>,
+    /// The health check's HTTP path (default: the framework's).
+    #[arg(long = "health-path", value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// The HTTP status the health check expects (default: any 2xx or 3xx).
+    #[arg(long = "health-status", value_name = "CODE")]
+    pub health_status: Option<u32>,
+    /// The container's OS template (a volume id, e.g. local:vztmpl/debian-12-...tar.zst)
+    /// instead of guest.os_template.
+    #[arg(long = "os-template", value_name = "VOLID")]
+    pub os_template: Option<String>,
+    /// Show what would be created (Terraform's plan: resources, CPU, memory, disk, node,
+    /// bridge) and stop: nothing is created, and no deployment is recorded.
+    #[arg(long)]
+    pub plan: bool,
     /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// The folder to write main.tf and terraform.tfvars.json into (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// A failure of a command, with the exit code it maps to.
@@ -277,15 +378,56 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .validate(Catalog::builtin())
                 .map_err(|e| CliError::usage(e.to_string()))?;
             let engine = open_engine(&cli)?;
+            let options = pipeline::DeployOptions {
+                os_template: args.os_template.clone(),
+            };
             let (tx, printer) = spawn_printer(args.json);
-            let result = pipeline::deploy(&engine, input, tx).await;
+            let cancel = cancel_on_ctrl_c();
+            if args.plan {
+                let result = pipeline::plan(&engine, input, options, tx).await;
+                cancel.abort();
+                let _ = printer.await;
+                return finish_plan(result, args.json);
+            }
+            let result = pipeline::deploy_with(&engine, input, options, tx).await;
+            cancel.abort();
             let _ = printer.await;
             finish(result, args.json)
+        }
+        Command::Render(args) => {
+            if args.deploy.plan {
+                return Err(CliError::usage(
+                    "render writes the workspace; --plan belongs to deploy",
+                ));
+            }
+            let input = deploy_input(&args.deploy)?;
+            input
+                .validate(Catalog::builtin())
+                .map_err(|e| CliError::usage(e.to_string()))?;
+            let engine = open_engine(&cli)?;
+            let options = pipeline::DeployOptions {
+                os_template: args.deploy.os_template.clone(),
+            };
+            let report = pipeline::render_workspace(&engine, input, options, &args.out).await?;
+            if args.deploy.json {
+                print_json(&report)
+            } else {
+                for f in &report.files {
+                    println!("{}", report.dir.join(f).display());
+                }
+                println!(
+                    "{} {} on node {}, vmid {} (a deploy reserves its own vmid when it runs); credentials are not in these files: terraform reads them from PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN",
+                    report.guest_type, report.name, report.node, report.vmid
+                );
+                Ok(())
+            }
         }
         Command::Retry(a) => {
             let engine = open_engine(&cli)?;
             let (tx, printer) = spawn_printer(a.json);
+            let cancel = cancel_on_ctrl_c();
             let result = pipeline::retry(&engine, &a.id, tx).await;
+            cancel.abort();
             let _ = printer.await;
             finish(result, a.json)
         }
@@ -297,7 +439,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 confirm_destroy(&d)?;
             }
             let (tx, printer) = spawn_printer(a.json);
+            let cancel = cancel_on_ctrl_c();
             let result = pipeline::destroy(&engine, &d.id.0, tx).await;
+            cancel.abort();
             let _ = printer.await;
             finish(result, a.json)
         }
@@ -332,6 +476,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Ok(())
             }
         }
+        Command::Logs(a) if a.app => {
+            let engine = open_engine(&cli)?;
+            app_logs(&engine, a).await
+        }
         Command::Logs(a) => {
             let engine = open_engine(&cli)?;
             let key = a.id.clone();
@@ -341,7 +489,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             loop {
                 let id = d.id.clone();
                 let page = engine.db.call(move |s| s.logs(&id, after, 5000)).await?;
-                let Some((last, _)) = page.last() else { break };
+                let Some((last, _)) = page.last() else {
+                    if !a.follow {
+                        break;
+                    }
+                    // Following: until the deployment settles and its last lines are out.
+                    let id = d.id.clone();
+                    let now = engine.db.call(move |s| s.get(&id)).await?;
+                    if !now.status.is_in_flight() {
+                        let id = d.id.clone();
+                        let tail = engine.db.call(move |s| s.logs(&id, after, 1)).await?;
+                        if tail.is_empty() {
+                            break;
+                        }
+                        continue;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    continue;
+                };
                 after = *last;
                 for (_, l) in &page {
                     let line = if a.json {
@@ -356,6 +521,34 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Redeploy(a) => {
+            let engine = open_engine(&cli)?;
+            let (tx, printer) = spawn_printer(a.json);
+            let result = pipeline::redeploy(&engine, &a.id, a.git_ref.clone(), tx).await;
+            let _ = printer.await;
+            finish(result, a.json)
+        }
+        Command::Rollback(a) => {
+            let engine = open_engine(&cli)?;
+            let (tx, printer) = spawn_printer(a.json);
+            let result = pipeline::rollback(&engine, &a.id, tx).await;
+            let _ = printer.await;
+            finish(result, a.json)
+        }
+        Command::Start(a) => {
+            cluster::power_command(&cli, &a.id, crate::engine::power::PowerOp::Start, a.json).await
+        }
+        Command::Stop(a) => {
+            cluster::power_command(&cli, &a.id, crate::engine::power::PowerOp::Stop, a.json).await
+        }
+        Command::Restart(a) => {
+            cluster::power_command(&cli, &a.id, crate::engine::power::PowerOp::Restart, a.json)
+                .await
+        }
+        Command::Resources(a) => cluster::resources(&cli, a.json).await,
+        Command::Sync(a) => cluster::sync_command(&cli, a.json).await,
+        Command::Forget(a) => cluster::forget(&cli, &a.id, a.json).await,
+        Command::Doctor(a) => cluster::doctor(&cli, a.json).await,
         Command::SshKey => {
             let dir = data_dir(&cli).join("keys");
             let keys = ssh::ensure_key(&dir).map_err(|e| CliError::failed(e.to_string()))?;
@@ -367,6 +560,52 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// `logs ID --app [-f]`: the app's own log over SSH; with -f until Ctrl-C.
+async fn app_logs(engine: &Engine, a: &LogsArgs) -> Result<(), CliError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.store(true, Ordering::Relaxed);
+        }
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<crate::engine::process::Output>();
+    let json = a.json;
+    let printer = tokio::spawn(async move {
+        while let Some(o) = rx.recv().await {
+            let mut text = String::new();
+            for l in &o.lines {
+                if json {
+                    text.push_str(
+                        &serde_json::json!({"stream": o.stream.as_str(), "line": l}).to_string(),
+                    );
+                } else {
+                    text.push_str(l);
+                }
+                text.push('\n');
+            }
+            let written = if o.stream == LogStream::Stderr && !json {
+                std::io::stderr().write_all(text.as_bytes())
+            } else {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).and_then(|_| out.flush())
+            };
+            if written.is_err() {
+                break; // the reader went away (e.g. `| head`)
+            }
+        }
+    });
+    let result = crate::engine::applogs::app_logs(engine, &a.id, a.lines, a.follow, stop, tx).await;
+    let _ = printer.await;
+    signals.abort();
+    result.map_err(|e| match e {
+        crate::engine::applogs::AppLogsError::Store(s) => s.into(),
+        other => CliError::failed(other.to_string()),
+    })
 }
 
 fn open_engine(cli: &Cli) -> Result<Engine, CliError> {
@@ -383,15 +622,43 @@ fn open_engine(cli: &Cli) -> Result<Engine, CliError> {
 }
 
 fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
-    let env = a
-        .env
-        .iter()
-        .map(|s| parse_env_pair(s).map_err(|m| CliError::usage(format!("env: {m}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut env: Vec<(String, String)> = match &a.env_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::usage(format!("env-file: cannot read {}: {e}", path.display()))
+            })?;
+            parse_env_file(&text)
+                .map_err(|m| CliError::usage(format!("env-file: {}: {m}", path.display())))?
+        }
+        None => Vec::new(),
+    };
+    for s in &a.env {
+        let (k, v) = parse_env_pair(s).map_err(|m| CliError::usage(format!("env: {m}")))?;
+        // --env wins over the file's value of the same name.
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    }
+    // A relative key path is the user's, from where they run proxdeck.
+    let ssh_key = match &a.ssh_key {
+        Some(p) if p.is_relative() => Some(
+            std::env::current_dir()
+                .map_err(|e| CliError::usage(format!("ssh-key: {e}")))?
+                .join(p),
+        ),
+        other => other.clone(),
+    };
     Ok(DeployInput {
         repo: a.repo.clone(),
         git_ref: a.git_ref.clone(),
-        framework: a.framework.clone(),
+        framework: a.framework.clone().unwrap_or_default(),
+        host: a.host.clone(),
+        ssh_user: a.ssh_user.clone(),
+        ssh_key: ssh_key.map(|p| p.display().to_string()),
+        install: a.install.clone(),
+        build: a.build.clone(),
+        start: a.start.clone(),
+        health_path: a.health_path.clone(),
+        health_status: a.health_status,
         guest_type: a.guest_type.clone(),
         name: a.name.clone(),
         cores: a.cores,
@@ -401,6 +668,40 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
         node: a.node.clone(),
         env,
     })
+}
+
+/// Ctrl-C while a deployment runs: the first asks the stages to stop gracefully (terraform
+/// gets SIGINT, writes its state and releases its lock, so `proxdeck retry` continues); a
+/// second one quits at once.
+fn cancel_on_ctrl_c() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!(
+            "cancelling: terraform is asked to stop and save its state; Ctrl-C again quits at once"
+        );
+        pipeline::request_cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    })
+}
+
+/// `deploy --plan`: the plan's summary (already printed with the log), and what to do next.
+fn finish_plan(
+    result: Result<pipeline::PlanReport, DeployError>,
+    json: bool,
+) -> Result<(), CliError> {
+    let report = result?;
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "PLAN {} ({}): nothing was created and nothing recorded; run the same command without --plan to deploy",
+        report.name, report.guest_type
+    );
+    Ok(())
 }
 
 fn finish(result: Result<Deployment, DeployError>, json: bool) -> Result<(), CliError> {
@@ -507,6 +808,38 @@ fn print_details(d: &Deployment, history: &[crate::store::StatusChange]) {
         }
     );
     println!("commit     {}", opt(&d.commit));
+    if let Some(p) = &d.previous_commit {
+        println!("previous   {p} (`proxdeck rollback` returns to it)");
+    }
+    if d.origin == crate::domain::Origin::Host {
+        println!(
+            "host       {} (an existing host: destroy removes the app, not the host)",
+            opt(&d.ip)
+        );
+    }
+    if d.ssh_user.is_some() || d.ssh_port.is_some() || d.overrides.ssh_key.is_some() {
+        println!(
+            "ssh        user {}, port {}, key {}",
+            d.ssh_user.as_deref().unwrap_or("(config)"),
+            d.ssh_port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "(config)".into()),
+            d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
+        );
+    }
+    for (what, value) in [
+        ("install", &d.overrides.install),
+        ("build", &d.overrides.build),
+        ("start", &d.overrides.start),
+        ("health", &d.overrides.health_path),
+    ] {
+        if let Some(v) = value {
+            println!("{what:<10} {v}");
+        }
+    }
+    if let Some(s) = d.overrides.health_status {
+        println!("expects    HTTP {s}");
+    }
     println!("framework  {}", d.framework);
     println!("type       {}", d.guest_type);
     println!("node       {}", opt(&d.node));
@@ -561,7 +894,9 @@ fn config_command(cli: &Cli, c: &ConfigCommand) -> Result<(), CliError> {
                     path.display(),
                     p.endpoint,
                     p.node,
-                    if p.insecure {
+                    if p.fingerprint.is_some() {
+                        ", TLS pinned by fingerprint"
+                    } else if p.insecure {
                         ", TLS NOT VERIFIED (insecure)"
                     } else {
                         ""

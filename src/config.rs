@@ -26,7 +26,7 @@ pub enum ConfigError {
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
     #[error(
-        "proxmox is not configured: set proxmox.endpoint and proxmox.api_token in {path} (or PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN); `proxdeck config init` writes a template"
+        "proxmox is not configured: set proxmox.endpoint and proxmox.api_token (or proxmox.username and a password) in {path} (or PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN); `proxdeck config init` writes a template"
     )]
     NoProxmox { path: PathBuf },
 }
@@ -53,6 +53,8 @@ struct RawConfig {
     terraform: RawTerraform,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    vm: RawVm,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +65,12 @@ struct RawProxmox {
     ca_file: Option<PathBuf>,
     insecure: Option<bool>,
     node: Option<String>,
+    fingerprint: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    timeout_secs: Option<u64>,
+    retries: Option<u32>,
+    task_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +85,7 @@ struct RawGuest {
     ssh_user: Option<String>,
     ssh_port: Option<u16>,
     app_root: Option<String>,
+    vmid_range: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +101,34 @@ struct RawNetwork {
 struct RawTerraform {
     binary: Option<PathBuf>,
     templates_dir: Option<PathBuf>,
+    mirror: Option<PathBuf>,
+    backend: Option<RawBackend>,
+}
+
+/// `[terraform.backend]`: a remote state backend for every deployment's workspace.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    config: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+}
+
+/// `[vm]`: how VM deployments clone their cloud-init template.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    template_vmid: Option<u32>,
+    template_node: Option<String>,
+    clone: Option<String>,
+    disk_interface: Option<String>,
+    user: Option<String>,
+    cpu_type: Option<String>,
+    cloudinit_datastore: Option<String>,
+    agent_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +138,11 @@ struct RawTimeouts {
     ssh_secs: Option<u64>,
     provision_secs: Option<u64>,
     health_secs: Option<u64>,
+    address_secs: Option<u64>,
+    terraform_init_secs: Option<u64>,
+    terraform_plan_secs: Option<u64>,
+    terraform_apply_secs: Option<u64>,
+    terraform_destroy_secs: Option<u64>,
 }
 
 // ---- the typed, checked configuration ---------------------------------------------------
@@ -127,10 +169,72 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxmoxConfig {
     pub endpoint: url::Url,
+    /// Empty when the user logs in with `username` and `password` instead (see
+    /// [`ProxmoxConfig::has_token`]); a token wins when both are set, as with the bpg provider.
     pub api_token: Secret,
     pub ca_file: Option<PathBuf>,
     pub insecure: bool,
+    /// A node name, or [`AUTO_NODE`]: each guest goes to the online node with the most free
+    /// memory that fits it.
     pub node: String,
+    /// SHA-256 of the certificate Proxmox serves, pinned (`proxmox.fingerprint`): verified
+    /// instead of a CA chain, the usual case with Proxmox's self-signed certificate.
+    pub fingerprint: Option<[u8; 32]>,
+    /// `USER@REALM` for ticket logins (`proxmox.username` or `PROXMOX_VE_USERNAME`).
+    pub username: Option<String>,
+    /// The password for ticket logins (`PROXMOX_VE_PASSWORD` or `proxmox.password`).
+    pub password: Option<Secret>,
+    /// Every API call's timeout (`proxmox.timeout_secs`, default 30).
+    pub timeout: Duration,
+    /// Retries of a call that is safe to repeat after a connection error or a 5xx (default 3).
+    pub retries: u32,
+    /// How long proxdeck waits for a Proxmox task (start, stop, ...) to end (default 600 s).
+    pub task_timeout: Duration,
+}
+
+/// `proxmox.node` / `deploy --node` value that asks proxdeck to place the guest itself.
+pub const AUTO_NODE: &str = "auto";
+
+impl ProxmoxConfig {
+    /// True when an API token is configured (else the username and password are).
+    pub fn has_token(&self) -> bool {
+        !self.api_token.expose().is_empty()
+    }
+
+    /// The credentials as the bpg provider reads them from its environment: the token, or
+    /// the username and password. For child processes only; never for argv or files.
+    pub fn provider_env(&self) -> Vec<(String, String)> {
+        if self.has_token() {
+            return vec![(
+                "PROXMOX_VE_API_TOKEN".to_string(),
+                self.api_token.expose().to_string(),
+            )];
+        }
+        let mut env = Vec::new();
+        if let Some(u) = &self.username {
+            env.push(("PROXMOX_VE_USERNAME".to_string(), u.clone()));
+        }
+        if let Some(p) = &self.password {
+            env.push(("PROXMOX_VE_PASSWORD".to_string(), p.expose().to_string()));
+        }
+        env
+    }
+
+    /// The secrets to mask in logs: the token, its secret part, and the password.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.has_token() {
+            let token = self.api_token.expose().to_string();
+            if let Some((_, secret)) = token.split_once('=') {
+                out.push(secret.to_string());
+            }
+            out.push(token);
+        }
+        if let Some(p) = &self.password {
+            out.push(p.expose().to_string());
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +249,9 @@ pub struct GuestConfig {
     pub ssh_port: u16,
     /// Folder on the guest under which each app gets its own folder.
     pub app_root: String,
+    /// Where proxdeck picks vmids for new guests (`guest.vmid_range`, `"LO-HI"`); each is
+    /// reserved in the store before preflight, so parallel deployments never share one.
+    pub vmid_range: std::ops::RangeInclusive<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +267,58 @@ pub struct NetworkConfig {
 pub struct TerraformConfig {
     pub binary: PathBuf,
     pub templates_dir: Option<PathBuf>,
+    /// A provider mirror folder (`terraform providers mirror` layout) for clusters without
+    /// internet access: providers found there are installed from it, others from their registry.
+    pub mirror: Option<PathBuf>,
+    /// A remote state backend; `None`: local state in each deployment's workspace.
+    pub backend: Option<BackendConfig>,
+}
+
+/// Terraform backends proxdeck accepts in `terraform.backend.type`.
+pub const BACKENDS: &[&str] = &[
+    "azurerm",
+    "consul",
+    "cos",
+    "gcs",
+    "http",
+    "kubernetes",
+    "local",
+    "oss",
+    "pg",
+    "s3",
+];
+
+/// A remote state backend (`[terraform.backend]`). The workspace gets `backend "TYPE" {}`;
+/// the settings reach `terraform init` as `-backend-config` through its environment
+/// (`TF_CLI_ARGS_init`), never through argv or a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub kind: String,
+    /// Plain settings; `{id}` in a value becomes the deployment's id (one state per deployment).
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Settings read from proxdeck's environment at run time: setting -> variable name (secrets
+    /// such as a connection string or a password).
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// How VM deployments are made: a clone of a cloud-init template (`[vm]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmConfig {
+    /// The template's vmid; VM deployments need it.
+    pub template_vmid: Option<u32>,
+    /// The node that holds the template, when it is not the deployment's node (cross-node clone).
+    pub template_node: Option<String>,
+    /// A full clone (default), or a linked clone (copy-on-write storage only).
+    pub full_clone: bool,
+    /// The template's boot-disk slot (`scsi0`, `virtio0`, ...); the clone's disk reuses it.
+    pub disk_interface: String,
+    /// The cloud-init user, created with proxdeck's SSH key; proxdeck logs in as this user.
+    pub user: String,
+    pub cpu_type: String,
+    /// Storage for the cloud-init drive (default: `guest.datastore`).
+    pub cloudinit_datastore: String,
+    /// How long the provider waits for the QEMU guest agent.
+    pub agent_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +327,13 @@ pub struct Timeouts {
     pub ssh: Duration,
     pub provision: Duration,
     pub health: Duration,
+    /// How long the address stage polls Proxmox for the guest's IP (`timeouts.address_secs`).
+    pub address: Duration,
+    /// Per terraform command (`timeouts.terraform_init_secs`, ...); default `terraform_secs`.
+    pub terraform_init: Duration,
+    pub terraform_plan: Duration,
+    pub terraform_apply: Duration,
+    pub terraform_destroy: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +347,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub terraform: TerraformConfig,
     pub timeouts: Timeouts,
+    pub vm: VmConfig,
     /// Warnings for the user (e.g. a config file readable by others).
     pub warnings: Vec<String>,
 }
@@ -241,8 +408,66 @@ impl Config {
             })?,
             None => raw.proxmox.insecure.unwrap_or(false),
         };
-        let node = raw.proxmox.node.unwrap_or_else(|| "pve".to_string());
+        let node = raw.proxmox.node.unwrap_or_else(|| AUTO_NODE.to_string());
         crate::domain::spec::validate_node(&node).map_err(|m| invalid("proxmox.node", m))?;
+        let username = env_get("PROXMOX_VE_USERNAME").or(raw.proxmox.username);
+        let password = env_get("PROXMOX_VE_PASSWORD").or(raw.proxmox.password);
+        let login = match (username, password) {
+            (None, None) => None,
+            (Some(u), Some(p)) => {
+                check_username(&u)?;
+                Some((u, p))
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "proxmox.password",
+                    "missing: proxmox.username is set; set PROXMOX_VE_PASSWORD (or proxmox.password in this 0600 file)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "proxmox.username",
+                    "missing: a password is set; set proxmox.username (USER@REALM, e.g. root@pam)",
+                ));
+            }
+        };
+        let fingerprint = match &raw.proxmox.fingerprint {
+            Some(f) => Some(parse_fingerprint(f)?),
+            None => None,
+        };
+        if fingerprint.is_some() && raw.proxmox.ca_file.is_some() {
+            return Err(invalid(
+                "proxmox.fingerprint",
+                "set either proxmox.fingerprint (pin the certificate) or proxmox.ca_file (trust a CA), not both",
+            ));
+        }
+        let api_secs = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            match v {
+                Some(0) => Err(invalid(key, "0 seconds leaves no time; use at least 1")),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(Duration::from_secs(default)),
+            }
+        };
+        let api_timeout = api_secs("proxmox.timeout_secs", raw.proxmox.timeout_secs, 30)?;
+        let task_timeout = api_secs(
+            "proxmox.task_timeout_secs",
+            raw.proxmox.task_timeout_secs,
+            600,
+        )?;
+        let retries = match raw.proxmox.retries {
+            Some(r) if r > 10 => {
+                return Err(invalid(
+                    "proxmox.retries",
+                    format!("{r} is too many; use 0-10"),
+                ));
+            }
+            r => r.unwrap_or(3),
+        };
+        // A token wins over a login, as with the bpg provider.
+        let token = match (token, &login) {
+            (None, Some(_)) => Some(String::new()),
+            (t, _) => t,
+        };
         let proxmox = match (endpoint, token) {
             (None, None) => None,
             (None, Some(_)) => {
@@ -254,12 +479,14 @@ impl Config {
             (Some(_), None) => {
                 return Err(invalid(
                     "proxmox.api_token",
-                    "missing: set USER@REALM!TOKENID=SECRET (or PROXMOX_VE_API_TOKEN)",
+                    "missing: set USER@REALM!TOKENID=SECRET (or PROXMOX_VE_API_TOKEN), or proxmox.username and a password",
                 ));
             }
             (Some(endpoint), Some(token)) => {
                 let endpoint = parse_endpoint(&endpoint)?;
-                check_token(&token)?;
+                if !token.is_empty() {
+                    check_token(&token)?;
+                }
                 if let Some(ca) = &raw.proxmox.ca_file
                     && !ca.is_file()
                 {
@@ -268,12 +495,22 @@ impl Config {
                         format!("{} is not a readable file", ca.display()),
                     ));
                 }
+                let (username, password) = match login {
+                    Some((u, p)) => (Some(u), Some(Secret::new(p))),
+                    None => (None, None),
+                };
                 Some(ProxmoxConfig {
                     endpoint,
                     api_token: Secret::new(token),
                     ca_file: raw.proxmox.ca_file,
                     insecure,
                     node,
+                    fingerprint,
+                    username,
+                    password,
+                    timeout: api_timeout,
+                    retries,
+                    task_timeout,
                 })
             }
         };
@@ -340,6 +577,10 @@ impl Config {
                 }
                 root.trim_end_matches('/').to_string()
             },
+            vmid_range: match g.vmid_range {
+                Some(r) => parse_vmid_range(&r)?,
+                None => DEFAULT_VMID_RANGE,
+            },
         };
 
         let n = raw.network;
@@ -368,7 +609,23 @@ impl Config {
         let terraform = TerraformConfig {
             binary: t.binary.unwrap_or_else(|| PathBuf::from("terraform")),
             templates_dir: t.templates_dir,
+            mirror: t.mirror,
+            backend: match t.backend {
+                Some(b) => Some(parse_backend(b)?),
+                None => None,
+            },
         };
+        if let Some(dir) = &terraform.mirror
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "terraform.mirror",
+                format!(
+                    "{} is not a folder (make one with `terraform providers mirror DIR`)",
+                    dir.display()
+                ),
+            ));
+        }
         if let Some(dir) = &terraform.templates_dir
             && !dir.is_dir()
         {
@@ -385,12 +642,38 @@ impl Config {
                 None => Ok(Duration::from_secs(default)),
             }
         };
+        let terraform_secs = secs("timeouts.terraform_secs", raw.timeouts.terraform_secs, 1800)?;
+        // Each terraform command has its own limit; unset, it follows `terraform_secs` (init
+        // and plan capped, as they are quick unless something hangs).
+        let tf = terraform_secs.as_secs();
         let timeouts = Timeouts {
-            terraform: secs("timeouts.terraform_secs", raw.timeouts.terraform_secs, 1800)?,
+            terraform: terraform_secs,
             ssh: secs("timeouts.ssh_secs", raw.timeouts.ssh_secs, 300)?,
             provision: secs("timeouts.provision_secs", raw.timeouts.provision_secs, 1800)?,
             health: secs("timeouts.health_secs", raw.timeouts.health_secs, 120)?,
+            address: secs("timeouts.address_secs", raw.timeouts.address_secs, 300)?,
+            terraform_init: secs(
+                "timeouts.terraform_init_secs",
+                raw.timeouts.terraform_init_secs,
+                tf.min(600),
+            )?,
+            terraform_plan: secs(
+                "timeouts.terraform_plan_secs",
+                raw.timeouts.terraform_plan_secs,
+                tf.min(900),
+            )?,
+            terraform_apply: secs(
+                "timeouts.terraform_apply_secs",
+                raw.timeouts.terraform_apply_secs,
+                tf,
+            )?,
+            terraform_destroy: secs(
+                "timeouts.terraform_destroy_secs",
+                raw.timeouts.terraform_destroy_secs,
+                tf,
+            )?,
         };
+        let vm = parse_vm(raw.vm, &guest)?;
 
         Ok(Config {
             path: PathBuf::new(),
@@ -403,6 +686,7 @@ impl Config {
             },
             terraform,
             timeouts,
+            vm,
             warnings: Vec::new(),
         })
     }
@@ -452,6 +736,51 @@ fn check_token(t: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `USER@REALM` for ticket logins.
+fn check_username(u: &str) -> Result<(), ConfigError> {
+    let ok = u
+        .split_once('@')
+        .is_some_and(|(user, realm)| !user.is_empty() && !realm.is_empty())
+        && !u.contains('!')
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "proxmox.username",
+            format!("{u:?} is not USER@REALM (e.g. root@pam or deploy@pve)"),
+        ))
+    }
+}
+
+/// A SHA-256 certificate fingerprint as Proxmox shows it (`AB:CD:...`, 32 bytes), with or
+/// without colons, any case.
+pub fn parse_fingerprint(f: &str) -> Result<[u8; 32], ConfigError> {
+    let hex: String = f
+        .trim()
+        .trim_start_matches("sha256:")
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let bad = || {
+        invalid(
+            "proxmox.fingerprint",
+            format!(
+                "{f:?} is not a SHA-256 fingerprint (64 hex digits, e.g. AB:CD:...; the node's Summary > Certificates shows it)"
+            ),
+        )
+    };
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
 fn checked_word(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
     let v = v.unwrap_or_else(|| default.to_string());
     if v.is_empty()
@@ -465,6 +794,196 @@ fn checked_word(key: &str, v: Option<String>, default: &str) -> Result<String, C
         ));
     }
     Ok(v)
+}
+
+/// Proxmox's own range of guest ids; the default `guest.vmid_range`.
+pub const DEFAULT_VMID_RANGE: std::ops::RangeInclusive<u32> = 100..=999_999_999;
+
+/// `guest.vmid_range`: `"LO-HI"` inside Proxmox's range of guest ids.
+fn parse_vmid_range(r: &str) -> Result<std::ops::RangeInclusive<u32>, ConfigError> {
+    let key = "guest.vmid_range";
+    let bad = || {
+        invalid(
+            key,
+            format!("{r:?} is not a range of vmids like \"10000-19999\""),
+        )
+    };
+    let (lo, hi) = r.trim().split_once('-').ok_or_else(bad)?;
+    let lo: u32 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u32 = hi.trim().parse().map_err(|_| bad())?;
+    if lo > hi {
+        return Err(invalid(key, format!("{r:?} starts after it ends")));
+    }
+    if !DEFAULT_VMID_RANGE.contains(&lo) || !DEFAULT_VMID_RANGE.contains(&hi) {
+        return Err(invalid(
+            key,
+            format!("{r:?} leaves Proxmox's range of guest ids (100-999999999)"),
+        ));
+    }
+    Ok(lo..=hi)
+}
+
+/// `[terraform.backend]`: a known backend type, setting names terraform accepts, values
+/// without control characters, environment variable names, and `{id}` somewhere so that
+/// deployments never share a state.
+fn parse_backend(b: RawBackend) -> Result<BackendConfig, ConfigError> {
+    let kind = b.kind.ok_or_else(|| {
+        invalid(
+            "terraform.backend.type",
+            format!("missing: one of {}", BACKENDS.join(", ")),
+        )
+    })?;
+    if !BACKENDS.contains(&kind.as_str()) {
+        return Err(invalid(
+            "terraform.backend.type",
+            format!(
+                "{kind:?} is not a backend proxdeck knows: one of {}",
+                BACKENDS.join(", ")
+            ),
+        ));
+    }
+    let setting_name = |s: &str| {
+        !s.is_empty()
+            && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    for (k, v) in &b.config {
+        if !setting_name(k) {
+            return Err(invalid(
+                &format!("terraform.backend.config.{k}"),
+                "not a backend setting name (lowercase letters, digits, '_')",
+            ));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(invalid(
+                &format!("terraform.backend.config.{k}"),
+                "holds a control character",
+            ));
+        }
+    }
+    for (k, var) in &b.env {
+        if !setting_name(k) {
+            return Err(invalid(
+                &format!("terraform.backend.env.{k}"),
+                "not a backend setting name (lowercase letters, digits, '_')",
+            ));
+        }
+        let ok = !var.is_empty()
+            && !var.starts_with(|c: char| c.is_ascii_digit())
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(invalid(
+                &format!("terraform.backend.env.{k}"),
+                format!("{var:?} is not an environment variable name"),
+            ));
+        }
+        if b.config.contains_key(k) {
+            return Err(invalid(
+                &format!("terraform.backend.env.{k}"),
+                "also set in terraform.backend.config; keep one",
+            ));
+        }
+    }
+    if !b.config.values().any(|v| v.contains("{id}")) {
+        return Err(invalid(
+            "terraform.backend.config",
+            "no value holds {id}: every deployment needs its own state (e.g. key = \"proxdeck/{id}.tfstate\" for s3, schema_name = \"proxdeck_{id}\" for pg, path = \".../{id}.tfstate\" for local)",
+        ));
+    }
+    Ok(BackendConfig {
+        kind,
+        config: b.config,
+        env: b.env,
+    })
+}
+
+/// A disk slot as Proxmox names them: `scsi0`-`scsi30`, `virtio0`-`virtio15`, `sata0`-`sata5`,
+/// `ide0`-`ide3`.
+pub fn valid_disk_interface(s: &str) -> bool {
+    let digits = s.trim_start_matches(|c: char| c.is_ascii_lowercase());
+    let bus = &s[..s.len() - digits.len()];
+    let max = match bus {
+        "scsi" => 30,
+        "virtio" => 15,
+        "sata" => 5,
+        "ide" => 3,
+        _ => return false,
+    };
+    !digits.is_empty()
+        && digits.len() <= 2
+        && digits.parse::<u32>().is_ok_and(|n| n <= max)
+        && !(digits.len() == 2 && digits.starts_with('0'))
+}
+
+/// `[vm]`: the template to clone and how.
+fn parse_vm(v: RawVm, guest: &GuestConfig) -> Result<VmConfig, ConfigError> {
+    if let Some(id) = v.template_vmid
+        && !DEFAULT_VMID_RANGE.contains(&id)
+    {
+        return Err(invalid(
+            "vm.template_vmid",
+            format!("{id} is not a Proxmox vmid (100-999999999)"),
+        ));
+    }
+    if let Some(n) = &v.template_node {
+        crate::domain::spec::validate_node(n).map_err(|m| invalid("vm.template_node", m))?;
+    }
+    let full_clone = match v.clone.as_deref() {
+        None | Some("full") => true,
+        Some("linked") => false,
+        Some(other) => {
+            return Err(invalid(
+                "vm.clone",
+                format!("{other:?} is not \"full\" or \"linked\""),
+            ));
+        }
+    };
+    let disk_interface = v.disk_interface.unwrap_or_else(|| "scsi0".to_string());
+    if !valid_disk_interface(&disk_interface) {
+        return Err(invalid(
+            "vm.disk_interface",
+            format!(
+                "{disk_interface:?} is not a disk slot: use the template's boot disk (scsi0, virtio0, sata0 or ide0, ...; `qm config VMID` shows it)"
+            ),
+        ));
+    }
+    let user = v.user.unwrap_or_else(|| "proxdeck".to_string());
+    if user.is_empty()
+        || user.len() > 32
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
+        || !user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+    {
+        return Err(invalid(
+            "vm.user",
+            format!("{user:?} is not a Linux user name (lowercase letters, digits, '_', '-')"),
+        ));
+    }
+    let agent_timeout = match v.agent_timeout_secs {
+        Some(0) => {
+            return Err(invalid(
+                "vm.agent_timeout_secs",
+                "0 seconds leaves no time; use at least 1",
+            ));
+        }
+        s => Duration::from_secs(s.unwrap_or(300)),
+    };
+    Ok(VmConfig {
+        template_vmid: v.template_vmid,
+        template_node: v.template_node,
+        full_clone,
+        disk_interface,
+        user,
+        cpu_type: checked_word("vm.cpu_type", v.cpu_type, "x86-64-v2-AES")?,
+        cloudinit_datastore: checked_word(
+            "vm.cloudinit_datastore",
+            v.cloudinit_datastore,
+            &guest.datastore,
+        )?,
+        agent_timeout,
+    })
 }
 
 fn parse_pool(p: &str) -> Result<Ipv4Net, ConfigError> {
@@ -511,12 +1030,22 @@ pub const TEMPLATE: &str = r#"# proxdeck configuration.
 endpoint = "https://pve.example.lan:8006/"
 # An API token: USER@REALM!TOKENID=SECRET (Datacenter > Permissions > API Tokens).
 api_token = "root@pam!proxdeck=00000000-0000-0000-0000-000000000000"
+# Or log in with a user and password (a ticket, renewed as needed) instead of a token:
+# username = "root@pam"   # or PROXMOX_VE_USERNAME; the password from PROXMOX_VE_PASSWORD
+# password = "..."        # (or here, in this 0600 file)
 # A CA certificate that signed Proxmox's certificate (e.g. /etc/pve/pve-root-ca.pem copied here).
 # ca_file = "/home/me/.config/proxdeck/pve-root-ca.pem"
+# Or pin the certificate itself: its SHA-256 fingerprint (node > System > Certificates).
+# fingerprint = "AB:CD:...:EF"
 # Skip TLS verification. Only for testing: anyone on the path can read your token.
 insecure = false
-# The node new guests go to.
+# The node new guests go to; "auto" (or leaving it out) places each guest on the online node
+# with the most free memory that fits it.
 node = "pve"
+# Each API call's timeout, retries of calls safe to repeat, and how long to wait for a task.
+# timeout_secs = 30
+# retries = 3
+# task_timeout_secs = 600
 
 [guest]
 # Storage for guest disks.
@@ -532,6 +1061,24 @@ swap_mib = 512
 ssh_user = "root"
 ssh_port = 22
 app_root = "/opt/proxdeck"
+# Where proxdeck picks vmids for new guests; each is reserved before anything is created.
+# vmid_range = "10000-19999"
+
+[vm]
+# VM deployments (--type vm) clone a cloud-init template (a cloud image with the QEMU guest
+# agent, converted with `qm template`).
+# template_vmid = 9000
+# The template's node, when it is not the deployment's node (cross-node clone).
+# template_node = "pve"
+# "full" (default) or "linked" (copy-on-write storage only).
+# clone = "full"
+# The template's boot-disk slot (`qm config 9000`): the clone's disk must reuse it.
+# disk_interface = "scsi0"
+# The cloud-init user that gets proxdeck's SSH key; proxdeck logs in as this user (sudo).
+# user = "proxdeck"
+# cpu_type = "x86-64-v2-AES"
+# cloudinit_datastore = "local-lvm"   # default: guest.datastore
+# agent_timeout_secs = 300
 
 [network]
 # Static addresses for guests, handed out one per deployment. Leave out for DHCP.
@@ -543,12 +1090,28 @@ prefix = 24
 binary = "terraform"
 # A folder with your own lxc/main.tf.hbs and vm/main.tf.hbs, used instead of the built-in ones.
 # templates_dir = "/home/me/.config/proxdeck/templates"
+# Air-gapped: providers from a local mirror (`terraform providers mirror DIR`), others direct.
+# mirror = "/srv/terraform-mirror"
+
+# Remote state instead of a local terraform.tfstate per deployment. Settings go to
+# `terraform init` as -backend-config through its environment; {id} is the deployment's id.
+# [terraform.backend]
+# type = "pg"
+# config = { schema_name = "proxdeck_{id}" }
+# env = { conn_str = "PROXDECK_PG_CONN_STR" }   # setting = environment variable holding it
 
 [timeouts]
 terraform_secs = 1800
 ssh_secs = 300
 provision_secs = 1800
 health_secs = 120
+# How long to ask Proxmox for a guest's address (DHCP) before giving up.
+address_secs = 300
+# Per terraform command (default: terraform_secs; init 600 and plan 900 at most).
+# terraform_init_secs = 600
+# terraform_plan_secs = 900
+# terraform_apply_secs = 1800
+# terraform_destroy_secs = 1800
 "#;
 
 #[cfg(test)]
@@ -686,9 +1249,154 @@ mod tests {
     }
 
     #[test]
+    fn ticket_logins_fingerprints_and_api_timeouts() {
+        let c = Config::parse(
+            "[proxmox]\nendpoint = \"https://x:8006\"\nusername = \"deploy@pve\"\n\
+             fingerprint = \"ab:CD:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89\"\n\
+             timeout_secs = 5\nretries = 0",
+            &env(&[("PROXMOX_VE_PASSWORD", "pw-secret")]),
+        )
+        .unwrap();
+        let p = c.proxmox().unwrap();
+        assert!(!p.has_token());
+        assert_eq!(p.username.as_deref(), Some("deploy@pve"));
+        assert_eq!(p.password.as_ref().map(Secret::expose), Some("pw-secret"));
+        assert_eq!(p.fingerprint.unwrap()[0], 0xab);
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        assert_eq!(p.retries, 0);
+        assert_eq!(p.node, AUTO_NODE);
+        assert_eq!(p.secrets(), vec!["pw-secret".to_string()]);
+        let env_names: Vec<String> = p.provider_env().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(env_names, ["PROXMOX_VE_USERNAME", "PROXMOX_VE_PASSWORD"]);
+        assert!(!format!("{c:?}").contains("pw-secret"));
+
+        for (text, key) in [
+            (
+                "[proxmox]\nendpoint = \"https://x\"\nusername = \"root@pam\"",
+                "proxmox.password",
+            ),
+            (
+                "[proxmox]\nendpoint = \"https://x\"\nusername = \"root\"\npassword = \"p\"",
+                "proxmox.username",
+            ),
+            (
+                "[proxmox]\nendpoint = \"https://x\"\napi_token = \"a@b!c=d\"\nfingerprint = \"AB:CD\"",
+                "proxmox.fingerprint",
+            ),
+            (
+                "[proxmox]\nendpoint = \"https://x\"\napi_token = \"a@b!c=d\"\nretries = 99",
+                "proxmox.retries",
+            ),
+            (
+                "[proxmox]\nendpoint = \"https://x\"\napi_token = \"a@b!c=d\"\ntimeout_secs = 0",
+                "proxmox.timeout_secs",
+            ),
+        ] {
+            let err = Config::parse(text, &env(&[])).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{text:?} gave {err:?}, want {key}");
+        }
+    }
+
+    #[test]
     fn a_missing_file_means_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let c = Config::load(&dir.path().join("none.toml"), &env(&[])).unwrap();
         assert!(c.proxmox().is_err());
+    }
+
+    #[test]
+    fn terraform_vm_and_vmid_settings_have_defaults() {
+        let c = Config::parse("", &env(&[])).unwrap();
+        assert_eq!(c.guest.vmid_range, 100..=999_999_999);
+        assert_eq!(c.vm.template_vmid, None);
+        assert!(c.vm.full_clone);
+        assert_eq!(c.vm.disk_interface, "scsi0");
+        assert_eq!(c.vm.user, "proxdeck");
+        assert_eq!(c.vm.cloudinit_datastore, "local-lvm");
+        assert_eq!(c.terraform.mirror, None);
+        assert_eq!(c.terraform.backend, None);
+        assert_eq!(c.timeouts.terraform_init, Duration::from_secs(600));
+        assert_eq!(c.timeouts.terraform_apply, Duration::from_secs(1800));
+
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[guest]\ndatastore = \"zfs\"\nvmid_range = \"10000-10099\"\n\
+             [vm]\ntemplate_vmid = 9000\ntemplate_node = \"pve2\"\nclone = \"linked\"\n\
+             disk_interface = \"virtio0\"\nuser = \"debian\"\n\
+             [terraform]\nmirror = \"{}\"\n\
+             [terraform.backend]\ntype = \"pg\"\nconfig = {{ schema_name = \"pd_{{id}}\" }}\n\
+             env = {{ conn_str = \"PD_PG\" }}\n\
+             [timeouts]\nterraform_secs = 100\nterraform_destroy_secs = 50\n",
+            dir.path().display()
+        );
+        let c = Config::parse(&text, &env(&[])).unwrap();
+        assert_eq!(c.guest.vmid_range, 10000..=10099);
+        assert_eq!(c.vm.template_vmid, Some(9000));
+        assert_eq!(c.vm.template_node.as_deref(), Some("pve2"));
+        assert!(!c.vm.full_clone);
+        assert_eq!(c.vm.disk_interface, "virtio0");
+        assert_eq!(c.vm.cloudinit_datastore, "zfs");
+        let b = c.terraform.backend.unwrap();
+        assert_eq!(b.kind, "pg");
+        assert_eq!(b.config["schema_name"], "pd_{id}");
+        assert_eq!(b.env["conn_str"], "PD_PG");
+        assert_eq!(c.timeouts.terraform_init, Duration::from_secs(100));
+        assert_eq!(c.timeouts.terraform_plan, Duration::from_secs(100));
+        assert_eq!(c.timeouts.terraform_destroy, Duration::from_secs(50));
+    }
+
+    #[test]
+    fn terraform_vm_and_vmid_errors_name_the_key() {
+        let cases = [
+            ("[guest]\nvmid_range = \"5-10\"", "guest.vmid_range"),
+            ("[guest]\nvmid_range = \"300-200\"", "guest.vmid_range"),
+            ("[guest]\nvmid_range = \"abc\"", "guest.vmid_range"),
+            ("[vm]\ntemplate_vmid = 5", "vm.template_vmid"),
+            ("[vm]\ntemplate_node = \"a b\"", "vm.template_node"),
+            ("[vm]\nclone = \"thin\"", "vm.clone"),
+            ("[vm]\ndisk_interface = \"scsi31\"", "vm.disk_interface"),
+            ("[vm]\ndisk_interface = \"nvme0\"", "vm.disk_interface"),
+            ("[vm]\nuser = \"Root User\"", "vm.user"),
+            ("[vm]\ncpu_type = \"a;b\"", "vm.cpu_type"),
+            ("[vm]\nagent_timeout_secs = 0", "vm.agent_timeout_secs"),
+            (
+                "[terraform]\nmirror = \"/does/not/exist\"",
+                "terraform.mirror",
+            ),
+            (
+                "[terraform.backend]\nconfig = { key = \"{id}\" }",
+                "terraform.backend.type",
+            ),
+            (
+                "[terraform.backend]\ntype = \"ftp\"\nconfig = { key = \"{id}\" }",
+                "terraform.backend.type",
+            ),
+            (
+                "[terraform.backend]\ntype = \"s3\"\nconfig = { key = \"shared\" }",
+                "terraform.backend.config",
+            ),
+            (
+                "[terraform.backend]\ntype = \"s3\"\nconfig = { Key = \"{id}\" }",
+                "terraform.backend.config.Key",
+            ),
+            (
+                "[terraform.backend]\ntype = \"pg\"\nconfig = { schema_name = \"{id}\" }\nenv = { conn_str = \"not a var\" }",
+                "terraform.backend.env.conn_str",
+            ),
+            (
+                "[timeouts]\nterraform_plan_secs = 0",
+                "timeouts.terraform_plan_secs",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::parse(text, &env(&[])).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{text:?} gave {err:?}, want {key}");
+        }
+        for ok in ["scsi0", "scsi30", "virtio15", "sata5", "ide3"] {
+            assert!(valid_disk_interface(ok), "{ok}");
+        }
+        for bad in ["scsi", "scsi01", "virtio16", "ide4", "0", "", "usb0"] {
+            assert!(!valid_disk_interface(bad), "{bad}");
+        }
     }
 }

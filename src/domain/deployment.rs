@@ -95,6 +95,8 @@ pub struct Overrides {
     pub health_path: Option<String>,
     /// The HTTP status the health check expects (default: any 2xx or 3xx).
     pub health_status: Option<u16>,
+    /// The user's own SSH private key (absolute path) instead of proxdeck's.
+    pub ssh_key: Option<String>,
 }
 
 impl Overrides {

@@ -48,6 +48,17 @@ pub struct Framework {
     /// Higher wins when several frameworks match (MERN over Express, Next.js over React).
     #[serde(default)]
     pub detect_priority: i32,
+    /// The provisioning recipe, `assets/provision/<recipe>.sh.hbs`: python, node, static,
+    /// laravel or lamp.
+    #[serde(default)]
+    pub recipe: String,
+    /// For recipes with a web server: the folder of the checkout it serves (`dist`, `public`;
+    /// empty: the checkout itself, or the recipe's default).
+    #[serde(default)]
+    pub docroot: String,
+    /// The runtime's Alpine (apk) packages, the counterpart of `runtime` on Alpine guests.
+    #[serde(default)]
+    pub alpine: String,
 }
 
 fn default_health_path() -> String {

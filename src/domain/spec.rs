@@ -5,7 +5,7 @@
 //! that pass here still never reach HCL or a shell unquoted, but refusing shell
 //! metacharacters in a repository URL or whitespace in a name catches mistakes early.
 
-use super::deployment::GuestType;
+use super::deployment::{GuestType, Overrides};
 use super::framework::Catalog;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -19,6 +19,7 @@ pub const DEFAULT_DISK_GIB: u32 = 8;
 pub struct DeployInput {
     pub repo: String,
     pub git_ref: Option<String>,
+    /// Empty: detected from the repository's files.
     pub framework: String,
     pub guest_type: String,
     pub name: Option<String>,
@@ -29,6 +30,38 @@ pub struct DeployInput {
     pub node: Option<String>,
     /// `KEY=VALUE` pairs, in the order given.
     pub env: Vec<(String, String)>,
+    /// Deploy onto a host that already exists (`ADDRESS[:PORT]`, the port being SSH's),
+    /// skipping Terraform.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The SSH user (default: the config's `guest.ssh_user`).
+    #[serde(default)]
+    pub ssh_user: Option<String>,
+    /// The user's own private key (an absolute path) instead of proxdeck's.
+    #[serde(default)]
+    pub ssh_key: Option<String>,
+    /// Replacements for the framework's install, build and start commands.
+    #[serde(default)]
+    pub install: Option<String>,
+    /// `Some("")` skips the build.
+    #[serde(default)]
+    pub build: Option<String>,
+    #[serde(default)]
+    pub start: Option<String>,
+    /// The health check's path (default: the framework's).
+    #[serde(default)]
+    pub health_path: Option<String>,
+    /// The HTTP status the health check expects (default: any 2xx or 3xx).
+    #[serde(default)]
+    pub health_status: Option<u32>,
+}
+
+/// An existing host to deploy onto: an IPv4 or IPv6 address or a DNS name, and the SSH port
+/// when it is not the config's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAddress {
+    pub host: String,
+    pub ssh_port: Option<u16>,
 }
 
 /// A validated deployment request.
@@ -38,16 +71,25 @@ pub struct DeploySpec {
     pub repo: String,
     /// Branch, tag or commit; `None` means the repository's default branch.
     pub git_ref: Option<String>,
-    pub framework: String,
+    /// `None`: detect it from the repository's files before recording the deployment.
+    pub framework: Option<String>,
     pub guest_type: GuestType,
     /// `None`: proxdeck picks one from the repository name.
     pub name: Option<String>,
     pub cores: u32,
     pub memory_mib: u32,
     pub disk_gib: u32,
-    pub port: u16,
+    /// The app's port: the one given, else the framework's default; `None` only while the
+    /// framework is still to be detected.
+    pub port: Option<u16>,
     pub node: Option<String>,
     pub env: Vec<(String, String)>,
+    /// `Some`: deploy onto this existing host (no Terraform).
+    pub host: Option<HostAddress>,
+    pub ssh_user: Option<String>,
+    pub ssh_key: Option<String>,
+    /// Command and health-check replacements (`ssh_key` included, so later operations find it).
+    pub overrides: Overrides,
 }
 
 /// One field that failed validation.
@@ -101,19 +143,18 @@ impl DeployInput {
             check("ref", validate_ref(r));
         }
 
+        // An empty framework is detected later from the repository's files.
         let framework = self.framework.trim().to_ascii_lowercase();
         let fw = catalog.get(&framework);
-        if fw.is_none() {
-            let msg = if framework.is_empty() {
-                format!("required; one of: {}", catalog.ids().join(", "))
-            } else {
-                format!(
-                    "unknown framework {:?}; one of: {}",
+        if fw.is_none() && !framework.is_empty() {
+            check(
+                "framework",
+                Err(format!(
+                    "unknown framework {:?}; one of: {} (or leave it out to detect it)",
                     self.framework,
                     catalog.ids().join(", ")
-                )
-            };
-            check("framework", Err(msg));
+                )),
+            );
         }
 
         let guest_type = if self.guest_type.trim().is_empty() {
@@ -142,11 +183,10 @@ impl DeployInput {
         let disk_gib = self.disk_gib.unwrap_or(DEFAULT_DISK_GIB);
         check("disk", in_range(disk_gib, 1, 64 * 1024, "GiB"));
 
-        let port = match self.port {
-            Some(p) => p,
-            None => fw.map(|f| u32::from(f.default_port)).unwrap_or(80),
-        };
-        check("port", validate_port(port));
+        let port = self.port.or(fw.map(|f| u32::from(f.default_port)));
+        if let Some(p) = port {
+            check("port", validate_port(p));
+        }
 
         let node = self
             .node
@@ -159,21 +199,66 @@ impl DeployInput {
 
         check("env", validate_env(&self.env));
 
+        let host = self
+            .host
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(parse_host_address);
+        if let Some(Err(e)) = &host {
+            check("host", Err(e.clone()));
+        }
+        let ssh_user = opt_trimmed(&self.ssh_user);
+        if let Some(u) = ssh_user {
+            check("ssh-user", validate_user(u));
+        }
+        let ssh_key = opt_trimmed(&self.ssh_key);
+        if let Some(k) = ssh_key {
+            check("ssh-key", validate_key_path(k));
+        }
+        for (field, cmd, may_be_empty) in [
+            ("install", &self.install, false),
+            ("build", &self.build, true),
+            ("start", &self.start, false),
+        ] {
+            if let Some(c) = cmd {
+                check(field, validate_command(c, may_be_empty));
+            }
+        }
+        let health_path = opt_trimmed(&self.health_path);
+        if let Some(p) = health_path {
+            check("health-path", validate_health_path(p));
+        }
+        if let Some(s) = self.health_status {
+            check("health-status", in_range(s, 100, 599, "(an HTTP status)"));
+        }
+
         if !errors.is_empty() {
             return Err(SpecError { errors });
         }
         Ok(DeploySpec {
             repo: repo.unwrap_or_default(),
             git_ref: git_ref.map(str::to_string),
-            framework,
+            framework: (!framework.is_empty()).then_some(framework),
             guest_type: guest_type.unwrap_or(GuestType::Lxc),
             name: name.map(str::to_string),
             cores,
             memory_mib,
             disk_gib,
-            port: port as u16,
+            port: port.map(|p| p as u16),
             node: node.map(str::to_string),
             env: self.env.clone(),
+            host: host.and_then(Result::ok),
+            ssh_user: ssh_user.map(str::to_string),
+            ssh_key: ssh_key.map(str::to_string),
+            overrides: Overrides {
+                install: self.install.clone(),
+                build: self.build.clone(),
+                start: self.start.clone(),
+                health_path: health_path.map(str::to_string),
+                health_status: self.health_status.map(|s| s as u16),
+                ssh_key: ssh_key.map(str::to_string),
+            },
         })
     }
 }
@@ -382,6 +467,186 @@ fn validate_env(env: &[(String, String)]) -> Result<(), String> {
     Ok(())
 }
 
+fn opt_trimmed(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// `ADDRESS[:PORT]`: an IPv4 address, a DNS name, or an IPv6 address (bare, or in brackets
+/// when a port follows: `[fd00::5]:2222`). The port is SSH's.
+pub fn parse_host_address(raw: &str) -> Result<HostAddress, String> {
+    let raw = raw.trim();
+    if let Some(c) = raw
+        .chars()
+        .find(|&c| c.is_whitespace() || c.is_control() || "`$;|&<>()'\"\\{}*!/@".contains(c))
+    {
+        return Err(format!("{c:?} is not allowed in a host address"));
+    }
+    let port_of = |p: &str| -> Result<Option<u16>, String> {
+        match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("{p:?} is not an SSH port (1 to 65535)")),
+            Ok(n) => Ok(Some(n)),
+        }
+    };
+    let (host, ssh_port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or("an opening '[' needs a closing ']'")?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{v6:?} is not an IPv6 address"))?;
+        let port = match after {
+            "" => None,
+            p => port_of(
+                p.strip_prefix(':')
+                    .ok_or("after ']' comes ':PORT' or nothing")?,
+            )?,
+        };
+        (v6.to_string(), port)
+    } else if raw.matches(':').count() > 1 {
+        raw.parse::<std::net::Ipv6Addr>().map_err(|_| {
+            format!("{raw:?} is not an IPv6 address (with a port, write [ADDRESS]:PORT)")
+        })?;
+        (raw.to_string(), None)
+    } else if let Some((h, p)) = raw.split_once(':') {
+        (h.to_string(), port_of(p)?)
+    } else {
+        (raw.to_string(), None)
+    };
+    if host.parse::<std::net::IpAddr>().is_err() {
+        validate_dns_name(&host)?;
+    }
+    Ok(HostAddress { host, ssh_port })
+}
+
+fn validate_dns_name(h: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if h.is_empty() || h.len() > 253 || !h.trim_end_matches('.').split('.').all(label_ok) {
+        return Err(format!(
+            "{h:?} is neither an IP address nor a host name (letters, digits, '-' and '.')"
+        ));
+    }
+    if h.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("{h:?} is not a valid IPv4 address"));
+    }
+    Ok(())
+}
+
+/// A Unix login name, as `guest.ssh_user` accepts it.
+pub fn validate_user(u: &str) -> Result<(), String> {
+    let ok = u.len() <= 32
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && !u.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{u:?} is not a user name: letters, digits, '_', '-' and '.', up to 32"
+        ))
+    }
+}
+
+fn validate_key_path(k: &str) -> Result<(), String> {
+    if !k.starts_with('/') {
+        return Err(format!("{k:?} must be an absolute path to a private key"));
+    }
+    if k.len() > 4096 || k.chars().any(char::is_control) {
+        return Err("the path contains control characters or is too long".into());
+    }
+    Ok(())
+}
+
+/// A command override: shell text for the guest (passed to it as data, never spliced).
+fn validate_command(c: &str, may_be_empty: bool) -> Result<(), String> {
+    if c.trim().is_empty() && !may_be_empty {
+        return Err("must not be empty".into());
+    }
+    if c.len() > 4096 {
+        return Err("longer than 4096 characters".into());
+    }
+    if c.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+fn validate_health_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must start with '/'"));
+    }
+    if p.len() > 1024 {
+        return Err("longer than 1024 characters".into());
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|&c| !c.is_ascii_graphic() || "\"<>\\^`{|}".contains(c))
+    {
+        return Err(format!("{c:?} is not allowed in a URL path"));
+    }
+    Ok(())
+}
+
+/// Parses an env file: `KEY=VALUE` per line, optionally after `export `; blank lines and
+/// lines starting with `#` are skipped. A value in single quotes is taken literally; in
+/// double quotes, `\"` and `\\` are unescaped; unquoted, it runs to the end of the line
+/// (blanks around it dropped). Errors name the line.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line
+            .strip_prefix("export ")
+            .map(str::trim_start)
+            .unwrap_or(line);
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {n}: not KEY=VALUE"))?;
+        let k = k.trim_end();
+        validate_env_name(k).map_err(|e| format!("line {n}: {e}"))?;
+        let v = v.trim();
+        let value = if let Some(rest) = v.strip_prefix('\'') {
+            rest.strip_suffix('\'')
+                .ok_or_else(|| format!("line {n}: the single quote is not closed"))?
+                .to_string()
+        } else if let Some(rest) = v.strip_prefix('"') {
+            let inner = rest
+                .strip_suffix('"')
+                .filter(|s| !s.ends_with('\\') || s.ends_with("\\\\"))
+                .ok_or_else(|| format!("line {n}: the double quote is not closed"))?;
+            let mut value = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    match chars.next() {
+                        Some(e @ ('"' | '\\')) => value.push(e),
+                        Some(other) => {
+                            value.push('\\');
+                            value.push(other);
+                        }
+                        None => value.push('\\'),
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+            value
+        } else {
+            v.to_string()
+        };
+        out.push((k.to_string(), value));
+    }
+    Ok(out)
+}
+
 /// Parses `KEY=VALUE` (the value may be empty and may contain '=').
 pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
@@ -453,7 +718,10 @@ mod tests {
     #[test]
     fn a_minimal_input_gets_defaults() {
         let spec = input().validate(&catalog()).unwrap();
-        assert_eq!(spec.port, 5000);
+        assert_eq!(spec.port, Some(5000));
+        assert_eq!(spec.framework.as_deref(), Some("flask"));
+        assert_eq!(spec.host, None);
+        assert!(spec.overrides.is_empty());
         assert_eq!(spec.cores, DEFAULT_CORES);
         assert_eq!(spec.memory_mib, DEFAULT_MEMORY_MIB);
         assert_eq!(spec.disk_gib, DEFAULT_DISK_GIB);
@@ -574,6 +842,7 @@ mod tests {
             port: Some(0),
             node: Some("bad node".into()),
             env: vec![("1BAD".into(), "x".into())],
+            ..Default::default()
         };
         let err = i.validate(&catalog()).unwrap_err();
         let fields: Vec<_> = err.errors.iter().map(|e| e.field).collect();
@@ -624,6 +893,139 @@ mod tests {
             ("A".to_string(), "b=c".to_string())
         );
         assert!(parse_env_pair("novalue").is_err());
+    }
+
+    #[test]
+    fn a_missing_framework_is_left_to_detection() {
+        let mut i = input();
+        i.framework = " ".into();
+        let spec = i.validate(&catalog()).unwrap();
+        assert_eq!(spec.framework, None);
+        assert_eq!(spec.port, None);
+        i.port = Some(8080);
+        assert_eq!(i.validate(&catalog()).unwrap().port, Some(8080));
+    }
+
+    #[test]
+    fn host_addresses() {
+        let ok = |raw: &str, host: &str, port: Option<u16>| {
+            assert_eq!(
+                parse_host_address(raw),
+                Ok(HostAddress {
+                    host: host.into(),
+                    ssh_port: port
+                }),
+                "{raw}"
+            );
+        };
+        ok("10.0.0.5", "10.0.0.5", None);
+        ok("10.0.0.5:2222", "10.0.0.5", Some(2222));
+        ok("app.example.com", "app.example.com", None);
+        ok("web-1:22", "web-1", Some(22));
+        ok("fd00::5", "fd00::5", None);
+        ok("[fd00::5]:2200", "fd00::5", Some(2200));
+        for bad in [
+            "",
+            "10.0.0.5:0",
+            "10.0.0.5:70000",
+            "10.0.0.5:x",
+            "host;rm -rf /",
+            "$(id)",
+            "a b",
+            "-oProxyCommand=x",
+            "root@host",
+            "[fd00::5",
+            "[nope]:22",
+            "300.1.2.3",
+            "host..name",
+            "fd00::zz",
+        ] {
+            assert!(
+                parse_host_address(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn host_deploy_fields() {
+        let mut i = input();
+        i.host = Some("192.0.2.7:2222".into());
+        i.ssh_user = Some("deploy".into());
+        i.ssh_key = Some("/home/me/.ssh/id_ed25519".into());
+        i.install = Some("pip install -r requirements.txt".into());
+        i.build = Some(String::new());
+        i.start = Some("python app.py --port \"$PORT\"".into());
+        i.health_path = Some("/healthz?full=1".into());
+        i.health_status = Some(204);
+        let spec = i.validate(&catalog()).unwrap();
+        assert_eq!(
+            spec.host,
+            Some(HostAddress {
+                host: "192.0.2.7".into(),
+                ssh_port: Some(2222)
+            })
+        );
+        assert_eq!(spec.ssh_user.as_deref(), Some("deploy"));
+        assert_eq!(spec.overrides.build.as_deref(), Some(""));
+        assert_eq!(spec.overrides.health_status, Some(204));
+        assert_eq!(
+            spec.overrides.ssh_key.as_deref(),
+            Some("/home/me/.ssh/id_ed25519")
+        );
+
+        let bad = DeployInput {
+            host: Some("x;y".into()),
+            ssh_user: Some("-root".into()),
+            ssh_key: Some("relative/key".into()),
+            install: Some("  ".into()),
+            start: Some("a\0b".into()),
+            health_path: Some("health check".into()),
+            health_status: Some(42),
+            ..input()
+        };
+        let err = bad.validate(&catalog()).unwrap_err();
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "host",
+                "ssh-user",
+                "ssh-key",
+                "install",
+                "start",
+                "health-path",
+                "health-status"
+            ]
+        );
+    }
+
+    #[test]
+    fn env_files() {
+        let text = "# comment\n\nA=1\nexport B = two words  \nC='it''s'\nD='$(id) `x`'\n\
+                    E=\"say \\\"hi\\\" \\\\o/\"\nF=\nG=a=b\n";
+        let got = parse_env_file(text).unwrap();
+        let want: Vec<(String, String)> = [
+            ("A", "1"),
+            ("B", "two words"),
+            ("C", "it''s"),
+            ("D", "$(id) `x`"),
+            ("E", "say \"hi\" \\o/"),
+            ("F", ""),
+            ("G", "a=b"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        assert!(
+            parse_env_file("A=1\nnot a pair\n")
+                .unwrap_err()
+                .starts_with("line 2:")
+        );
+        assert!(parse_env_file("1A=x").unwrap_err().starts_with("line 1:"));
+        assert!(parse_env_file("A='open").is_err());
+        assert!(parse_env_file("A=\"open").is_err());
     }
 
     #[test]

@@ -24,6 +24,16 @@ pub struct Healthy {
 pub async fn wait_healthy(
     url: &str,
     within: Duration,
+    on_attempt: impl FnMut(&str),
+) -> Result<Healthy, HealthError> {
+    wait_for_status(url, None, within, on_attempt).await
+}
+
+/// Polls `url` until it answers `expect` (any 2xx or 3xx when `None`), for at most `within`.
+pub async fn wait_for_status(
+    url: &str,
+    expect: Option<u16>,
+    within: Duration,
     mut on_attempt: impl FnMut(&str),
 ) -> Result<Healthy, HealthError> {
     let client = reqwest::Client::builder()
@@ -42,13 +52,23 @@ pub async fn wait_healthy(
     while start.elapsed() < within {
         attempts += 1;
         match client.get(url).send().await {
-            Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => {
+            Ok(resp)
+                if expect.map_or(
+                    resp.status().is_success() || resp.status().is_redirection(),
+                    |want| resp.status().as_u16() == want,
+                ) =>
+            {
                 return Ok(Healthy {
                     status: resp.status().as_u16(),
                     attempts,
                 });
             }
-            Ok(resp) => last = format!("HTTP {}", resp.status()),
+            Ok(resp) => {
+                last = match expect {
+                    Some(want) => format!("HTTP {} (expected {want})", resp.status()),
+                    None => format!("HTTP {}", resp.status()),
+                }
+            }
             Err(e) => last = error_text(&e),
         }
         on_attempt(&format!("health check {url}: {last} (attempt {attempts})"));
@@ -99,6 +119,34 @@ mod tests {
             .unwrap();
         assert_eq!(h.status, 200);
         assert!(h.attempts >= 2 && notes >= 1);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_expected_status_is_waited_for() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for code in ["503 Service Unavailable", "200 OK", "204 No Content"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let answer =
+                    format!("HTTP/1.1 {code}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let mut notes = Vec::new();
+        let h = wait_for_status(
+            &format!("http://{addr}/healthz"),
+            Some(204),
+            Duration::from_secs(20),
+            |n| notes.push(n.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!((h.status, h.attempts), (204, 3));
+        assert!(notes[1].contains("HTTP 200 OK (expected 204)"), "{notes:?}");
         server.await.unwrap();
     }
 

@@ -2,13 +2,19 @@
 //! pipeline. It never imports ratatui; clients (the CLI, the TUI) talk to it through
 //! `protocol`: they call an operation or send a `Request`, and receive `EngineEvent`s.
 
+pub mod applogs;
+pub mod detect;
+pub mod guest;
 pub mod health;
 pub mod jobs;
 pub mod pipeline;
+pub mod power;
 pub mod process;
 pub mod provision;
+pub mod proxmox;
 pub mod report;
 pub mod ssh;
+pub mod sync;
 pub mod terraform;
 pub mod workspace;
 

@@ -1,18 +1,33 @@
-//! Provisioning scripts: rendered per deployment from the templates in `assets/provision/`,
-//! with every value shell-quoted by `shlex` through the `q` helper (never spliced raw), then
-//! run on the guest with `bash -euo pipefail`.
+//! Provisioning scripts: rendered per deployment from the templates in `assets/provision/`
+//! (one recipe per kind of app, all sharing `common.sh.hbs`), run on the guest with
+//! `bash -euo pipefail`. Also the removal script (destroy of a deployment on an existing
+//! host) and the app-log script.
 //!
-//! The script prints `proxdeck-commit: <sha>` once it has checked the source out; the pipeline
-//! reads the deployed commit from that line.
+//! Every value reaches a script as one shell word quoted by `shlex` (the `q` helper); the
+//! templates never splice a value raw, and the scripts pass values on as data (arguments,
+//! `printf %q`), never through `eval`. This module renders text only: it runs nothing.
+//!
+//! A script prints `proxdeck-commit: <sha>` once it has checked the source out; the pipeline
+//! reads the deployed commit from the first such line.
 
-use crate::domain::Framework;
+use crate::domain::{Deployment, Framework};
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
     RenderErrorReason,
 };
 use serde::Serialize;
 
+const COMMON: &str = include_str!("../../assets/provision/common.sh.hbs");
 const PYTHON: &str = include_str!("../../assets/provision/python.sh.hbs");
+const NODE: &str = include_str!("../../assets/provision/node.sh.hbs");
+const STATIC: &str = include_str!("../../assets/provision/static.sh.hbs");
+const LARAVEL: &str = include_str!("../../assets/provision/laravel.sh.hbs");
+const LAMP: &str = include_str!("../../assets/provision/lamp.sh.hbs");
+const REMOVE: &str = include_str!("../../assets/provision/remove.sh.hbs");
+const LOGS: &str = include_str!("../../assets/provision/logs.sh.hbs");
+
+/// The recipes, by the name the catalog's `recipe` key uses.
+pub const RECIPES: [&str; 5] = ["python", "node", "static", "laravel", "lamp"];
 
 /// The line prefix the scripts use to report the deployed commit.
 pub const COMMIT_MARKER: &str = "proxdeck-commit: ";
@@ -20,9 +35,9 @@ pub const COMMIT_MARKER: &str = "proxdeck-commit: ";
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error(
-        "no provisioning recipe for {0} yet; deploy a Python app (flask, fastapi, django) or add a recipe"
+        "no provisioning recipe {recipe:?} for {framework}; the catalog's recipes are: python, node, static, laravel, lamp"
     )]
-    NoRecipe(String),
+    NoRecipe { framework: String, recipe: String },
     #[error("the provisioning script does not render: {0}")]
     Render(String),
 }
@@ -37,16 +52,119 @@ pub struct EnvVar {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScriptVars {
     pub name: String,
+    pub framework_id: String,
     pub framework_name: String,
+    pub recipe: String,
+    /// The app's own system user on the guest.
+    pub app_user: String,
+    /// The service's name (systemd unit, OpenRC service).
+    pub service: String,
     pub app_dir: String,
     pub repo: String,
-    /// Empty: the repository's default branch.
+    /// Branch, tag or commit; empty: the repository's default branch.
     pub git_ref: String,
     pub port: u16,
+    /// The guest's address as proxdeck reaches it (Django's ALLOWED_HOSTS gets it).
+    pub address: String,
     pub install: String,
     pub build: String,
     pub start: String,
+    pub docroot: String,
+    /// The runtime's packages (Debian names, then Alpine's).
+    pub apt_packages: String,
+    pub apk_packages: String,
     pub env: Vec<EnvVar>,
+    pub django: bool,
+    /// The project's settings module when the deployment's environment names one.
+    pub django_settings: String,
+    /// A private MongoDB next to the app (MERN, MEAN) unless MONGODB_URI points elsewhere.
+    pub mongodb: bool,
+}
+
+/// The app's system user: `pd-<name>`, shortened with a hash to fit the 32 characters
+/// `useradd` allows.
+pub fn app_user(name: &str) -> String {
+    let user = format!("pd-{name}");
+    if user.len() <= 32 {
+        return user;
+    }
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let head: String = name.chars().take(19).collect();
+    format!("pd-{}-{:08x}", head.trim_end_matches('-'), hash as u32)
+}
+
+/// The service's name on the guest.
+pub fn service_name(name: &str) -> String {
+    format!("proxdeck-{name}")
+}
+
+/// The app's folder on the guest.
+pub fn app_dir(app_root: &str, name: &str) -> String {
+    format!("{}/{name}", app_root.trim_end_matches('/'))
+}
+
+impl ScriptVars {
+    /// The variables for `d` with framework `fw`: the deployment's command overrides win over
+    /// the catalog's; `git_ref` is what to check out (the deployment's ref, or a commit).
+    pub fn new(
+        d: &Deployment,
+        fw: &Framework,
+        env: &[(String, String)],
+        app_root: &str,
+        address: &str,
+        git_ref: &str,
+    ) -> ScriptVars {
+        let o = &d.overrides;
+        let has_env = |k: &str| env.iter().any(|(name, _)| name == k);
+        let external_mongo = has_env("MONGODB_URI") || has_env("MONGO_URI");
+        let mongodb = fw.runtime.split_whitespace().any(|p| p == "mongodb-org") && !external_mongo;
+        let apt_packages = fw
+            .runtime
+            .split_whitespace()
+            .filter(|p| *p != "mongodb-org" || mongodb)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let django = fw.id == "django";
+        let django_settings = env
+            .iter()
+            .find(|(k, _)| k == "DJANGO_SETTINGS_MODULE")
+            .map(|(_, v)| v.clone())
+            .filter(|_| django)
+            .unwrap_or_default();
+        ScriptVars {
+            name: d.name.clone(),
+            framework_id: fw.id.clone(),
+            framework_name: fw.name.clone(),
+            recipe: fw.recipe.clone(),
+            app_user: app_user(&d.name),
+            service: service_name(&d.name),
+            app_dir: app_dir(app_root, &d.name),
+            repo: d.repo.clone(),
+            git_ref: git_ref.to_string(),
+            port: d.port,
+            address: address.to_string(),
+            install: o.install.clone().unwrap_or_else(|| fw.install.clone()),
+            build: o.build.clone().unwrap_or_else(|| fw.build.clone()),
+            start: o.start.clone().unwrap_or_else(|| fw.start.clone()),
+            docroot: fw.docroot.clone(),
+            apt_packages,
+            apk_packages: fw.alpine.clone(),
+            env: env
+                .iter()
+                .filter(|(k, _)| !(django && k == "DJANGO_SETTINGS_MODULE"))
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            django,
+            django_settings,
+            mongodb,
+        }
+    }
 }
 
 /// `{{q value}}`: the value as one shell word (shlex quoting). Refuses what cannot be quoted.
@@ -63,7 +181,7 @@ fn quote_helper(
     let text = match param.value() {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Bool(b) => (if *b { "1" } else { "0" }).to_string(),
         other => {
             return Err(RenderErrorReason::Other(format!("q: cannot quote {other}")).into());
         }
@@ -74,21 +192,86 @@ fn quote_helper(
     Ok(())
 }
 
-fn recipe(framework: &Framework) -> Result<&'static str, ProvisionError> {
-    match framework.language.as_str() {
-        "python" => Ok(PYTHON),
-        _ => Err(ProvisionError::NoRecipe(framework.name.clone())),
-    }
-}
-
-/// Renders the provisioning script for `framework` with `vars`.
-pub fn render_script(framework: &Framework, vars: &ScriptVars) -> Result<String, ProvisionError> {
-    let template = recipe(framework)?;
+fn engine() -> Result<Handlebars<'static>, ProvisionError> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_helper("q", Box::new(quote_helper));
-    hb.render_template(template, vars)
+    hb.register_partial("common", COMMON)
+        .map_err(|e| ProvisionError::Render(e.to_string()))?;
+    Ok(hb)
+}
+
+fn template(recipe: &str) -> Option<&'static str> {
+    Some(match recipe {
+        "python" => PYTHON,
+        "node" => NODE,
+        "static" => STATIC,
+        "laravel" => LARAVEL,
+        "lamp" => LAMP,
+        _ => return None,
+    })
+}
+
+/// Renders the provisioning script for `framework` with `vars`.
+pub fn render_script(framework: &Framework, vars: &ScriptVars) -> Result<String, ProvisionError> {
+    let template = template(&framework.recipe).ok_or_else(|| ProvisionError::NoRecipe {
+        framework: framework.id.clone(),
+        recipe: framework.recipe.clone(),
+    })?;
+    engine()?
+        .render_template(template, vars)
+        .map_err(|e| ProvisionError::Render(e.to_string()))
+}
+
+/// Where an app lives on its guest and what it is called there: all the removal and log
+/// scripts need (no framework: they work for any app, even one the catalog dropped).
+#[derive(Debug, Clone, Serialize)]
+struct Place {
+    name: String,
+    app_user: String,
+    app_dir: String,
+    service: String,
+    lines: u32,
+    follow: bool,
+}
+
+impl Place {
+    fn new(name: &str, app_root: &str) -> Place {
+        Place {
+            name: name.to_string(),
+            app_user: app_user(name),
+            app_dir: app_dir(app_root, name),
+            service: service_name(name),
+            lines: 0,
+            follow: false,
+        }
+    }
+}
+
+/// Renders the script that stops and removes the app `name` (service, folder, user) from its
+/// host.
+pub fn render_remove(name: &str, app_root: &str) -> Result<String, ProvisionError> {
+    engine()?
+        .render_template(REMOVE, &Place::new(name, app_root))
+        .map_err(|e| ProvisionError::Render(e.to_string()))
+}
+
+/// Renders the script that prints the last `lines` lines of the app's own log (and with
+/// `follow`, keeps printing).
+pub fn render_logs(
+    name: &str,
+    app_root: &str,
+    lines: u32,
+    follow: bool,
+) -> Result<String, ProvisionError> {
+    let place = Place {
+        lines,
+        follow,
+        ..Place::new(name, app_root)
+    };
+    engine()?
+        .render_template(LOGS, &place)
         .map_err(|e| ProvisionError::Render(e.to_string()))
 }
 
@@ -101,60 +284,147 @@ pub fn commit_from_line(line: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Catalog;
+    use crate::domain::{Catalog, Deployment, DeploymentId};
 
-    fn vars() -> ScriptVars {
-        ScriptVars {
+    fn deployment(framework: &str) -> Deployment {
+        Deployment {
+            id: DeploymentId("abc234".into()),
             name: "shop".into(),
-            framework_name: "Flask".into(),
-            app_dir: "/opt/proxdeck/shop".into(),
             repo: "https://github.com/acme/shop.git".into(),
-            git_ref: "".into(),
+            framework: framework.into(),
             port: 5000,
-            install: "pip install -r requirements.txt gunicorn".into(),
-            build: "".into(),
-            start: "gunicorn --bind 0.0.0.0:$PORT app:app".into(),
-            env: vec![EnvVar {
-                name: "GREETING".into(),
-                value: "it's $(rm -rf /) `id`; \"quoted\" ünïcode".into(),
-            }],
+            ..Deployment::default()
         }
     }
 
-    fn flask() -> Framework {
-        Catalog::builtin().get("flask").unwrap().clone()
+    fn vars(framework: &str, env: &[(&str, &str)]) -> (Framework, ScriptVars) {
+        let fw = Catalog::builtin().get(framework).unwrap().clone();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let v = ScriptVars::new(
+            &deployment(framework),
+            &fw,
+            &env,
+            "/opt/proxdeck",
+            "10.0.0.5",
+            "",
+        );
+        (fw, v)
     }
+
+    const HOSTILE: &str = "it's $(rm -rf /) `id`; \"quoted\" ünïcode";
 
     #[test]
     fn values_are_single_shell_words() {
-        let script = render_script(&flask(), &vars()).unwrap();
+        let (fw, v) = vars("flask", &[("GREETING", HOSTILE)]);
+        let script = render_script(&fw, &v).unwrap();
         assert!(
             script.contains("START_CMD='gunicorn --bind 0.0.0.0:$PORT app:app'"),
             "{script}"
         );
         assert!(script.contains("GIT_REF=''"));
         assert!(script.contains("APP_PORT=5000"));
+        assert!(script.contains("APP_USER=pd-shop"));
         // The hostile value is quoted so that bash reads it back byte for byte.
         let line = script
             .lines()
             .find(|l| l.contains("export %s=%q") && l.contains("GREETING"))
             .unwrap();
         let words = shlex::split(line.trim()).unwrap();
-        assert_eq!(words[3], "it's $(rm -rf /) `id`; \"quoted\" ünïcode");
+        assert_eq!(words[3], HOSTILE);
     }
 
     #[test]
-    fn the_script_is_valid_bash() {
-        let script = render_script(&flask(), &vars()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p.sh");
-        std::fs::write(&path, script).unwrap();
-        let status = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(status.success());
+    fn every_catalog_framework_has_a_recipe_that_renders() {
+        for fw in &Catalog::builtin().frameworks {
+            assert!(
+                RECIPES.contains(&fw.recipe.as_str()),
+                "{}: recipe {:?}",
+                fw.id,
+                fw.recipe
+            );
+            let (fw, v) = vars(&fw.id, &[]);
+            let script = render_script(&fw, &v).unwrap();
+            assert!(script.starts_with("#!/usr/bin/env bash\n"), "{}", fw.id);
+            assert!(script.contains("install_service\n"), "{}", fw.id);
+        }
+    }
+
+    #[test]
+    fn overrides_win_over_the_catalog() {
+        let fw = Catalog::builtin().get("express").unwrap().clone();
+        let mut d = deployment("express");
+        d.overrides.install = Some("npm install --omit=dev --ignore-scripts".into());
+        d.overrides.build = Some(String::new());
+        d.overrides.start = Some("node server.js".into());
+        let v = ScriptVars::new(&d, &fw, &[], "/srv/apps/", "host", "v1.2");
+        assert_eq!(v.install, "npm install --omit=dev --ignore-scripts");
+        assert_eq!(v.build, "");
+        assert_eq!(v.start, "node server.js");
+        assert_eq!(v.app_dir, "/srv/apps/shop");
+        assert_eq!(v.git_ref, "v1.2");
+    }
+
+    #[test]
+    fn mongodb_only_without_an_external_uri() {
+        let (_, v) = vars("mern", &[]);
+        assert!(v.mongodb && v.apt_packages.contains("mongodb-org"));
+        let (_, v) = vars("mern", &[("MONGODB_URI", "mongodb://db.example/shop")]);
+        assert!(!v.mongodb && !v.apt_packages.contains("mongodb-org"));
+        let (_, v) = vars("express", &[]);
+        assert!(!v.mongodb);
+    }
+
+    #[test]
+    fn django_settings_module_moves_into_the_overlay() {
+        let (fw, v) = vars("django", &[("DJANGO_SETTINGS_MODULE", "shop.prod")]);
+        assert!(v.django);
+        assert_eq!(v.django_settings, "shop.prod");
+        assert!(v.env.is_empty());
+        let script = render_script(&fw, &v).unwrap();
+        assert!(script.contains("base_settings=shop.prod"), "{script}");
+        assert!(script.contains("proxdeck_settings.py"));
+        let (fw, v) = vars("flask", &[]);
+        assert!(
+            !render_script(&fw, &v)
+                .unwrap()
+                .contains("proxdeck_settings")
+        );
+    }
+
+    #[test]
+    fn app_users_fit_useradd() {
+        assert_eq!(app_user("shop"), "pd-shop");
+        let long = "a-very-long-application-name-that-goes-on-and-on";
+        let u = app_user(long);
+        assert!(u.len() <= 32, "{u}");
+        assert_eq!(u, app_user(long));
+        assert_ne!(
+            u,
+            app_user("a-very-long-application-name-that-goes-on-and-of")
+        );
+        assert_eq!(service_name("shop"), "proxdeck-shop");
+    }
+
+    #[test]
+    fn remove_and_logs_render() {
+        let remove = render_remove("shop", "/opt/proxdeck").unwrap();
+        assert!(remove.contains("APP_DIR=/opt/proxdeck/shop"));
+        assert!(remove.contains("SERVICE=proxdeck-shop"));
+        assert!(remove.contains("APP_USER=pd-shop"));
+        let logs = render_logs("shop", "/opt/proxdeck/", 200, true).unwrap();
+        assert!(
+            logs.contains("LINES=200") && logs.contains("FOLLOW=1"),
+            "{logs}"
+        );
+        assert!(logs.contains("APP_DIR=/opt/proxdeck/shop"), "{logs}");
+        assert!(
+            render_logs("shop", "/opt/proxdeck", 50, false)
+                .unwrap()
+                .contains("FOLLOW=0")
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! deadline passes, host keys pinned on first contact (a changed key stops everything, naming
 //! both fingerprints), and commands run with stdout and stderr streamed apart, line by line.
 //!
-//! Every function here blocks; the pipeline calls them through `spawn_blocking`.
+//! Every function here blocks; the pipeline calls them through `spawn_blocking`. Which guest,
+//! user and key a deployment uses, and where host keys are pinned, is `engine::guest`'s.
 
 use crate::engine::process::split_complete_lines;
 use crate::protocol::LogStream;
@@ -80,6 +81,20 @@ pub fn ensure_key(dir: &Path) -> Result<KeyPair, SshError> {
     }
     std::fs::create_dir_all(dir).map_err(|e| kerr(dir, &e))?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    // Two proxdeck processes deploying at once must not make two different pairs: the first
+    // generates under an exclusive lock, the second finds its pair.
+    let lock_path = dir.join(".keygen.lock");
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| kerr(&lock_path, &e))?;
+    lock.lock().map_err(|e| kerr(&lock_path, &e))?;
+    if private.exists() && public.exists() {
+        return Ok(KeyPair { private, public });
+    }
     let key =
         ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519)
             .map_err(|e| kerr(&private, &e))?;
@@ -89,8 +104,10 @@ pub fn ensure_key(dir: &Path) -> Result<KeyPair, SshError> {
     let mut pubkey = key.public_key().clone();
     pubkey.set_comment("proxdeck");
     let pub_line = pubkey.to_openssh().map_err(|e| kerr(&public, &e))?;
-    // Write to temporary names and rename, so a crash never leaves half a key.
+    // Write to temporary names and rename, so a crash never leaves half a key; the private
+    // half last, since both existing is what says the pair is complete.
     let tmp_private = dir.join("id_ed25519.tmp");
+    let tmp_public = dir.join("id_ed25519.pub.tmp");
     let _ = std::fs::remove_file(&tmp_private);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -101,7 +118,8 @@ pub fn ensure_key(dir: &Path) -> Result<KeyPair, SshError> {
     f.write_all(pem.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| kerr(&tmp_private, &e))?;
-    std::fs::write(&public, format!("{pub_line}\n")).map_err(|e| kerr(&public, &e))?;
+    std::fs::write(&tmp_public, format!("{pub_line}\n")).map_err(|e| kerr(&public, &e))?;
+    std::fs::rename(&tmp_public, &public).map_err(|e| kerr(&public, &e))?;
     std::fs::rename(&tmp_private, &private).map_err(|e| kerr(&private, &e))?;
     Ok(KeyPair { private, public })
 }
@@ -146,11 +164,16 @@ pub fn connect(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match try_connect(target) {
+        let left = within
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_secs(1));
+        match try_connect(target, left) {
             Ok(sess) => {
                 let presented = presented_key(&sess, target)?;
                 policy.check(target, &presented)?;
-                sess.userauth_pubkey_file(&target.user, Some(&keys.public), &keys.private, None)
+                // Without the .pub file next to a user's own key, libssh2 derives it.
+                let public = keys.public.exists().then_some(keys.public.as_path());
+                sess.userauth_pubkey_file(&target.user, public, &keys.private, None)
                     .map_err(|e| SshError::Auth {
                         target: target.label(),
                         user: target.user.clone(),
@@ -188,22 +211,47 @@ pub fn connect(
     }
 }
 
-fn try_connect(target: &Target) -> Result<Session, String> {
+/// One attempt; waits at most `left` (capped at 30 s) for each step.
+fn try_connect(target: &Target, left: Duration) -> Result<Session, String> {
+    let step = left.min(Duration::from_secs(30));
     let addr: SocketAddr = (target.host.as_str(), target.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", target.host))?
         .next()
         .ok_or_else(|| format!("{} has no address", target.host))?;
-    let tcp =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+    let tcp = TcpStream::connect_timeout(&addr, step.min(Duration::from_secs(10)))
+        .map_err(|e| connect_error(&e, target.port))?;
+    tcp.set_read_timeout(Some(step))
         .map_err(|e| e.to_string())?;
     let mut sess = Session::new().map_err(|e| e.to_string())?;
     sess.set_tcp_stream(tcp);
-    sess.set_timeout(30_000);
-    sess.handshake().map_err(|e| format!("handshake: {e}"))?;
+    sess.set_timeout(step.as_millis().min(u128::from(u32::MAX)) as u32);
+    sess.handshake().map_err(|e| {
+        if e.code() == ssh2::ErrorCode::Session(-9) {
+            "timed out waiting for the SSH greeting (something listens there, but not sshd?)"
+                .to_string()
+        } else {
+            format!("SSH handshake failed: {e}")
+        }
+    })?;
     sess.set_keepalive(true, 15);
     Ok(sess)
+}
+
+/// The socket error in words a user can act on.
+fn connect_error(e: &std::io::Error, port: u16) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => format!(
+            "connection refused: nothing listens on port {port} (sshd not running yet?) or a firewall rejects it"
+        ),
+        TimedOut | WouldBlock => {
+            "connection timed out: no answer (wrong address, guest down, or a firewall drops the packets)"
+                .to_string()
+        }
+        HostUnreachable | NetworkUnreachable => format!("no route to the host: {e}"),
+        _ => e.to_string(),
+    }
 }
 
 fn presented_key(sess: &Session, target: &Target) -> Result<PresentedKey, SshError> {
@@ -221,6 +269,9 @@ fn presented_key(sess: &Session, target: &Target) -> Result<PresentedKey, SshErr
     })
 }
 
+/// The exit status [`exec_until`] returns when `stop` asked it to end (like a shell's Ctrl-C).
+pub const STOPPED: i32 = 130;
+
 /// Runs `command` on the guest; stdout and stderr batches go to `out` as they arrive. Returns
 /// the exit status. `stdin` (if any) is written first and closed.
 pub fn exec(
@@ -229,6 +280,20 @@ pub fn exec(
     command: &str,
     stdin: Option<&[u8]>,
     timeout: Duration,
+    out: &mut dyn FnMut(LogStream, Vec<String>),
+) -> Result<i32, SshError> {
+    exec_until(sess, target, command, stdin, timeout, &|| false, out)
+}
+
+/// [`exec`], ending early (the channel closed, [`STOPPED`] returned) once `stop()` is true:
+/// for commands that run until the user stops them (`tail -F`).
+pub fn exec_until(
+    sess: &Session,
+    target: &Target,
+    command: &str,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
     out: &mut dyn FnMut(LogStream, Vec<String>),
 ) -> Result<i32, SshError> {
     let perr = |e: &dyn std::fmt::Display| SshError::Protocol {
@@ -277,6 +342,11 @@ pub fn exec(
             if ch.eof() {
                 break Ok(());
             }
+            if stop() {
+                sess.set_blocking(true);
+                let _ = ch.close();
+                return Ok(STOPPED);
+            }
             if start.elapsed() > timeout {
                 break Err(SshError::TimedOut {
                     target: target.label(),
@@ -304,6 +374,79 @@ pub fn exec(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn parallel_first_uses_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let publics: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| ensure_key(&keys).unwrap().public_openssh().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(publics.windows(2).all(|w| w[0] == w[1]), "{publics:?}");
+    }
+
+    #[test]
+    fn refused_and_silent_servers_are_named() {
+        let keys = ensure_key(&tempfile::tempdir().unwrap().path().join("k")).unwrap();
+        struct Any;
+        impl HostKeyPolicy for Any {
+            fn check(&mut self, _: &Target, _: &PresentedKey) -> Result<(), SshError> {
+                Ok(())
+            }
+        }
+        // Nothing listens: refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = |port| Target {
+            host: "127.0.0.1".into(),
+            port,
+            user: "root".into(),
+        };
+        let mut retries = 0;
+        let Err(err) = connect(
+            &target(port),
+            &keys,
+            &mut Any,
+            Duration::from_secs(1),
+            |_| retries += 1,
+        ) else {
+            panic!("connected to a closed port")
+        };
+        let text = err.to_string();
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(text.contains("no SSH answer within 1 s"), "{text}");
+        assert!(retries >= 1);
+        // Something listens but never speaks SSH: timed out waiting for the greeting.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let started = std::time::Instant::now();
+        let Err(err) = connect(
+            &target(port),
+            &keys,
+            &mut Any,
+            Duration::from_secs(2),
+            |_| {},
+        ) else {
+            panic!("an SSH session with a silent server")
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("timed out waiting for the SSH greeting"),
+            "{text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(silent);
+    }
 
     #[test]
     fn key_is_generated_once_with_private_permissions() {

@@ -542,6 +542,307 @@ impl Store {
     }
 }
 
+/// What `proxdeck sync` changes, applied by [`Store::apply_sync`] in one transaction.
+///
+/// Imported entries (`Origin::Imported`) are guests proxdeck found, not deployments it made:
+/// statistics must leave them out (`origin != 'imported'`, see [`Store::list_managed`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncChanges {
+    /// Guests to record as imported entries. A name already in use gets `-VMID` appended; a
+    /// vmid that meanwhile has a live entry is skipped.
+    pub imports: Vec<Deployment>,
+    pub updates: Vec<GuestUpdate>,
+    /// Entries whose guest is gone: `missing_since` is set (when not set already).
+    pub missing: Vec<DeploymentId>,
+    /// Entries whose guest is back: `missing_since` is cleared.
+    pub returned: Vec<DeploymentId>,
+    /// When the changes were seen (Unix ms).
+    pub at: i64,
+}
+
+/// What sync learned about a known guest; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GuestUpdate {
+    pub id: DeploymentId,
+    pub node: Option<String>,
+    /// RUNNING or STOPPED, checked against the transition graph.
+    pub status: Option<Status>,
+    /// Cores, memory (MiB), disk (GiB): kept in step for imported entries.
+    pub resources: Option<(u32, u32, u32)>,
+}
+
+impl Store {
+    /// Deployments proxdeck made (every origin but `imported`), newest first: what statistics
+    /// count. Imported entries are guests found by `sync`, not deployments.
+    pub fn list_managed(&self) -> Result<Vec<Deployment>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE origin != 'imported' \
+             ORDER BY created_at DESC, id"
+        ))?;
+        let rows = stmt
+            .query_map([], row_to_deployment)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().collect()
+    }
+
+    /// Applies a sync in one immediate transaction: two syncs at once never import a guest
+    /// twice, and a sync interrupted halfway leaves nothing half done. Returns the imported
+    /// entries as recorded (with their final names).
+    pub fn apply_sync(&mut self, changes: &SyncChanges) -> Result<Vec<Deployment>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut imported = Vec::new();
+        for d in &changes.imports {
+            if let Some(vmid) = d.vmid {
+                let live: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM deployments WHERE vmid = ?1 AND status != 'DELETED')",
+                    [vmid],
+                    |r| r.get(0),
+                )?;
+                if live {
+                    continue;
+                }
+            }
+            let mut d = d.clone();
+            let name_taken = |name: &str| -> Result<bool> {
+                Ok(tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM deployments WHERE name = ?1 AND status != 'DELETED')",
+                    [name],
+                    |r| r.get(0),
+                )?)
+            };
+            if name_taken(&d.name)? {
+                let base = d.name.clone();
+                let suffix = d
+                    .vmid
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| d.id.0.clone());
+                d.name = format!("{base}-{suffix}");
+                let mut n = 2;
+                while name_taken(&d.name)? {
+                    d.name = format!("{base}-{suffix}-{n}");
+                    n += 1;
+                }
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+                      ?22, ?23, ?24, ?25, ?26, ?27)"
+                ),
+                params![
+                    d.id.0,
+                    d.name,
+                    d.repo,
+                    d.git_ref,
+                    d.framework,
+                    d.guest_type.as_str(),
+                    d.cores,
+                    d.memory_mib,
+                    d.disk_gib,
+                    d.port,
+                    serde_json::to_string(&d.env_names).unwrap_or_else(|_| "[]".into()),
+                    d.node,
+                    d.vmid,
+                    d.ip,
+                    d.url,
+                    d.commit,
+                    d.status.as_str(),
+                    d.stage.map(Stage::as_str),
+                    d.error,
+                    d.created_at,
+                    d.updated_at,
+                    d.origin.as_str(),
+                    d.ssh_user,
+                    d.ssh_port,
+                    d.previous_commit,
+                    d.missing_since,
+                    serde_json::to_string(&d.overrides).unwrap_or_else(|_| "{}".into()),
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, NULL, ?3, ?4)",
+                params![d.id.0, d.status.as_str(), d.created_at, "imported by sync"],
+            )?;
+            imported.push(d);
+        }
+        for u in &changes.updates {
+            if let Some(node) = &u.node {
+                tx.execute(
+                    "UPDATE deployments SET node = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![u.id.0, node, changes.at],
+                )?;
+            }
+            if let Some((cores, memory, disk)) = u.resources {
+                tx.execute(
+                    "UPDATE deployments SET cores = ?2, memory_mib = ?3, disk_gib = ?4, updated_at = ?5 WHERE id = ?1",
+                    params![u.id.0, cores, memory, disk, changes.at],
+                )?;
+            }
+            if let Some(to) = u.status {
+                let current: Option<String> = tx
+                    .query_row(
+                        "SELECT status FROM deployments WHERE id = ?1",
+                        [&u.id.0],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(current) = current else { continue };
+                let from: Status = current.parse().map_err(StoreError::Corrupt)?;
+                if from != to {
+                    // Sync only ever reports what runs and what does not.
+                    if !matches!(to, Status::Running | Status::Stopped) {
+                        return Err(IllegalTransition { from, to }.into());
+                    }
+                    from.check_transition(to)?;
+                    tx.execute(
+                        "UPDATE deployments SET status = ?2, error = NULL, updated_at = ?3 WHERE id = ?1",
+                        params![u.id.0, to.as_str(), changes.at],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, NULL, ?3, ?4)",
+                        params![u.id.0, to.as_str(), changes.at, "sync: as found on Proxmox"],
+                    )?;
+                }
+            }
+        }
+        for id in &changes.missing {
+            tx.execute(
+                "UPDATE deployments SET missing_since = ?2 WHERE id = ?1 AND missing_since IS NULL",
+                params![id.0, changes.at],
+            )?;
+        }
+        for id in &changes.returned {
+            tx.execute(
+                "UPDATE deployments SET missing_since = NULL WHERE id = ?1",
+                [&id.0],
+            )?;
+        }
+        tx.commit()?;
+        Ok(imported)
+    }
+
+    /// Removes an entry and everything recorded about it (history, log, reservations). For
+    /// entries proxdeck does not own a guest for: imported ones, or ones whose guest is gone.
+    pub fn forget(&mut self, id: &DeploymentId) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for table in [
+            "log_lines",
+            "stage_history",
+            "status_history",
+            "ip_allocations",
+            "vmid_allocations",
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE deployment_id = ?1"),
+                [&id.0],
+            )?;
+        }
+        let n = tx.execute("DELETE FROM deployments WHERE id = ?1", [&id.0])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.0.clone()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Host keys pinned by parallel deployments to one host.
+impl Store {
+    /// Pins `key` for its host unless a key is pinned already; returns the pinned key and
+    /// whether it is the one just pinned. One statement, so two processes connecting to a new
+    /// host at once agree on one key instead of failing on the second insert.
+    pub fn pin_host_key_once(&mut self, key: &HostKey) -> Result<(HostKey, bool)> {
+        let inserted = self.conn.execute(
+            "INSERT OR IGNORE INTO host_keys (host, key_type, fingerprint, pinned_at) VALUES (?1, ?2, ?3, ?4)",
+            params![key.host, key.key_type, key.fingerprint, now_ms()],
+        )?;
+        let pinned = self
+            .host_key(&key.host)?
+            .ok_or_else(|| StoreError::Corrupt(format!("host key of {} vanished", key.host)))?;
+        Ok((pinned, inserted == 1))
+    }
+}
+
+/// Redeploy and rollback: the deployed commit and the one before it, and the ref.
+impl Store {
+    /// Records `commit` as deployed. The commit that ran before it (when different) becomes
+    /// `previous_commit`, what `rollback` returns to; a second rollback returns again.
+    pub fn record_commit(&mut self, id: &DeploymentId, commit: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deployments SET \
+             previous_commit = CASE WHEN commit_sha IS NOT NULL AND commit_sha != ?2 \
+                               THEN commit_sha ELSE previous_commit END, \
+             commit_sha = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.0, commit, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Changes the branch, tag or commit a deployment follows (`redeploy --ref`).
+    pub fn set_git_ref(&mut self, id: &DeploymentId, git_ref: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE deployments SET git_ref = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.0, git_ref, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.0.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    #[test]
+    fn commits_roll_forward_and_back() {
+        let mut s = Store::open_in_memory().unwrap();
+        let d = Deployment {
+            id: DeploymentId("cmt234".into()),
+            name: "cmt".into(),
+            repo: "file:///r.git".into(),
+            framework: "flask".into(),
+            ..Deployment::default()
+        };
+        s.insert_deployment(&d).unwrap();
+        let state = |s: &Store| {
+            let d = s.get(&d.id).unwrap();
+            (d.commit, d.previous_commit)
+        };
+        s.record_commit(&d.id, "aaaaaaa").unwrap();
+        assert_eq!(state(&s), (Some("aaaaaaa".into()), None));
+        // The same commit again (a retry) keeps the previous one.
+        s.record_commit(&d.id, "aaaaaaa").unwrap();
+        assert_eq!(state(&s), (Some("aaaaaaa".into()), None));
+        s.record_commit(&d.id, "bbbbbbb").unwrap();
+        assert_eq!(state(&s), (Some("bbbbbbb".into()), Some("aaaaaaa".into())));
+        // Rollback to the previous one, then again: back and forth.
+        s.record_commit(&d.id, "aaaaaaa").unwrap();
+        assert_eq!(state(&s), (Some("aaaaaaa".into()), Some("bbbbbbb".into())));
+        let key = |fp: &str| HostKey {
+            host: "10.0.0.9:22".into(),
+            key_type: "ssh-ed25519".into(),
+            fingerprint: fp.into(),
+        };
+        assert_eq!(
+            s.pin_host_key_once(&key("SHA256:a")).unwrap(),
+            (key("SHA256:a"), true)
+        );
+        assert_eq!(
+            s.pin_host_key_once(&key("SHA256:b")).unwrap(),
+            (key("SHA256:a"), false)
+        );
+        s.set_git_ref(&d.id, "v2").unwrap();
+        assert_eq!(s.get(&d.id).unwrap().git_ref, "v2");
+        assert!(s.set_git_ref(&DeploymentId("nope22".into()), "x").is_err());
+    }
+}
+
 fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Deployment>> {
     let id: String = r.get(0)?;
     let guest_type: String = r.get(5)?;
@@ -855,6 +1156,100 @@ mod tests {
         assert_eq!(s.host_key("10.0.0.1:22").unwrap(), Some(k));
         s.forget_host_key("10.0.0.1:22").unwrap();
         assert_eq!(s.host_key("10.0.0.1:22").unwrap(), None);
+    }
+
+    #[test]
+    fn sync_imports_once_updates_marks_missing_and_forgets() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut managed = sample("mng111", "web");
+        managed.vmid = Some(100);
+        s.insert_deployment(&managed).unwrap();
+        s.transition(&managed.id, Status::Provisioning, None, None)
+            .unwrap();
+        s.transition(&managed.id, Status::Deploying, None, None)
+            .unwrap();
+        s.transition(&managed.id, Status::Running, None, None)
+            .unwrap();
+        let imported = |id: &str, name: &str, vmid: u32| Deployment {
+            id: DeploymentId(id.into()),
+            name: name.into(),
+            origin: crate::domain::Origin::Imported,
+            vmid: Some(vmid),
+            status: Status::Running,
+            stage: None,
+            created_at: 2_000,
+            updated_at: 2_000,
+            ..Deployment::default()
+        };
+        let changes = SyncChanges {
+            // "web" is taken: the import becomes web-101; vmid 100 is known: skipped.
+            imports: vec![imported("imp222", "web", 101), imported("dup333", "x", 100)],
+            updates: vec![GuestUpdate {
+                id: managed.id.clone(),
+                node: Some("pve2".into()),
+                status: Some(Status::Stopped),
+                resources: None,
+            }],
+            missing: vec![],
+            returned: vec![],
+            at: 3_000,
+        };
+        let done = s.apply_sync(&changes).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].name, "web-101");
+        let m = s.get(&managed.id).unwrap();
+        assert_eq!(
+            (m.status, m.node.as_deref()),
+            (Status::Stopped, Some("pve2"))
+        );
+        assert_eq!(s.list().unwrap().len(), 2);
+        assert_eq!(s.list_managed().unwrap().len(), 1);
+        // A second identical sync imports nothing.
+        assert!(s.apply_sync(&changes).unwrap().is_empty());
+        assert_eq!(s.list().unwrap().len(), 2);
+        // An update outside the graph is refused and nothing of that sync lands.
+        let bad = SyncChanges {
+            missing: vec![DeploymentId("imp222".into())],
+            updates: vec![GuestUpdate {
+                id: managed.id.clone(),
+                status: Some(Status::Provisioning),
+                ..GuestUpdate::default()
+            }],
+            at: 4_000,
+            ..SyncChanges::default()
+        };
+        assert!(s.apply_sync(&bad).is_err());
+        assert_eq!(
+            s.get(&DeploymentId("imp222".into())).unwrap().missing_since,
+            None
+        );
+        let missing = SyncChanges {
+            missing: vec![DeploymentId("imp222".into())],
+            at: 5_000,
+            ..SyncChanges::default()
+        };
+        s.apply_sync(&missing).unwrap();
+        assert_eq!(
+            s.get(&DeploymentId("imp222".into())).unwrap().missing_since,
+            Some(5_000)
+        );
+        // Marking again keeps the first time it went missing.
+        s.apply_sync(&SyncChanges {
+            at: 6_000,
+            ..missing.clone()
+        })
+        .unwrap();
+        assert_eq!(
+            s.get(&DeploymentId("imp222".into())).unwrap().missing_since,
+            Some(5_000)
+        );
+        s.forget(&DeploymentId("imp222".into())).unwrap();
+        assert!(matches!(s.find("imp222"), Err(StoreError::NotFound(_))));
+        assert!(
+            s.history(&DeploymentId("imp222".into()))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

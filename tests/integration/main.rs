@@ -6,7 +6,13 @@
 mod support;
 
 mod e2e;
+mod frameworks;
 mod harness;
+mod proxmox;
+mod provisioning;
 mod recovery;
+mod runner;
 mod templates;
+mod terraform_flow;
 mod tui;
+mod vm_e2e;

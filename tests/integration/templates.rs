@@ -1,78 +1,127 @@
-//! The built-in Terraform templates, rendered for every flag combination and checked with real
-//! `terraform fmt` and against the bpg/proxmox schema fixture (see `tests/support/schema.rs`).
+//! The built-in Terraform templates, rendered for every variant a deploy can produce (LXC and
+//! VM × static address or DHCP × VLAN or not × vmid given or not, with the optional values set
+//! or left out) through the engine's own builder (`workspace::guest_vars`), and checked with
+//! the real `terraform fmt -check`, against the bpg/proxmox schema fixture
+//! (`tests/support/schema.rs`) and against their `terraform.tfvars.json`. Two typical variants
+//! are compared with golden files (`tests/fixtures/golden/terraform/`; regenerate with
+//! `PROXDECK_UPDATE_GOLDEN=1`).
 
+use crate::support::parts::{Part, skip_without};
 use crate::support::schema::{Checker, Config};
-use proxdeck::domain::GuestType;
-use proxdeck::engine::workspace::{LxcVars, RenderFlags, load_template, render_main_tf};
+use proxdeck::config::Config as ProxdeckConfig;
+use proxdeck::domain::{Deployment, DeploymentId, GuestType};
+use proxdeck::engine::workspace::{
+    self, Choices, GuestInput, GuestVars, RenderFlags, load_template, render_main_tf,
+};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const CONTAINER: &str = "proxmox_virtual_environment_container";
+const VM: &str = "proxmox_virtual_environment_vm";
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9pQ0pd5n3Yk0ZqW8wq7m3K0z9x1v2ZkP4l8m7Yc1dE proxdeck@test\n";
 
-/// All 2^3 combinations of the structural flags.
-fn all_flags() -> Vec<RenderFlags> {
-    (0..8u8)
-        .map(|bits| RenderFlags {
-            static_ip: bits & 1 != 0,
-            vlan: bits & 2 != 0,
-            vm_id: bits & 4 != 0,
-        })
-        .collect()
+/// One rendered variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Variant {
+    kind: GuestType,
+    static_ip: bool,
+    vlan: bool,
+    vm_id: bool,
 }
 
-fn render_lxc(flags: &RenderFlags) -> String {
-    let template = load_template(GuestType::Lxc, None).expect("built-in LXC template");
-    render_main_tf(&template, flags).unwrap_or_else(|e| panic!("{flags:?}: {e}"))
-}
-
-/// A typical LXC deployment, static or DHCP, with or without VLAN and vmid.
-fn lxc_vars(static_ip: bool, vlan: bool, vm_id: bool) -> LxcVars {
-    LxcVars {
-        node_name: "pve".into(),
-        vm_id: vm_id.then_some(4242),
-        hostname: "shop-api".into(),
-        description: "proxdeck: shop-api (flask) from https://git.example.com/shop.git".into(),
-        tags: vec!["proxdeck".into(), "flask".into()],
-        cores: 2,
-        memory_mib: 1024,
-        swap_mib: 512,
-        disk_gib: 8,
-        datastore_id: "local-lvm".into(),
-        os_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-        os_type: "debian".into(),
-        bridge: "vmbr0".into(),
-        vlan_id: vlan.then_some(30),
-        ipv4_address: if static_ip {
-            "10.0.30.20/24".into()
-        } else {
-            "dhcp".into()
-        },
-        ipv4_gateway: static_ip.then(|| "10.0.30.1".into()),
-        ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB9pQ0pd5n3Yk0ZqW8wq7m3K0z9x1v2ZkP4l8m7Yc1dE proxdeck\n".into(),
-    }
-}
-
-/// `terraform` on PATH, or None (skip) outside CI. In CI a missing terraform is a failure.
-fn terraform() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("terraform"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("terraform is not on PATH, and CI=true: install terraform >= 1.5 on the runner");
+impl Variant {
+    fn all() -> Vec<Variant> {
+        let mut out = Vec::new();
+        for kind in [GuestType::Lxc, GuestType::Vm] {
+            for bits in 0..8u8 {
+                out.push(Variant {
+                    kind,
+                    static_ip: bits & 1 != 0,
+                    vlan: bits & 2 != 0,
+                    vm_id: bits & 4 != 0,
+                });
+            }
         }
-        eprintln!("SKIP: terraform is not on PATH (set CI=true to make this a failure)");
+        out
     }
-    found
+
+    fn flags(&self) -> RenderFlags {
+        RenderFlags {
+            static_ip: self.static_ip,
+            vlan: self.vlan,
+            vm_id: self.vm_id,
+        }
+    }
+
+    /// The config a user of this variant would have: distinctive values everywhere, so a
+    /// value that leaked into HCL text would be found.
+    fn config(&self) -> ProxdeckConfig {
+        let mut text = String::from(
+            "[guest]\ndatastore = \"tank-ssd7\"\nbridge = \"vmbr42\"\nswap_mib = 768\n\
+             os_template = \"nas9:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"\n\
+             os_type = \"devuan\"\n\
+             [vm]\ntemplate_vmid = 9123\ntemplate_node = \"pve-tpl3\"\nclone = \"linked\"\n\
+             disk_interface = \"sata3\"\nuser = \"deployer7\"\ncpu_type = \"Skylake-Server-v4\"\n\
+             cloudinit_datastore = \"ci-store5\"\nagent_timeout_secs = 240\n",
+        );
+        if self.vlan {
+            text = text.replace("swap_mib = 768\n", "swap_mib = 768\nvlan = 3017\n");
+        }
+        if self.static_ip {
+            text.push_str(
+                "[network]\npool = \"10.77.30.0/24\"\nprefix = 24\ngateway = \"10.77.30.254\"\n",
+            );
+        }
+        ProxdeckConfig::parse(&text, &Default::default()).expect("test config parses")
+    }
+
+    fn deployment(&self) -> Deployment {
+        Deployment {
+            id: DeploymentId("k3x9ta".into()),
+            name: "shop-api-7f3".into(),
+            repo: "https://git.example.com/acme/shop.git".into(),
+            framework: "flask".into(),
+            guest_type: self.kind,
+            cores: 3,
+            memory_mib: 1536,
+            disk_gib: 14,
+            vmid: self.vm_id.then_some(10042),
+            ..Deployment::default()
+        }
+    }
+
+    /// The variables as the engine builds them for this variant.
+    fn vars(&self) -> GuestVars {
+        let config = self.config();
+        let d = self.deployment();
+        let choices = Choices::default();
+        let vars = workspace::guest_vars(
+            &config,
+            &GuestInput {
+                deployment: &d,
+                node: "pve-node9",
+                static_ip: self.static_ip.then(|| "10.77.30.21".parse().unwrap()),
+                public_key: KEY,
+                choices: &choices,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{self:?}: {e}"));
+        assert_eq!(vars.flags(), self.flags(), "{self:?}");
+        vars
+    }
+
+    fn render(&self) -> String {
+        let template = load_template(self.kind, None).expect("built-in template");
+        render_main_tf(&template, &self.flags()).unwrap_or_else(|e| panic!("{self:?}: {e}"))
+    }
 }
 
 /// A terraform command with its own empty CLI config (no warnings about a missing one).
-fn terraform_cmd(bin: &Path, dir: &Path) -> Command {
+fn terraform_cmd(dir: &Path) -> Command {
     let rc = dir.join("cli.tfrc");
     std::fs::write(&rc, "").unwrap();
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new("terraform");
     cmd.current_dir(dir)
         .env("TF_CLI_CONFIG_FILE", &rc)
         .env("TF_IN_AUTOMATION", "1")
@@ -80,14 +129,32 @@ fn terraform_cmd(bin: &Path, dir: &Path) -> Command {
     cmd
 }
 
+fn fmt_check(dir: &Path, file: &str, what: &str) {
+    let out = terraform_cmd(dir)
+        .args(["fmt", "-check", "-diff", file])
+        .output()
+        .expect("run terraform fmt");
+    assert!(
+        out.status.success(),
+        "terraform fmt -check failed for {what}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "terraform fmt warned for {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The schema checker, with terraform's function signatures when terraform is here.
-fn checker(terraform: Option<&Path>) -> Checker {
+fn checker(with_terraform: bool) -> Checker {
     let checker = Checker::bpg();
-    let Some(bin) = terraform else {
+    if !with_terraform {
         return checker;
-    };
+    }
     let dir = tempfile::tempdir().unwrap();
-    let out = terraform_cmd(bin, dir.path())
+    let out = terraform_cmd(dir.path())
         .args(["metadata", "functions", "-json"])
         .output()
         .expect("run terraform metadata functions");
@@ -102,72 +169,122 @@ fn checker(terraform: Option<&Path>) -> Checker {
 }
 
 #[test]
-fn lxc_templates_render_without_leftovers() {
-    for flags in all_flags() {
-        let text = render_lxc(&flags);
-        assert!(
-            !text.contains("{{"),
-            "{flags:?}: Handlebars left over:\n{text}"
-        );
+fn every_variant_renders_cleanly_without_user_values() {
+    for v in Variant::all() {
+        let text = v.render();
+        assert!(!text.contains("{{"), "{v:?}: Handlebars left over:\n{text}");
         assert!(
             !text.contains("\n\n\n"),
-            "{flags:?}: double blank line:\n{text}"
+            "{v:?}: double blank line:\n{text}"
         );
-        assert!(text.ends_with("}\n"), "{flags:?}: ends oddly:\n{text}");
+        assert!(text.ends_with("}\n"), "{v:?}: ends oddly:\n{text}");
         // Credentials never belong in the file.
         for secret in ["api_token", "password", "PVEAPIToken", "endpoint ="] {
-            assert!(
-                !text.contains(secret),
-                "{flags:?}: mentions {secret}:\n{text}"
-            );
+            assert!(!text.contains(secret), "{v:?}: mentions {secret}:\n{text}");
+        }
+        // No value the user (or the config) chose is spliced into HCL: each one lives in the
+        // tfvars only.
+        let tfvars = serde_json::to_value(v.vars()).unwrap();
+        for (name, value) in tfvars.as_object().unwrap() {
+            let strings: Vec<String> = match value {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
+                Value::Number(n) => vec![n.to_string()],
+                _ => vec![],
+            };
+            for s in strings {
+                // Short numbers ("3"), the tag "proxdeck" and the keyword "dhcp" occur in
+                // comments and descriptions.
+                if s.len() < 4 || s == "proxdeck" || s == "dhcp" {
+                    continue;
+                }
+                assert!(
+                    !text.contains(&s),
+                    "{v:?}: the value of `{name}` ({s:?}) is written into main.tf:\n{text}"
+                );
+            }
         }
     }
 }
 
 #[test]
-fn lxc_templates_pass_terraform_fmt() {
-    let Some(bin) = terraform() else { return };
-    for flags in all_flags() {
+fn every_variant_passes_terraform_fmt() {
+    if skip_without("every_variant_passes_terraform_fmt", &[Part::Terraform]) {
+        return;
+    }
+    for v in Variant::all() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("main.tf"), render_lxc(&flags)).unwrap();
-        let out = terraform_cmd(&bin, dir.path())
-            .args(["fmt", "-check", "-diff", "main.tf"])
-            .output()
-            .expect("run terraform fmt");
-        assert!(
-            out.status.success(),
-            "terraform fmt -check failed for {flags:?}:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stderr.is_empty(),
-            "terraform fmt warned for {flags:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        std::fs::write(dir.path().join("main.tf"), v.render()).unwrap();
+        fmt_check(dir.path(), "main.tf", &format!("{v:?}"));
     }
 }
 
 #[test]
-fn lxc_templates_match_the_bpg_schema() {
-    let checker = checker(terraform().as_deref());
-    for flags in all_flags() {
-        let text = render_lxc(&flags);
+fn every_variant_matches_the_bpg_schema_and_its_tfvars() {
+    let with_terraform = !skip_without(
+        "every_variant_matches_the_bpg_schema_and_its_tfvars (function signatures)",
+        &[Part::Terraform],
+    );
+    let checker = checker(with_terraform);
+    for v in Variant::all() {
+        let text = v.render();
         let config = checker
             .check(&text)
-            .unwrap_or_else(|p| panic!("{flags:?}: {p}\n{text}"));
-        check_lxc_structure(&flags, &config, &text);
+            .unwrap_or_else(|p| panic!("{v:?}: {p}\n{text}"));
+        match v.kind {
+            GuestType::Lxc => check_lxc_structure(&v, &config, &text),
+            GuestType::Vm => check_vm_structure(&v, &config, &text),
+        }
+        // Every key of the tfvars is declared, with the declared type; every variable without
+        // a default is set.
+        let tfvars = serde_json::to_value(v.vars()).unwrap();
+        config
+            .check_tfvars(&tfvars)
+            .unwrap_or_else(|p| panic!("{v:?}: {p}\n{tfvars:#}\n{text}"));
     }
+    // The checks can fail: a misspelt attribute, a missing variable and a tfvars value of the
+    // wrong type are each reported.
+    let vm = Variant::all()[8];
+    let text = vm.render();
+    let broken = text.replace("stop_on_destroy = true", "stop_on_destroy_ = true");
+    assert!(
+        checker
+            .check(&broken)
+            .unwrap_err()
+            .mentions("stop_on_destroy_")
+    );
+    let config = checker.check(&text).unwrap();
+    let mut tfvars = serde_json::to_value(vm.vars()).unwrap();
+    tfvars["cores"] = Value::String("three".into());
+    tfvars.as_object_mut().unwrap().remove("ci_user");
+    let problems = config.check_tfvars(&tfvars).unwrap_err();
+    assert!(
+        problems.mentions("cores") && problems.mentions("ci_user"),
+        "{problems}"
+    );
+}
+
+fn blocks_and_attributes<'a>(
+    config: &'a Config,
+    kind: &str,
+    v: &Variant,
+    text: &str,
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let r = config
+        .resource(kind, "app")
+        .unwrap_or_else(|| panic!("{v:?}: no {kind}.app:\n{text}"));
+    let top = r.body.attributes().map(|a| a.key.as_str()).collect();
+    let blocks = r.body.blocks().map(|b| b.identifier.as_str()).collect();
+    (top, blocks)
 }
 
 /// What the schema cannot say: the blocks the docs require, the flags really switch what
 /// they should, the outputs proxdeck reads exist.
-fn check_lxc_structure(flags: &RenderFlags, config: &Config, text: &str) {
-    let ct = config
-        .resource(CONTAINER, "app")
-        .unwrap_or_else(|| panic!("{flags:?}: no {CONTAINER}.app:\n{text}"));
-    let top: Vec<&str> = ct.body.attributes().map(|a| a.key.as_str()).collect();
-    let blocks: Vec<&str> = ct.body.blocks().map(|b| b.identifier.as_str()).collect();
+fn check_lxc_structure(v: &Variant, config: &Config, text: &str) {
+    let (top, blocks) = blocks_and_attributes(config, CONTAINER, v, text);
     for b in [
         "features",
         "cpu",
@@ -178,7 +295,7 @@ fn check_lxc_structure(flags: &RenderFlags, config: &Config, text: &str) {
         "initialization",
         "wait_for_ip",
     ] {
-        assert!(blocks.contains(&b), "{flags:?}: no `{b}` block:\n{text}");
+        assert!(blocks.contains(&b), "{v:?}: no `{b}` block:\n{text}");
     }
     for a in [
         "node_name",
@@ -186,72 +303,179 @@ fn check_lxc_structure(flags: &RenderFlags, config: &Config, text: &str) {
         "started",
         "start_on_boot",
         "tags",
+        "description",
     ] {
-        assert!(top.contains(&a), "{flags:?}: no `{a}`:\n{text}");
+        assert!(top.contains(&a), "{v:?}: no `{a}`:\n{text}");
     }
-    assert_eq!(
-        top.contains(&"vm_id"),
-        flags.vm_id,
-        "{flags:?}: vm_id:\n{text}"
+    check_common(v, &top, config, text);
+    assert!(
+        text.contains("datastore_id = var.datastore_id"),
+        "{v:?}:\n{text}"
     );
+    assert!(text.contains("nesting = true"), "{v:?}:\n{text}");
+}
+
+fn check_vm_structure(v: &Variant, config: &Config, text: &str) {
+    let (top, blocks) = blocks_and_attributes(config, VM, v, text);
+    for b in [
+        "clone",
+        "agent",
+        "cpu",
+        "memory",
+        "disk",
+        "network_device",
+        "initialization",
+    ] {
+        assert!(blocks.contains(&b), "{v:?}: no `{b}` block:\n{text}");
+    }
+    for a in [
+        "node_name",
+        "name",
+        "started",
+        "on_boot",
+        "stop_on_destroy",
+        "tags",
+        "description",
+    ] {
+        assert!(top.contains(&a), "{v:?}: no `{a}`:\n{text}");
+    }
+    check_common(v, &top, config, text);
     let has = |needle: &str| text.contains(needle);
-    assert_eq!(
-        has("= var.vlan_id"),
-        flags.vlan,
-        "{flags:?}: vlan_id:\n{text}"
+    // The pitfalls: explicit datastores (disk and cloud-init), the template's own disk slot,
+    // the template's node for cross-node clones, the agent with wait_for_ip and a timeout.
+    for needle in [
+        "datastore_id = var.datastore_id",
+        "datastore_id = var.cloudinit_datastore_id",
+        "interface    = var.disk_interface",
+        "node_name = var.template_node",
+        "full      = var.full_clone",
+        "enabled = true",
+        "timeout = var.agent_timeout",
+        "wait_for_ip {",
+        "username = var.ci_user",
+        "stop_on_destroy = true",
+    ] {
+        assert!(has(needle), "{v:?}: no `{needle}`:\n{text}");
+    }
+    assert!(
+        config.outputs.contains("ipv4_addresses"),
+        "{v:?}: no ipv4_addresses output"
     );
+    assert!(
+        has("!startswith(ip, \"127.\")") && has("!startswith(ip, \"169.254.\")"),
+        "{v:?}: loopback and link-local are not filtered:\n{text}"
+    );
+}
+
+fn check_common(v: &Variant, top: &[&str], config: &Config, text: &str) {
+    assert_eq!(top.contains(&"vm_id"), v.vm_id, "{v:?}: vm_id:\n{text}");
+    let has = |needle: &str| text.contains(needle);
+    assert_eq!(has("= var.vlan_id"), v.vlan, "{v:?}: vlan_id:\n{text}");
     assert_eq!(
         has("= var.ipv4_gateway"),
-        flags.static_ip,
-        "{flags:?}: gateway:\n{text}"
+        v.static_ip,
+        "{v:?}: gateway:\n{text}"
     );
     for out in ["vmid", "ipv4"] {
-        assert!(config.outputs.contains(out), "{flags:?}: no output {out}");
+        assert!(config.outputs.contains(out), "{v:?}: no output {out}");
     }
 }
 
+/// The workspace as the engine writes it is what terraform reads, for both guest types:
+/// `write_guest_workspace` output parses, its tfvars fit, and a configured backend lands in
+/// `backend.tf` (formatted, settings not in it).
 #[test]
-fn lxc_tfvars_match_the_declared_variables() {
-    let checker = Checker::bpg();
-    for static_ip in [false, true] {
-        for vlan in [false, true] {
-            for vm_id in [false, true] {
-                let vars = lxc_vars(static_ip, vlan, vm_id);
-                let flags = vars.flags();
-                assert_eq!(
-                    flags,
-                    RenderFlags {
-                        static_ip,
-                        vlan,
-                        vm_id
-                    }
-                );
-                let text = render_lxc(&flags);
-                let config = checker.assert_valid(&text);
-                let json = serde_json::to_value(&vars).unwrap();
-                config
-                    .check_tfvars(&json)
-                    .unwrap_or_else(|p| panic!("{flags:?}: {p}\n{json:#}\n{text}"));
-            }
+fn workspace_files_fit_together_and_carry_the_backend() {
+    for v in [
+        Variant {
+            kind: GuestType::Lxc,
+            static_ip: true,
+            vlan: false,
+            vm_id: true,
+        },
+        Variant {
+            kind: GuestType::Vm,
+            static_ip: false,
+            vlan: true,
+            vm_id: true,
+        },
+    ] {
+        let mut config = v.config();
+        config.terraform.backend = Some(proxdeck::config::BackendConfig {
+            kind: "pg".into(),
+            config: [("schema_name".to_string(), "pd_{id}_secret".to_string())].into(),
+            env: Default::default(),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        workspace::write_guest_workspace(&config, dir.path(), &v.vars()).unwrap();
+        let main = std::fs::read_to_string(dir.path().join("main.tf")).unwrap();
+        let tfvars: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("terraform.tfvars.json")).unwrap(),
+        )
+        .unwrap();
+        Checker::bpg()
+            .assert_valid(&main)
+            .check_tfvars(&tfvars)
+            .unwrap_or_else(|p| panic!("{v:?}: {p}"));
+        let backend = std::fs::read_to_string(dir.path().join("backend.tf")).unwrap();
+        assert!(backend.contains("backend \"pg\" {}"), "{backend}");
+        assert!(!backend.contains("secret"), "{backend}");
+        if !skip_without("backend.tf fmt", &[Part::Terraform]) {
+            fmt_check(dir.path(), "backend.tf", "backend.tf");
         }
     }
 }
 
-/// The workspace as the engine writes it is what terraform reads: `write_workspace` output
-/// parses, and its tfvars fit.
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/terraform")
+}
+
+/// Compares `actual` with the golden file, or rewrites it with `PROXDECK_UPDATE_GOLDEN=1`.
+fn golden(name: &str, actual: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("PROXDECK_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with PROXDECK_UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{} differs from what is rendered now (PROXDECK_UPDATE_GOLDEN=1 rewrites it after review):\n--- rendered ---\n{actual}",
+        path.display()
+    );
+}
+
+/// Two typical deployments: a container with a static address on a VLAN, and a VM on DHCP.
 #[test]
-fn lxc_workspace_files_fit_together() {
-    let vars = lxc_vars(true, false, true);
-    let text = render_lxc(&vars.flags());
-    let dir = tempfile::tempdir().unwrap();
-    proxdeck::engine::workspace::write_workspace(dir.path(), &text, &vars).unwrap();
-    let main = std::fs::read_to_string(dir.path().join("main.tf")).unwrap();
-    let tfvars: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("terraform.tfvars.json")).unwrap(),
-    )
-    .unwrap();
-    Checker::bpg()
-        .assert_valid(&main)
-        .check_tfvars(&tfvars)
-        .unwrap_or_else(|p| panic!("{p}"));
+fn typical_variants_match_their_golden_files() {
+    for (v, name) in [
+        (
+            Variant {
+                kind: GuestType::Lxc,
+                static_ip: true,
+                vlan: true,
+                vm_id: true,
+            },
+            "lxc-static-vlan",
+        ),
+        (
+            Variant {
+                kind: GuestType::Vm,
+                static_ip: false,
+                vlan: false,
+                vm_id: true,
+            },
+            "vm-dhcp",
+        ),
+    ] {
+        golden(&format!("{name}.main.tf"), &v.render());
+        let tfvars = serde_json::to_string_pretty(&v.vars()).unwrap() + "\n";
+        golden(&format!("{name}.tfvars.json"), &tfvars);
+    }
 }

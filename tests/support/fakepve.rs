@@ -1,18 +1,25 @@
 //! fakepve (the Proxmox VE API fake from PyPI) over HTTPS with its own certificate, started
-//! through `fakepve_launcher.py` with an API token registered. The token reaches the launcher
-//! through its environment, never argv. Dropping the guard closes the launcher's stdin and
-//! kills its process group.
+//! through `fakepve_launcher.py` with an API token registered (and root@pam's password for
+//! ticket logins). Secrets reach the launcher through its environment or its stdin, never argv.
+//! Dropping the guard closes the launcher's stdin and kills its process group.
+//!
+//! [`FakePve::ctl`] drives the fake's Python API through the launcher's control channel (one
+//! JSON line per op on stdin, one `ctl {...}` answer line on stdout): faults (`fail`,
+//! `slow_network`, `revoke_tickets`, `hold_config_lock`, `lock`, `set_node_offline`, ...), the
+//! cluster's shape (`add_node`, `add_guest`, `add_guests`, `storage`, `add_token`, `grant`) and
+//! what the fake saw (`requests`, `guest`). The ops are listed in `fakepve_launcher.py`.
 
 use super::net::random_hex;
 use super::parts::{support_dir, test_python};
 use super::process::ChildGuard;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use std::io::Write;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 /// The node every fakepve has.
@@ -21,10 +28,20 @@ pub const NODE: &str = "pve1";
 pub const TOKEN_ID: &str = "root@pam!ci";
 /// The OS template the launcher puts on the `local` storage.
 pub const OS_TEMPLATE: &str = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+/// root@pam's password for ticket logins.
+pub const PASSWORD: &str = "pd-test-password";
+/// How long one control op may take.
+const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The control channel: the launcher's stdin and the lines of its stdout.
+struct Control {
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
 
 pub struct FakePve {
     // Field order matters for Drop: stdin closes first, then the guard kills the group.
-    stdin: Option<ChildStdin>,
+    control: Mutex<Option<Control>>,
     guard: ChildGuard,
     dir: tempfile::TempDir,
     host: Ipv4Addr,
@@ -46,11 +63,12 @@ impl FakePve {
             .arg("--dir")
             .arg(dir.path())
             .env("FAKEPVE_TOKEN", format!("{TOKEN_ID}={secret}"))
+            .env("FAKEPVE_PASSWORD", PASSWORD)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let log = dir.path().join("fakepve.log");
         let mut guard = ChildGuard::spawn("fakepve", &mut cmd, Some(&log))?;
-        let stdin = guard.child_mut().stdin.take();
+        let stdin = guard.child_mut().stdin.take().context("fakepve stdin")?;
         let stdout = guard.child_mut().stdout.take().context("fakepve stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -78,7 +96,7 @@ impl FakePve {
             }
         };
         let fake = Self {
-            stdin,
+            control: Mutex::new(Some(Control { stdin, lines: rx })),
             guard,
             dir,
             host,
@@ -106,6 +124,82 @@ impl FakePve {
     /// The certificate the fake serves; use it as the CA file.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("fakepve.crt")
+    }
+
+    /// Runs one control op (`{"op": op, ...args}`) in the launcher; its `result`, or an error
+    /// with the launcher's message.
+    pub fn ctl(&self, op: &str, args: Value) -> Result<Value> {
+        let mut request = match args {
+            Value::Object(map) => map,
+            Value::Null => serde_json::Map::new(),
+            other => bail!("ctl {op}: arguments must be an object, not {other}"),
+        };
+        request.insert("op".into(), Value::String(op.into()));
+        let mut guard = self
+            .control
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let control = guard
+            .as_mut()
+            .context("fakepve's control channel is closed")?;
+        writeln!(control.stdin, "{}", Value::Object(request))
+            .and_then(|()| control.stdin.flush())
+            .with_context(|| format!("ctl {op}: write to the launcher"))?;
+        let deadline = std::time::Instant::now() + CTL_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = control
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| anyhow::anyhow!("ctl {op}: no answer within {CTL_TIMEOUT:?}"))?;
+            let Some(answer) = line.strip_prefix("ctl ") else {
+                continue;
+            };
+            let answer: Value = serde_json::from_str(answer)
+                .with_context(|| format!("ctl {op}: bad answer {answer:?}"))?;
+            if answer["ok"] == Value::Bool(true) {
+                return Ok(answer.get("result").cloned().unwrap_or(Value::Null));
+            }
+            bail!("ctl {op}: {}", answer["error"]);
+        }
+    }
+
+    /// `pve.fail(method, suffix, status, message, times=times)`: the next `times` requests
+    /// (every one with `None`) whose path ends with `suffix` get this error.
+    pub fn fail(
+        &self,
+        method: &str,
+        suffix: &str,
+        status: u16,
+        message: &str,
+        times: Option<u32>,
+    ) -> Result<()> {
+        self.ctl(
+            "fail",
+            serde_json::json!({"method": method, "suffix": suffix, "status": status,
+                               "message": message, "times": times}),
+        )
+        .map(|_| ())
+    }
+
+    /// How many requests the fake saw with this method (any with `None`) and path suffix.
+    pub fn request_count(&self, method: Option<&str>, suffix: &str) -> Result<u64> {
+        let r = self.ctl(
+            "requests",
+            serde_json::json!({"method": method, "suffix": suffix}),
+        )?;
+        r["count"].as_u64().context("requests: no count")
+    }
+
+    /// The fake's view of a guest: vmid, type, node, name, status, lock, config.
+    pub fn guest(&self, vmid: u64) -> Result<Value> {
+        self.ctl("guest", serde_json::json!({"vmid": vmid}))
+    }
+
+    /// The SHA-256 fingerprint of the fake's certificate (`AB:CD:...`), computed by Python.
+    pub fn fingerprint(&self) -> Result<String> {
+        let v = self.ctl("fingerprint", Value::Null)?;
+        Ok(v.as_str().context("fingerprint: not a string")?.to_string())
     }
 
     /// The full token, `root@pam!ci=SECRET`.
@@ -165,7 +259,9 @@ impl FakePve {
 impl Drop for FakePve {
     fn drop(&mut self) {
         // EOF on stdin makes the launcher stop by itself; the guard then kills what is left.
-        self.stdin.take();
+        if let Ok(mut control) = self.control.lock() {
+            control.take();
+        }
     }
 }
 

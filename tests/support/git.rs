@@ -119,6 +119,81 @@ impl GitServer {
         })
     }
 
+    /// A new bare repo `NAME.git` with one commit on `main` holding everything under `src`
+    /// (a sample app made by its framework's own tooling; its `.gitignore` applies).
+    pub fn add_repo_from(&self, name: &str, src: &Path) -> Result<PathBuf> {
+        let bare = self.base().join(format!("{name}.git"));
+        run_ok(
+            git()
+                .args(["init", "-q", "--bare", "-b", "main"])
+                .arg(&bare),
+        )?;
+        let work = self.dir.path().join(format!("work-{name}"));
+        run_ok(git().args(["init", "-q", "-b", "main"]).arg(&work))?;
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", src.display()))
+                .arg(&work),
+        )?;
+        run_ok(git().current_dir(&work).args(["add", "-A"]))?;
+        run_ok(
+            git()
+                .current_dir(&work)
+                .args(["commit", "-q", "-m", "sample app"]),
+        )?;
+        run_ok(
+            git()
+                .current_dir(&work)
+                .arg("push")
+                .arg("-q")
+                .arg(path_arg(&bare))
+                .arg("main:main"),
+        )?;
+        Ok(bare)
+    }
+
+    /// A new commit on `main` of repo `NAME` (made by `add_repo` or `add_repo_from`) that
+    /// writes `files`; returns its id.
+    pub fn push_change(
+        &self,
+        name: &str,
+        files: &[(&str, String)],
+        message: &str,
+    ) -> Result<String> {
+        let work = self.dir.path().join(format!("work-{name}"));
+        for (path, text) in files {
+            let path = work.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, text)?;
+        }
+        run_ok(git().current_dir(&work).args(["add", "-A"]))?;
+        run_ok(
+            git()
+                .current_dir(&work)
+                .args(["commit", "-q", "-m", message]),
+        )?;
+        let bare = self.base().join(format!("{name}.git"));
+        run_ok(
+            git()
+                .current_dir(&work)
+                .arg("push")
+                .arg("-q")
+                .arg(path_arg(&bare))
+                .arg("main:main"),
+        )?;
+        self.head(name)
+    }
+
+    /// The commit `main` of repo `NAME` points at.
+    pub fn head(&self, name: &str) -> Result<String> {
+        let bare = self.base().join(format!("{name}.git"));
+        let done = run_ok(git().arg("-C").arg(&bare).args(["rev-parse", "main"]))?;
+        Ok(done.stdout.trim().to_string())
+    }
+
     /// A new bare repo `NAME.git` with one commit on `main` holding `files`.
     pub fn add_repo(&self, name: &str, files: &[(&str, String)]) -> Result<PathBuf> {
         let bare = self.base().join(format!("{name}.git"));

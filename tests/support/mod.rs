@@ -7,6 +7,7 @@
 //! - `sshd`: an OpenSSH test host on its own loopback address.
 //! - `git`: bare repos with sample apps, served by `git daemon`.
 //! - `proxdeck`: running the built binary; app cleanup; secret scans.
+//! - `samples`: sample apps made by their frameworks' own tools, and the tools' checks.
 
 pub mod schema;
 
@@ -16,4 +17,5 @@ pub mod net;
 pub mod parts;
 pub mod process;
 pub mod proxdeck;
+pub mod samples;
 pub mod sshd;

@@ -12,11 +12,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub struct SshHost {
-    guard: ChildGuard,
+    /// `None` only for a moment while sshd restarts.
+    guard: Option<ChildGuard>,
     dir: tempfile::TempDir,
     addr: Ipv4Addr,
     port: u16,
     host_public_key: String,
+    host_key: PathBuf,
+    authorized_keys: PathBuf,
 }
 
 impl SshHost {
@@ -70,11 +73,13 @@ impl SshHost {
             match wait_for_port(sock, Duration::from_secs(15), || guard.check_alive()) {
                 Ok(()) => {
                     return Ok(Self {
-                        guard,
+                        guard: Some(guard),
                         dir,
                         addr,
                         port,
                         host_public_key,
+                        host_key,
+                        authorized_keys: authorized_keys.to_path_buf(),
                     });
                 }
                 Err(e) => last_err = Some(e),
@@ -108,11 +113,95 @@ impl SshHost {
 
     /// sshd's own log (`-e`), for failure messages.
     pub fn log_tail(&self) -> String {
-        self.guard.log_tail()
+        self.guard
+            .as_ref()
+            .map(|g| g.log_tail())
+            .unwrap_or_default()
     }
 
     pub fn check_alive(&mut self) -> Result<()> {
-        self.guard.check_alive()
+        match &mut self.guard {
+            Some(g) => g.check_alive(),
+            None => bail!("sshd is not running"),
+        }
+    }
+
+    /// Restarts sshd on the same address and port with a freshly generated host key (a guest
+    /// rebuilt, or a machine in the middle); returns the new public key.
+    pub fn restart_with_new_host_key(&mut self) -> Result<String> {
+        let key = self.dir.path().join(format!(
+            "ssh_host_ed25519_key_{}",
+            super::net::random_hex(6)
+        ));
+        run_ok(
+            Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "proxdeck-test-host-2",
+                    "-f",
+                ])
+                .arg(&key),
+        )?;
+        self.restart_with_host_key(&key)
+    }
+
+    /// Restarts sshd with its original host key.
+    pub fn restart_with_original_host_key(&mut self) -> Result<String> {
+        let key = self.host_key.clone();
+        self.restart_with_host_key(&key)
+    }
+
+    fn restart_with_host_key(&mut self, key: &Path) -> Result<String> {
+        let public = std::fs::read_to_string(key.with_extension("pub"))
+            .or_else(|_| std::fs::read_to_string(format!("{}.pub", key.display())))?
+            .trim()
+            .to_string();
+        // Stops the running sshd (its whole process group) before the port is bound again.
+        self.guard = None;
+        let config = self.dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            sshd_config(
+                self.addr,
+                self.port,
+                key,
+                &self.authorized_keys,
+                self.dir.path(),
+            ),
+        )?;
+        let log = self
+            .dir
+            .path()
+            .join(format!("sshd-{}.log", super::net::random_hex(4)));
+        let sock = SocketAddr::from((self.addr, self.port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut cmd = Command::new("/usr/sbin/sshd");
+            cmd.arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            let mut guard = ChildGuard::spawn("sshd", &mut cmd, Some(&log))?;
+            match wait_for_port(sock, Duration::from_secs(5), || guard.check_alive()) {
+                Ok(()) => {
+                    self.guard = Some(guard);
+                    self.host_public_key = public.clone();
+                    return Ok(public);
+                }
+                // The old listener may still hold the port for a moment.
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(e).context("sshd did not restart");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// An `ssh` client command that logs in with `identity`, pinning this host's key.

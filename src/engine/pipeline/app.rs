@@ -1,201 +1,211 @@
-//! Stages `ssh` and `provision`: connect to the guest (host key pinned in the store on first
-//! contact), upload the framework's provisioning script (0600, removed after the run) and run
-//! it with `bash -euo pipefail`, streaming its output; read the deployed commit from it.
+//! The app on its guest: stages `ssh` and `provision` (connect with the host key pinned, then
+//! the framework's provisioning script, uploaded and run as root, its output streamed and the
+//! deployed commit read from it), the `preflight` of a deployment on an existing host (the
+//! repository and ref answer; nothing on Proxmox to check), and the destroy of such a
+//! deployment: the app, its service and its user removed, the host itself left alone.
+//!
+//! How a guest is reached lives in `engine::guest`; what runs there, in `engine::provision`.
 
-use super::{Ctx, StageResult, fail};
-use crate::domain::Stage;
+use super::{Ctx, DeployError, StageResult, fail, secrets_path};
+use crate::domain::{Deployment, Stage, Status};
+use crate::engine::Engine;
+use crate::engine::detect;
+use crate::engine::guest::{self, ScriptRun};
 use crate::engine::process::Output;
-use crate::engine::provision::{self, EnvVar, ScriptVars};
-use crate::engine::ssh::{self, HostKeyPolicy, PresentedKey, SshError, Target};
+use crate::engine::provision::{self, ScriptVars};
+use crate::engine::report::Reporter;
+use crate::engine::ssh::{SshError, Target};
 use crate::protocol::LogStream;
-use crate::store::{Db, HostKey, StoreError};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Stage `preflight` of a deployment on an existing host: the repository and ref answer.
+pub(super) async fn preflight_host(cx: &mut Ctx<'_>) -> StageResult<()> {
+    let checked = detect::check_ref(&cx.d.repo, &cx.d.git_ref, Duration::from_secs(90))
+        .await
+        .map_err(|e| fail(Stage::Preflight)(&e))?;
+    cx.info(checked).await?;
+    let ip =
+        cx.d.ip
+            .clone()
+            .ok_or_else(|| fail(Stage::Preflight)(&"the deployment has no host address"))?;
+    cx.ip = Some(ip);
+    Ok(())
+}
+
 pub(super) async fn connect(cx: &mut Ctx<'_>) -> StageResult<()> {
-    let config = cx.engine.config.clone();
     let ip = cx
         .ip
         .clone()
         .ok_or_else(|| fail(Stage::Ssh)(&"no address"))?;
-    let keys = match cx.keys.clone() {
-        Some(k) => k,
-        None => {
-            let dir = cx.engine.paths.keys();
-            tokio::task::spawn_blocking(move || ssh::ensure_key(&dir))
-                .await
-                .map_err(|e| fail(Stage::Ssh)(&e))?
-                .map_err(|e| fail(Stage::Ssh)(&e))?
-        }
-    };
-    let target = Target {
-        host: ip,
-        port: config.guest.ssh_port,
-        user: config.guest.ssh_user.clone(),
-    };
-    let db = cx.engine.db.clone();
-    let within = config.timeouts.ssh;
-    let (tx, forward) = cx.reporter.pipe();
-    let t = target.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut policy = PinInStore {
-            db,
-            notes: tx.clone(),
-        };
-        let note = |text: &str| {
-            let _ = tx.send(Output {
-                stream: LogStream::Info,
-                lines: vec![text.to_string()],
-            });
-        };
-        ssh::connect(&t, &keys, &mut policy, within, note)
-    })
-    .await;
-    cx.finish_forward(forward).await?;
-    let session = result
-        .map_err(|e| fail(Stage::Ssh)(&e))?
+    let guest = guest::resolve(cx.engine, &cx.d, &ip)
+        .await
         .map_err(|e| fail(Stage::Ssh)(&e))?;
+    let (tx, forward) = cx.reporter.pipe();
+    let result = guest::connect(cx.engine, &guest, tx).await;
+    cx.finish_forward(forward).await?;
+    let session = result.map_err(|e| fail(Stage::Ssh)(&e))?;
+    let sudo = if guest::needs_sudo(&guest.target) {
+        " (commands as root through sudo)"
+    } else {
+        ""
+    };
     cx.info(format!(
-        "connected to {} as {}",
-        target.label(),
-        target.user
+        "connected to {} as {}{sudo}",
+        guest.target.label(),
+        guest.target.user
     ))
     .await?;
-    cx.session = Some((session, target));
+    cx.session = Some((session, guest.target));
     Ok(())
 }
 
 pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
-    let config = cx.engine.config.clone();
-    let d = &cx.d;
-    let fw = &cx.framework;
-    let vars = ScriptVars {
-        name: d.name.clone(),
-        framework_name: fw.name.clone(),
-        app_dir: format!("{}/{}", config.guest.app_root, d.name),
-        repo: d.repo.clone(),
-        git_ref: d.git_ref.clone(),
-        port: d.port,
-        install: fw.install.clone(),
-        build: fw.build.clone(),
-        start: fw.start.clone(),
-        env: cx
-            .env
-            .iter()
-            .map(|(name, value)| EnvVar {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect(),
-    };
-    let script = provision::render_script(fw, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
+    let ip = cx.ip.clone().unwrap_or_default();
+    let checkout = cx.checkout.clone().unwrap_or_else(|| cx.d.git_ref.clone());
+    let vars = ScriptVars::new(
+        &cx.d,
+        &cx.framework,
+        &cx.env,
+        &cx.engine.config.guest.app_root,
+        &ip,
+        &checkout,
+    );
+    let script =
+        provision::render_script(&cx.framework, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
     let (session, target) = cx
         .session
         .take()
         .ok_or_else(|| fail(Stage::Provision)(&"no SSH session"))?;
-    let timeout = config.timeouts.provision;
-    let remote = format!("/tmp/proxdeck-provision-{}.sh", d.id.0);
+    cx.info(format!(
+        "provisioning {} ({} recipe) in {} as user {}",
+        cx.framework.name, cx.framework.recipe, vars.app_dir, vars.app_user
+    ))
+    .await?;
+    let timeout = cx.engine.config.timeouts.provision;
     let (tx, forward) = cx.reporter.pipe();
+    let cancel = cx.cancel.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let r = run_script(&session, &target, &remote, &script, timeout, &tx);
+        let r = run_forwarded(&session, &target, &script, timeout, &cancel, &tx);
         (r, session, target)
     })
     .await;
     cx.finish_forward(forward).await?;
     let (result, session, target) = result.map_err(|e| fail(Stage::Provision)(&e))?;
     cx.session = Some((session, target));
-    let (rc, commit) = result.map_err(|e| fail(Stage::Provision)(&e))?;
-    if rc != 0 {
+    let run = result.map_err(|e| fail(Stage::Provision)(&e))?;
+    if run.status != 0 {
         return Err(fail(Stage::Provision)(&format!(
-            "the provisioning script exited with status {rc}"
+            "the provisioning script exited with status {}",
+            run.status
         )));
     }
-    cx.commit = commit;
+    if let Some(c) = &run.commit {
+        cx.info(format!("deployed commit {c}")).await?;
+    }
+    cx.commit = run.commit;
     Ok(())
 }
 
-/// Uploads the script (it may hold secrets: owner-only) and runs it; removes it afterwards.
-fn run_script(
+/// Runs a script, every output batch sent on `tx`.
+fn run_forwarded(
     session: &ssh2::Session,
     target: &Target,
-    remote: &str,
     script: &str,
     timeout: Duration,
+    cancel: &tokio::sync::watch::Receiver<bool>,
     tx: &mpsc::UnboundedSender<Output>,
-) -> Result<(i32, Option<String>), SshError> {
-    let quoted = shlex::try_quote(remote)
-        .map_err(|e| SshError::Protocol {
-            target: target.label(),
-            message: e.to_string(),
-        })?
-        .to_string();
-    let mut ignore = |_: LogStream, _: Vec<String>| {};
-    let upload = format!("umask 077 && cat > {quoted}");
-    let rc = ssh::exec(
-        session,
-        target,
-        &upload,
-        Some(script.as_bytes()),
-        Duration::from_secs(60),
-        &mut ignore,
-    )?;
-    if rc != 0 {
-        return Ok((rc, None));
-    }
-    let command =
-        format!("bash -euo pipefail {quoted} </dev/null; rc=$?; rm -f {quoted}; exit $rc");
-    let mut commit = None;
+) -> Result<ScriptRun, SshError> {
+    let stop = || *cancel.borrow();
     let mut out = |stream: LogStream, lines: Vec<String>| {
-        if stream == LogStream::Stdout
-            && let Some(c) = lines.iter().find_map(|l| provision::commit_from_line(l))
-        {
-            commit = Some(c);
-        }
         let _ = tx.send(Output { stream, lines });
     };
-    let rc = ssh::exec(session, target, &command, None, timeout, &mut out)?;
-    Ok((rc, commit))
+    guest::run_script(session, target, script, timeout, &stop, &mut out)
 }
 
-/// Host keys pinned in the store: accepted and pinned on first contact, compared afterwards.
-struct PinInStore {
-    db: Db,
-    notes: mpsc::UnboundedSender<Output>,
-}
-
-impl HostKeyPolicy for PinInStore {
-    fn check(&mut self, target: &Target, key: &PresentedKey) -> Result<(), SshError> {
-        let label = target.label();
-        let perr = |e: StoreError| SshError::Protocol {
-            target: label.clone(),
-            message: format!("host key store: {e}"),
-        };
-        let pinned = self.db.blocking(|s| s.host_key(&label)).map_err(perr)?;
-        match pinned {
-            Some(p) if p.fingerprint == key.fingerprint => Ok(()),
-            Some(p) => Err(SshError::HostKeyChanged {
-                target: label.clone(),
-                pinned: format!("{} {}", p.key_type, p.fingerprint),
-                presented: format!("{} {}", key.key_type, key.fingerprint),
-            }),
-            None => {
-                let host_key = HostKey {
-                    host: label.clone(),
-                    key_type: key.key_type.clone(),
-                    fingerprint: key.fingerprint.clone(),
-                };
-                self.db
-                    .blocking(|s| s.pin_host_key(&host_key))
-                    .map_err(perr)?;
-                let _ = self.notes.send(Output {
-                    stream: LogStream::Info,
-                    lines: vec![format!(
-                        "pinned host key of {label}: {} {}",
-                        key.key_type, key.fingerprint
-                    )],
-                });
-                Ok(())
-            }
-        }
+/// Destroy of a deployment on an existing host (`Origin::Host`), already DESTROYING: the app's
+/// service stopped and removed, its folder and user deleted over SSH; the host, its pinned
+/// key and everything else on it stay. Ends DELETED, or FAILED with the cause.
+pub(super) async fn destroy_host(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: &Deployment,
+    env: &[(String, String)],
+) -> Result<Deployment, DeployError> {
+    let result = remove_app(engine, reporter, d).await;
+    if let Err(cause) = result {
+        let cause = super::redactor(engine, env).redact(&cause);
+        let next = format!(
+            "read `proxdeck logs {}`, check that the host answers over SSH as the deployment's user, then `proxdeck destroy {}` again",
+            d.id, d.id
+        );
+        let message = format!("destroy: {cause}");
+        let _ = reporter
+            .lines(
+                LogStream::Stderr,
+                vec![format!("FAILED at {message}"), format!("next: {next}")],
+            )
+            .await;
+        reporter.transition(Status::Failed, Some(message)).await?;
+        return Err(DeployError::Stage {
+            id: d.id.clone(),
+            stage: Stage::Destroy,
+            cause,
+            next,
+        });
     }
+    let _ = std::fs::remove_file(secrets_path(engine, &d.id));
+    let done = reporter.transition(Status::Deleted, None).await?;
+    reporter
+        .info(format!(
+            "{} ({}) is DELETED; the host {} itself was left alone",
+            d.name,
+            d.id,
+            d.ip.as_deref().unwrap_or("?")
+        ))
+        .await?;
+    Ok(done)
+}
+
+async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Result<(), String> {
+    let ip = d.ip.clone().ok_or("the deployment has no host address")?;
+    let script = provision::render_remove(&d.name, &engine.config.guest.app_root)
+        .map_err(|e| e.to_string())?;
+    let guest = guest::resolve(engine, d, &ip)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, forward) = reporter.pipe();
+    let session = guest::connect(engine, &guest, tx.clone()).await;
+    let result = match session {
+        Ok(session) => {
+            let target = guest.target.clone();
+            let (_never, cancel) = tokio::sync::watch::channel(false);
+            tokio::task::spawn_blocking(move || {
+                run_forwarded(
+                    &session,
+                    &target,
+                    &script,
+                    Duration::from_secs(300),
+                    &cancel,
+                    &tx,
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        }
+        Err(e) => {
+            drop(tx);
+            Err(e.to_string())
+        }
+    };
+    let _ = forward.await;
+    let run = result?;
+    if run.status != 0 {
+        return Err(format!(
+            "the removal script exited with status {}; read `proxdeck logs {}`",
+            run.status, d.id
+        ));
+    }
+    Ok(())
 }

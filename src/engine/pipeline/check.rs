@@ -1,5 +1,8 @@
-//! Stage `health-check`: the app answers over HTTP on its port; then the URL and the deployed
-//! commit are recorded.
+//! Stage `health-check`: the app answers over HTTP on its port, at the framework's health path
+//! (or the deployment's), with any 2xx/3xx (or the status the deployment expects). The request
+//! goes to the guest's address, so the Host header is that address: the Django recipe adds it
+//! to ALLOWED_HOSTS. Then the URL and the deployed commit are recorded, the commit that ran
+//! before it kept as the previous one (what `rollback` returns to).
 
 use super::{Ctx, StageResult, fail};
 use crate::domain::Stage;
@@ -15,27 +18,49 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         .ok_or_else(|| fail(Stage::HealthCheck)(&"no address"))?;
     let base = format!("http://{}", host_port(&ip, cx.d.port));
     let url = format!("{base}/");
-    let check_url = format!("{base}{}", cx.framework.health_path);
+    let path =
+        cx.d.overrides
+            .health_path
+            .clone()
+            .unwrap_or_else(|| cx.framework.health_path.clone());
+    let expect = cx.d.overrides.health_status;
+    let check_url = format!("{base}{path}");
     let (tx, forward) = cx.reporter.pipe();
-    let healthy = health::wait_healthy(&check_url, cx.engine.config.timeouts.health, |note| {
-        let _ = tx.send(Output {
-            stream: LogStream::Info,
-            lines: vec![note.to_string()],
-        });
-    })
+    let mut attempts = 0u32;
+    let healthy = health::wait_for_status(
+        &check_url,
+        expect,
+        cx.engine.config.timeouts.health,
+        |note| {
+            // An attempt every half second: the first few, then one line per ~15 s.
+            attempts += 1;
+            if attempts <= 3 || attempts.is_multiple_of(30) {
+                let _ = tx.send(Output {
+                    stream: LogStream::Info,
+                    lines: vec![note.to_string()],
+                });
+            }
+        },
+    )
     .await;
     drop(tx);
     cx.finish_forward(forward).await?;
     let healthy = healthy.map_err(|e| fail(Stage::HealthCheck)(&e))?;
     let facts = Facts {
         url: Some(url.clone()),
-        commit: cx.commit.clone(),
         ..Facts::default()
     };
     let id = cx.d.id.clone();
+    let commit = cx.commit.clone();
     cx.engine
         .db
-        .call(move |s| s.record_facts(&id, &facts))
+        .call(move |s| {
+            s.record_facts(&id, &facts)?;
+            match commit {
+                Some(c) => s.record_commit(&id, &c),
+                None => Ok(()),
+            }
+        })
         .await
         .map_err(|e| fail(Stage::HealthCheck)(&e))?;
     cx.url = Some(url);

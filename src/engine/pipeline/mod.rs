@@ -8,16 +8,25 @@
 //!
 //! destroy: DESTROYING → `terraform destroy` (when there is state) → address and host key
 //! released → DELETED. The record stays.
+//!
+//! A deployment on an existing host (`deploy --host`, `Origin::Host`) skips render, terraform
+//! and address, and its destroy removes the app over SSH (`app`). `redeploy` and `rollback`
+//! (`redeploy`) rebuild the app on the same guest. Without `--framework`, `deploy` detects it
+//! (`engine::detect`) before anything is recorded.
 
 mod address;
 mod app;
 mod check;
 mod destroy;
 mod infra;
+mod plan;
 mod preflight;
+mod redeploy;
 mod render;
 
 pub use destroy::destroy;
+pub use plan::{PlanReport, RenderReport, plan, render_workspace};
+pub use redeploy::{redeploy, rollback};
 
 use super::Engine;
 use super::report::{Redactor, Reporter};
@@ -26,7 +35,9 @@ use super::terraform::GuestOutputs;
 use super::workspace;
 use crate::config::{ConfigError, ProxmoxConfig};
 use crate::domain::spec::{DeployInput, SpecError, suggest_name};
-use crate::domain::{Catalog, Deployment, DeploymentId, Framework, GuestType, Stage, Status};
+use crate::domain::{
+    Catalog, Deployment, DeploymentId, Framework, GuestType, Origin, Stage, Status,
+};
 use crate::protocol::{EngineEvent, LogStream};
 use crate::store::{StoreError, now_ms};
 use std::net::Ipv4Addr;
@@ -52,6 +63,8 @@ pub enum DeployError {
     Refused(String),
     #[error(transparent)]
     Busy(#[from] super::jobs::JobError),
+    #[error(transparent)]
+    Detect(#[from] super::detect::DetectError),
 }
 
 /// A stage's failure before it is recorded.
@@ -73,7 +86,7 @@ pub(super) fn fail(stage: Stage) -> impl Fn(&dyn std::fmt::Display) -> Failure {
 pub fn next_step(stage: Stage, id: &DeploymentId) -> String {
     match stage {
         Stage::Validate | Stage::Preflight => format!(
-            "check the repository URL and ref (git ls-remote URL REF works from here?), then `proxdeck retry {id}` or `proxdeck destroy {id}`"
+            "fix what preflight names (the repository URL and ref: does git ls-remote URL REF work from here?; on Proxmox: node, storage, template, bridge, room, privileges), then `proxdeck retry {id}` or `proxdeck destroy {id}`"
         ),
         Stage::Render => format!(
             "check terraform.templates_dir and network.pool in the config, then `proxdeck retry {id}`"
@@ -161,14 +174,41 @@ pub(super) fn load_env(engine: &Engine, id: &DeploymentId) -> Vec<(String, Strin
 pub(super) fn redactor(engine: &Engine, env: &[(String, String)]) -> Redactor {
     let mut secrets: Vec<String> = env.iter().map(|(_, v)| v.clone()).collect();
     if let Ok(p) = engine.config.proxmox() {
-        let token = p.api_token.expose().to_string();
-        // The secret part alone may also show up (e.g. in a provider's error message).
-        if let Some((_, secret)) = token.split_once('=') {
-            secrets.push(secret.to_string());
-        }
-        secrets.push(token);
+        // The token, its secret part alone (e.g. in a provider's error message), the password.
+        secrets.extend(p.secrets());
     }
     Redactor::new(secrets)
+}
+
+/// Choices of a deployment beyond the request, kept with its workspace (`deploy
+/// --os-template`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeployOptions {
+    /// The container's OS template (a volume id) instead of `guest.os_template`.
+    pub os_template: Option<String>,
+}
+
+/// Cancellation for this process: `request_cancel` (the CLI's Ctrl-C handler) asks running
+/// stages to stop gracefully (terraform gets SIGINT, saves its state and releases its lock).
+static CANCEL: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
+
+fn cancel_sender() -> &'static watch::Sender<bool> {
+    CANCEL.get_or_init(|| watch::channel(false).0)
+}
+
+/// Asks every running stage of this process to stop gracefully.
+pub fn request_cancel() {
+    cancel_sender().send_replace(true);
+}
+
+/// True once `request_cancel` was called.
+pub fn cancel_requested() -> bool {
+    *cancel_sender().borrow()
+}
+
+/// What stages watch for cancellation.
+pub(super) fn cancel_signal() -> watch::Receiver<bool> {
+    cancel_sender().subscribe()
 }
 
 /// Validates, records and runs a new deployment to RUNNING.
@@ -177,14 +217,139 @@ pub async fn deploy(
     input: DeployInput,
     events: mpsc::UnboundedSender<EngineEvent>,
 ) -> Result<Deployment, DeployError> {
-    let catalog = Catalog::builtin();
-    let spec = input.validate(catalog)?;
-    // Proxmox settings are checked after the request, so bad input is always reported first.
-    engine.config.proxmox()?;
-    if spec.guest_type == GuestType::Vm && engine.config.terraform.templates_dir.is_none() {
-        workspace::load_template(GuestType::Vm, None)
-            .map_err(|e| DeployError::Refused(e.to_string()))?;
+    deploy_with(engine, input, DeployOptions::default(), events).await
+}
+
+/// [`deploy`], with choices beyond the request.
+pub async fn deploy_with(
+    engine: &Engine,
+    input: DeployInput,
+    options: DeployOptions,
+    events: mpsc::UnboundedSender<EngineEvent>,
+) -> Result<Deployment, DeployError> {
+    let (spec, mut d, detected) = prepare(engine, input, &options).await?;
+    // An id collision is astronomically rare; try a few fresh ones rather than fail.
+    for _ in 0..5 {
+        let record = d.clone();
+        match engine.db.call(move |s| s.insert_deployment(&record)).await {
+            Ok(()) => break,
+            Err(StoreError::Sql(_)) => d.id = new_id(),
+            Err(e) => return Err(e.into()),
+        }
     }
+    // Nobody else can know the new id yet, but other processes check this lock before
+    // treating an in-flight deployment as interrupted.
+    let _job = super::jobs::JobLock::acquire(&engine.paths, &d.id)?;
+    save_env(engine, &d.id, &spec.env).map_err(|e| {
+        DeployError::Refused(format!("cannot store the environment variables: {e}"))
+    })?;
+    let choices = workspace::Choices {
+        os_template: options.os_template.clone(),
+    };
+    choices
+        .save(&engine.paths.workspace(&d.id))
+        .map_err(|e| DeployError::Refused(format!("cannot store the deployment's choices: {e}")))?;
+    engine.audit(
+        "deploy",
+        &d.id,
+        serde_json::json!({"name": d.name, "repo": d.repo, "framework": d.framework, "type": d.guest_type}),
+    );
+    let reporter = Reporter::new(
+        d.id.clone(),
+        engine.db.clone(),
+        events,
+        redactor(engine, &spec.env),
+    );
+    reporter
+        .info(format!(
+            "deployment {} ({}) recorded as PENDING",
+            d.name, d.id
+        ))
+        .await?;
+    if let Some(found) = &detected {
+        reporter
+            .info(format!(
+                "framework {} detected: {}",
+                d.framework, found.reason
+            ))
+            .await?;
+    }
+    if d.origin == Origin::Host {
+        reporter
+            .info(format!(
+                "deploying onto the existing host {}: no Terraform, no Proxmox",
+                d.ip.as_deref().unwrap_or("?")
+            ))
+            .await?;
+    }
+    run(engine, &reporter, d, spec.env).await
+}
+
+/// Validates a request and builds its deployment, not yet recorded: Proxmox settings, the
+/// framework (detected when not given), the port, a free name. Shared by deploy, `--plan` and
+/// `render`.
+pub(super) async fn prepare(
+    engine: &Engine,
+    input: DeployInput,
+    options: &DeployOptions,
+) -> Result<
+    (
+        crate::domain::spec::DeploySpec,
+        Deployment,
+        Option<super::detect::Detection>,
+    ),
+    DeployError,
+> {
+    let catalog = Catalog::builtin();
+    let mut spec = input.validate(catalog)?;
+    // Proxmox settings are checked after the request, so bad input is always reported first.
+    // A deployment on an existing host needs none.
+    if spec.host.is_none() {
+        engine.config.proxmox()?;
+        if spec.guest_type == GuestType::Vm && engine.config.vm.template_vmid.is_none() {
+            return Err(DeployError::Refused(
+                "vm.template_vmid: VM deployments clone a cloud-init template; set its vmid in [vm] of the config (a cloud image with qemu-guest-agent, converted with `qm template`)".into(),
+            ));
+        }
+    }
+    if let Some(t) = &options.os_template {
+        if spec.host.is_some() || spec.guest_type != GuestType::Lxc {
+            return Err(DeployError::Refused(
+                "os-template: only containers (--type lxc) are made from an OS template".into(),
+            ));
+        }
+        workspace::validate_os_template(t)
+            .map_err(|m| DeployError::Refused(format!("os-template: {m}")))?;
+    }
+    if let Some(key) = &spec.ssh_key {
+        std::fs::File::open(key)
+            .map_err(|e| DeployError::Refused(format!("ssh-key: cannot read {key}: {e}")))?;
+    }
+    // No framework given: detected from the repository's files before anything is recorded.
+    let detected = match &spec.framework {
+        Some(_) => None,
+        None => {
+            let scratch = engine.paths.root.join("tmp");
+            let found = super::detect::detect_repo(
+                catalog,
+                &spec.repo,
+                spec.git_ref.as_deref(),
+                &scratch,
+                std::time::Duration::from_secs(180),
+            )
+            .await?;
+            spec.framework = Some(found.framework.clone());
+            Some(found)
+        }
+    };
+    let framework = spec.framework.clone().unwrap_or_default();
+    let port = match spec.port {
+        Some(p) => p,
+        None => catalog
+            .get(&framework)
+            .map(|f| f.default_port)
+            .ok_or_else(|| DeployError::Refused(format!("unknown framework {framework:?}")))?,
+    };
 
     let name = match &spec.name {
         Some(n) => n.clone(),
@@ -214,12 +379,12 @@ pub async fn deploy(
         name,
         repo: spec.repo.clone(),
         git_ref: spec.git_ref.clone().unwrap_or_default(),
-        framework: spec.framework.clone(),
+        framework,
         guest_type: spec.guest_type,
         cores: spec.cores,
         memory_mib: spec.memory_mib,
         disk_gib: spec.disk_gib,
-        port: spec.port,
+        port,
         env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),
         node: spec.node.clone(),
         vmid: None,
@@ -231,41 +396,24 @@ pub async fn deploy(
         error: None,
         created_at: now,
         updated_at: now,
+        origin: if spec.host.is_some() {
+            Origin::Host
+        } else {
+            Origin::Terraform
+        },
+        ssh_user: spec.ssh_user.clone(),
+        ssh_port: spec.host.as_ref().and_then(|h| h.ssh_port),
+        overrides: spec.overrides.clone(),
         ..Deployment::default()
     };
-    // An id collision is astronomically rare; try a few fresh ones rather than fail.
-    for _ in 0..5 {
-        let record = d.clone();
-        match engine.db.call(move |s| s.insert_deployment(&record)).await {
-            Ok(()) => break,
-            Err(StoreError::Sql(_)) => d.id = new_id(),
-            Err(e) => return Err(e.into()),
-        }
+    if let Some(h) = &spec.host {
+        d.ip = Some(h.host.clone());
     }
-    // Nobody else can know the new id yet, but other processes check this lock before
-    // treating an in-flight deployment as interrupted.
-    let _job = super::jobs::JobLock::acquire(&engine.paths, &d.id)?;
-    save_env(engine, &d.id, &spec.env).map_err(|e| {
-        DeployError::Refused(format!("cannot store the environment variables: {e}"))
-    })?;
-    engine.audit(
-        "deploy",
-        &d.id,
-        serde_json::json!({"name": d.name, "repo": d.repo, "framework": d.framework, "type": d.guest_type}),
-    );
-    let reporter = Reporter::new(
-        d.id.clone(),
-        engine.db.clone(),
-        events,
-        redactor(engine, &spec.env),
-    );
-    reporter
-        .info(format!(
-            "deployment {} ({}) recorded as PENDING",
-            d.name, d.id
-        ))
-        .await?;
-    run(engine, &reporter, d, spec.env).await
+    // A VM's login user is its cloud-init user (`vm.user` unless --ssh-user names another).
+    if d.origin == Origin::Terraform && d.guest_type == GuestType::Vm && d.ssh_user.is_none() {
+        d.ssh_user = Some(engine.config.vm.user.clone());
+    }
+    Ok((spec, d, detected))
 }
 
 /// Runs a FAILED deployment's stages again; each is idempotent.
@@ -274,9 +422,12 @@ pub async fn retry(
     id_or_name: &str,
     events: mpsc::UnboundedSender<EngineEvent>,
 ) -> Result<Deployment, DeployError> {
-    engine.config.proxmox()?;
     let key = id_or_name.to_string();
     let found = engine.db.call(move |s| s.find(&key)).await?;
+    // A deployment on an existing host needs no Proxmox settings.
+    if found.origin != Origin::Host {
+        engine.config.proxmox()?;
+    }
     let _job = super::jobs::JobLock::acquire(&engine.paths, &found.id)?;
     // Read again under the lock: another process may have just finished with it.
     let id = found.id.clone();
@@ -309,25 +460,49 @@ async fn run(
 ) -> Result<Deployment, DeployError> {
     match stages(engine, reporter, &d, env).await {
         Ok(d) => Ok(d),
-        Err(Failure { stage, cause }) => {
-            let cause = Redactor::clone(&redactor(engine, &[])).redact(&cause);
-            let next = next_step(stage, &d.id);
-            let message = format!("{stage}: {cause}");
-            let _ = reporter
-                .lines(
-                    LogStream::Stderr,
-                    vec![format!("FAILED at {message}"), format!("next: {next}")],
-                )
-                .await;
-            reporter.transition(Status::Failed, Some(message)).await?;
-            Err(DeployError::Stage {
-                id: d.id.clone(),
-                stage,
-                cause,
-                next,
-            })
-        }
+        Err(failure) => Err(record_failure(engine, reporter, &d.id, failure).await),
     }
+}
+
+/// Records a stage's failure: the cause and the next step in the log, FAILED with the cause.
+pub(super) async fn record_failure(
+    engine: &Engine,
+    reporter: &Reporter,
+    id: &DeploymentId,
+    Failure { stage, cause }: Failure,
+) -> DeployError {
+    // The cause is also printed by the client: mask the secrets there too.
+    let cause = redactor(engine, &load_env(engine, id)).redact(&cause);
+    let next = next_step(stage, id);
+    let message = format!("{stage}: {cause}");
+    let _ = reporter
+        .lines(
+            LogStream::Stderr,
+            vec![format!("FAILED at {message}"), format!("next: {next}")],
+        )
+        .await;
+    if let Err(e) = reporter.transition(Status::Failed, Some(message)).await {
+        return e.into();
+    }
+    DeployError::Stage {
+        id: id.clone(),
+        stage,
+        cause,
+        next,
+    }
+}
+
+/// The Proxmox settings for work that never talks to Proxmox (a deployment on an existing
+/// host, a redeploy over SSH): the config's when it has them, else an unusable placeholder.
+pub(super) fn proxmox_or_placeholder(engine: &Engine) -> Result<ProxmoxConfig, ConfigError> {
+    if let Ok(p) = engine.config.proxmox() {
+        return Ok(p.clone());
+    }
+    // Parsed rather than built, so it follows the config's own rules and fields.
+    const PLACEHOLDER: &str = "[proxmox]\nendpoint = \"https://proxmox.invalid:8006/\"\n\
+        api_token = \"none@pve!unconfigured=none\"\nnode = \"unconfigured\"\n";
+    let config = crate::config::Config::parse(PLACEHOLDER, &Default::default())?;
+    Ok(config.proxmox()?.clone())
 }
 
 /// What one run of the stages carries from stage to stage.
@@ -350,6 +525,45 @@ pub(super) struct Ctx<'a> {
     pub url: Option<String>,
     /// The stage in progress, named in a failure that has no better stage.
     pub current: Stage,
+    /// What `provision` checks out instead of the deployment's ref (rollback: a commit).
+    pub checkout: Option<String>,
+    /// The Proxmox API client, once preflight has checked that it works.
+    pub pve: Option<super::proxmox::Client>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A fresh run's context: nothing learnt yet; cancellation follows [`request_cancel`].
+    pub(super) fn new(
+        engine: &'a Engine,
+        reporter: &'a Reporter,
+        d: Deployment,
+        framework: Framework,
+        proxmox: ProxmoxConfig,
+        env: Vec<(String, String)>,
+        node: String,
+    ) -> Ctx<'a> {
+        let cancel = cancel_signal();
+        Ctx {
+            engine,
+            reporter,
+            d,
+            framework,
+            proxmox,
+            env,
+            cancel,
+            node,
+            static_ip: None,
+            keys: None,
+            outputs: GuestOutputs::default(),
+            ip: None,
+            session: None,
+            commit: None,
+            url: None,
+            current: Stage::Preflight,
+            pve: None,
+            checkout: None,
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -404,44 +618,34 @@ async fn stages(
                 d.framework
             ))
         })?;
-    let proxmox = engine
-        .config
-        .proxmox()
-        .map_err(|e| fail(Stage::Preflight)(&e))?
-        .clone();
+    let proxmox = if d.origin == Origin::Host {
+        proxmox_or_placeholder(engine)
+    } else {
+        engine.config.proxmox().cloned()
+    }
+    .map_err(|e| fail(Stage::Preflight)(&e))?;
     let node = d.node.clone().unwrap_or_else(|| proxmox.node.clone());
-    let (_cancel_tx, cancel) = watch::channel(false);
-    let mut cx = Ctx {
-        engine,
-        reporter,
-        d: d.clone(),
-        framework,
-        proxmox,
-        env,
-        cancel,
-        node,
-        static_ip: None,
-        keys: None,
-        outputs: GuestOutputs::default(),
-        ip: None,
-        session: None,
-        commit: None,
-        url: None,
-        current: Stage::Preflight,
-    };
+    let mut cx = Ctx::new(engine, reporter, d.clone(), framework, proxmox, env, node);
 
     cx.stage(Stage::Preflight).await?;
     cx.transition(Status::Provisioning).await?;
-    preflight::run(&mut cx).await?;
+    if cx.d.origin == Origin::Host {
+        // An existing host (`deploy --host`): no Terraform, no Proxmox; straight to SSH.
+        app::preflight_host(&mut cx).await?;
+    } else {
+        // Reserved before preflight, which checks that the cluster does not use it.
+        infra::reserve_vmid(&mut cx).await?;
+        preflight::run(&mut cx).await?;
 
-    cx.stage(Stage::Render).await?;
-    render::run(&mut cx).await?;
+        cx.stage(Stage::Render).await?;
+        render::run(&mut cx).await?;
 
-    // terraform-init and terraform-apply
-    infra::run(&mut cx).await?;
+        // terraform-init and terraform-apply
+        infra::run(&mut cx).await?;
 
-    cx.stage(Stage::Address).await?;
-    address::run(&mut cx).await?;
+        cx.stage(Stage::Address).await?;
+        address::run(&mut cx).await?;
+    }
 
     cx.stage(Stage::Ssh).await?;
     cx.transition(Status::Deploying).await?;

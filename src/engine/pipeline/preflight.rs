@@ -1,15 +1,274 @@
 //! Stage `preflight`: fail fast, before any guest exists. The repository answers and the ref
-//! exists (`git ls-remote`, run on this machine).
+//! exists (`git ls-remote`, run on this machine); then Proxmox: it answers and the credentials
+//! work; they hold the privileges the deployment needs (a privilege-separated token without
+//! ACL entries sees empty lists, not errors, so that is checked first); the node exists and is
+//! online (or, with `auto`, the best node is chosen: see `proxmox::placement`); the datastore
+//! exists there, is active, allows the content (`rootdir` or `images`) and has room; the OS
+//! template is on its storage (which allows `vztmpl`); the bridge exists on the node; memory
+//! and cores fit the node; the reserved vmid is free on the cluster (else another is reserved).
+//!
+//! Every Proxmox problem found is one line saying what to fix; all of them are reported
+//! together. The Proxmox client is left on the `Ctx` for later stages.
 
 use super::{Ctx, StageResult, fail};
+use crate::config::AUTO_NODE;
 use crate::domain::Stage;
 use crate::engine::process::{self, ProcessSpec};
+use crate::engine::proxmox::api::{self, GuestKind};
+use crate::engine::proxmox::checks::names;
+use crate::engine::proxmox::{Client, checks, placement};
 use crate::protocol::LogStream;
+use crate::store::Facts;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+const MIB: u64 = 1024 * 1024;
+/// Where a vmid is re-reserved when the reserved one turns out to be taken on the cluster:
+/// Proxmox's own range of guest ids.
+const VMID_RANGE: std::ops::RangeInclusive<u32> = 100..=999_999_999;
+
 pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
-    check_repo(cx).await
+    check_repo(cx).await?;
+    check_proxmox(cx).await
+}
+
+fn pfail(e: &dyn std::fmt::Display) -> super::Failure {
+    fail(Stage::Preflight)(e)
+}
+
+/// Checks Proxmox; collects every problem, then fails with all of them.
+async fn check_proxmox(cx: &mut Ctx<'_>) -> StageResult<()> {
+    let client = Client::new(&cx.proxmox).map_err(|e| pfail(&e))?;
+    // Nothing else can be checked without an answer and working credentials.
+    let version = client.version().await.map_err(|e| pfail(&e))?;
+    cx.info(format!(
+        "Proxmox VE {} answers at {} as {} (TLS {})",
+        version.version,
+        client.endpoint(),
+        client.identity(),
+        client.tls_mode()
+    ))
+    .await?;
+    let major: u32 = version
+        .version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(8);
+
+    let mut problems: Vec<String> = Vec::new();
+    let perms = match client.permissions().await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.push(format!("cannot read the credentials' permissions: {e}"));
+            None
+        }
+    };
+    if let Some(p) = &perms
+        && p.is_empty()
+    {
+        problems.push(format!(
+            "{} holds no privileges on Proxmox: a privilege-separated API token sees empty lists, not errors; grant it a role (e.g. `pveum acl modify / --tokens 'USER@REALM!ID' --roles PVEVMAdmin`, plus PVEDatastoreUser on the storage) or use a token without privilege separation",
+            client.identity()
+        ));
+        return report(cx, problems).await;
+    }
+
+    let nodes = client.nodes().await.map_err(|e| pfail(&e))?;
+    let node = if cx.node == AUTO_NODE {
+        let need = placement::Need {
+            cores: cx.d.cores,
+            memory_mib: cx.d.memory_mib,
+            disk_gib: cx.d.disk_gib,
+            datastore: cx.engine.config.guest.datastore.clone(),
+        };
+        match placement::place(&client, &need).await {
+            Ok(p) => {
+                cx.info(format!(
+                    "placed on node {} ({} MiB free memory, the most of the nodes that fit{})",
+                    p.node,
+                    p.free_mem / MIB,
+                    if p.passed_over.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; passed over: {}", p.passed_over.join("; "))
+                    }
+                ))
+                .await?;
+                cx.node = p.node.clone();
+                let facts = Facts {
+                    node: Some(p.node.clone()),
+                    ..Facts::default()
+                };
+                let id = cx.d.id.clone();
+                cx.engine
+                    .db
+                    .call(move |s| s.record_facts(&id, &facts))
+                    .await
+                    .map_err(|e| pfail(&e))?;
+                cx.d.node = Some(p.node);
+                nodes.iter().find(|n| n.node == cx.node).cloned()
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        }
+    } else {
+        match nodes.iter().find(|n| n.node == cx.node) {
+            None if nodes.is_empty() => {
+                problems.push(format!(
+                    "Proxmox lists no nodes to {}: it sees nothing; grant it a role (e.g. PVEVMAdmin on /)",
+                    client.identity()
+                ));
+                None
+            }
+            None => {
+                problems.push(format!(
+                    "node {} does not exist; the cluster has {}: set proxmox.node or deploy --node (or \"auto\")",
+                    cx.node,
+                    names(nodes.iter().map(|n| n.node.as_str()))
+                ));
+                None
+            }
+            Some(n) if !n.online() => {
+                problems.push(format!(
+                    "node {} is {}: bring it back, or deploy to another node (--node NAME, or --node auto); online: {}",
+                    n.node,
+                    if n.status.is_empty() { "not online" } else { &n.status },
+                    names(nodes.iter().filter(|n| n.online()).map(|n| n.node.as_str()))
+                ));
+                None
+            }
+            Some(n) => Some(n.clone()),
+        }
+    };
+
+    let kind = GuestKind::from(cx.d.guest_type);
+    let template_storage = checks::template_storage(kind, &cx.engine.config.guest);
+    if let Some(node) = &node {
+        let need = checks::Need {
+            cores: cx.d.cores,
+            memory_mib: cx.d.memory_mib,
+            disk_gib: cx.d.disk_gib,
+        };
+        problems.extend(
+            checks::node_problems(&client, node, &cx.engine.config.guest, kind, Some(&need)).await,
+        );
+    } else if problems.is_empty() {
+        problems.push(format!("node {} cannot be checked", cx.node));
+    }
+
+    check_vmid(cx, &client, &mut problems).await?;
+
+    if let Some(perms) = &perms {
+        let bridge = cx.engine.config.guest.bridge.clone();
+        let missing: Vec<String> = api::needed_privileges(
+            kind,
+            cx.d.vmid,
+            &cx.engine.config.guest.datastore,
+            template_storage.as_deref(),
+            &bridge,
+        )
+        .into_iter()
+        .filter(|n| major >= 8 || n.privilege != "SDN.Use")
+        .filter(|n| !perms.holds(&n.path, n.privilege))
+        .map(|n| format!("{} on {}", n.privilege, n.path))
+        .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{} lacks privileges this deployment needs: {}; grant them on Proxmox (Datacenter > Permissions; the PVEVMAdmin role on / and PVEDatastoreUser on the storage cover them)",
+                client.identity(),
+                missing.join(", ")
+            ));
+        }
+    }
+    cx.pve = Some(client);
+    report(cx, problems).await
+}
+
+/// The reserved vmid is free on the cluster; else (unless it is this deployment's own guest
+/// from an earlier run) another one is reserved.
+async fn check_vmid(
+    cx: &mut Ctx<'_>,
+    client: &Client,
+    problems: &mut Vec<String>,
+) -> StageResult<()> {
+    let Some(vmid) = cx.d.vmid else {
+        return Ok(());
+    };
+    let guests = match client.guests().await {
+        Ok(g) => g,
+        Err(e) => {
+            problems.push(format!(
+                "cannot list the cluster's guests to check vmid {vmid}: {e}"
+            ));
+            return Ok(());
+        }
+    };
+    let Some(owner) = guests.iter().find(|g| g.vmid == Some(vmid)) else {
+        return cx.info(format!("vmid {vmid} is free")).await;
+    };
+    let ws = cx.engine.paths.workspace(&cx.d.id);
+    if crate::engine::terraform::has_state(&ws) {
+        return cx
+            .info(format!(
+                "vmid {vmid} exists: this deployment's guest from an earlier run"
+            ))
+            .await;
+    }
+    let taken: std::collections::HashSet<u32> = guests.iter().filter_map(|g| g.vmid).collect();
+    let id = cx.d.id.clone();
+    let fresh = cx
+        .engine
+        .db
+        .call(move |s| {
+            let v = s.allocate_vmid(VMID_RANGE, &id, &taken)?;
+            s.record_facts(
+                &id,
+                &Facts {
+                    vmid: Some(v),
+                    ..Facts::default()
+                },
+            )?;
+            Ok(v)
+        })
+        .await
+        .map_err(|e| pfail(&e))?;
+    cx.d.vmid = Some(fresh);
+    cx.info(format!(
+        "vmid {vmid} is taken on the cluster by {} {} ({}) on {}: reserved vmid {fresh} instead",
+        owner.guest_kind().map(GuestKind::label).unwrap_or("guest"),
+        vmid,
+        owner.name.as_deref().unwrap_or("unnamed"),
+        owner.node.as_deref().unwrap_or("?")
+    ))
+    .await
+}
+
+/// Logs every problem on its own line and fails with all of them, or says all is well.
+async fn report(cx: &Ctx<'_>, problems: Vec<String>) -> StageResult<()> {
+    if problems.is_empty() {
+        return cx
+            .info(format!(
+                "Proxmox preflight passed: node {}, storage {}, bridge {}",
+                cx.node, cx.engine.config.guest.datastore, cx.engine.config.guest.bridge
+            ))
+            .await;
+    }
+    let _ = cx
+        .reporter
+        .lines(
+            LogStream::Stderr,
+            problems.iter().map(|p| format!("preflight: {p}")).collect(),
+        )
+        .await;
+    let n = problems.len();
+    Err(pfail(&format!(
+        "Proxmox is not ready for this deployment ({n} problem{}):\n  - {}",
+        if n == 1 { "" } else { "s" },
+        problems.join("\n  - ")
+    )))
 }
 
 /// `git ls-remote`: the repository answers and the ref exists.

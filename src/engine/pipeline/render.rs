@@ -1,10 +1,13 @@
 //! Stage `render`: the guest's static address (from the pool), proxdeck's SSH key, and the
-//! Terraform workspace (`main.tf` + `terraform.tfvars.json`).
+//! Terraform workspace (`main.tf` + `terraform.tfvars.json`, `backend.tf` with a remote
+//! backend), LXC or VM by the deployment's type.
+//!
+//! Owns turning the record into the workspace; it must not run terraform (see `infra`).
 
 use super::{Ctx, StageResult, fail};
 use crate::domain::Stage;
 use crate::engine::ssh;
-use crate::engine::workspace::{self, LxcVars};
+use crate::engine::workspace::{self, Choices, GuestInput, GuestVars};
 
 pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
     let config = cx.engine.config.clone();
@@ -28,37 +31,34 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
     let public_key = keys.public_openssh().map_err(|e| fail(Stage::Render)(&e))?;
     cx.keys = Some(keys);
 
-    let d = &cx.d;
-    let vars = LxcVars {
-        node_name: cx.node.clone(),
-        vm_id: d.vmid,
-        hostname: d.name.clone(),
-        description: format!("proxdeck deployment {} ({}) of {}", d.name, d.id, d.repo),
-        tags: vec!["proxdeck".to_string(), d.framework.clone()],
-        cores: d.cores,
-        memory_mib: d.memory_mib,
-        swap_mib: config.guest.swap_mib,
-        disk_gib: d.disk_gib,
-        datastore_id: config.guest.datastore.clone(),
-        os_template: config.guest.os_template.clone(),
-        os_type: config.guest.os_type.clone(),
-        bridge: config.guest.bridge.clone(),
-        vlan_id: config.guest.vlan,
-        ipv4_address: match cx.static_ip {
-            Some(ip) => format!("{ip}/{}", config.network.prefix),
-            None => "dhcp".to_string(),
+    let ws = cx.engine.paths.workspace(&cx.d.id);
+    let choices = Choices::load(&ws).map_err(|e| fail(Stage::Render)(&e))?;
+    let vars = workspace::guest_vars(
+        &config,
+        &GuestInput {
+            deployment: &cx.d,
+            node: &cx.node,
+            static_ip: cx.static_ip,
+            public_key: &public_key,
+            choices: &choices,
         },
-        ipv4_gateway: cx
-            .static_ip
-            .and(config.network.gateway.map(|g| g.to_string())),
-        ssh_public_key: public_key,
+    )
+    .map_err(|e| fail(Stage::Render)(&e))?;
+    workspace::write_guest_workspace(&config, &ws, &vars).map_err(|e| fail(Stage::Render)(&e))?;
+    let what = match &vars {
+        GuestVars::Lxc(v) => format!("container from {}", v.os_template),
+        GuestVars::Vm(v) => format!(
+            "VM, {} clone of template {} on {}, cloud-init user {}",
+            if v.full_clone { "full" } else { "linked" },
+            v.template_vmid,
+            v.template_node,
+            v.ci_user
+        ),
     };
-    let ws = cx.engine.paths.workspace(&d.id);
-    let template =
-        workspace::load_template(d.guest_type, config.terraform.templates_dir.as_deref())
-            .map_err(|e| fail(Stage::Render)(&e))?;
-    let main_tf =
-        workspace::render_main_tf(&template, &vars.flags()).map_err(|e| fail(Stage::Render)(&e))?;
-    workspace::write_workspace(&ws, &main_tf, &vars).map_err(|e| fail(Stage::Render)(&e))?;
-    cx.info(format!("workspace {}", ws.display())).await
+    let state = match &config.terraform.backend {
+        Some(b) => format!("; state in the {} backend", b.kind),
+        None => String::new(),
+    };
+    cx.info(format!("workspace {} ({what}{state})", ws.display()))
+        .await
 }

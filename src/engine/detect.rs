@@ -1,0 +1,373 @@
+//! Framework detection: which catalog entry a repository is, and why ("package.json has
+//! \"next\""). Owns the matching rule (every `detect` rule of an entry must match: the file
+//! exists, and contains the text case-insensitively when `contains` is set; the highest
+//! `detect_priority` wins; a tie is refused rather than guessed) and the shallow fetch that
+//! reads the files on the controller (`git fetch --depth 1` into a throwaway bare repo, then
+//! `git cat-file`): no checkout, nothing of the repository executed.
+//!
+//! It must not decide anything else about a deployment: the caller records the framework.
+
+use crate::domain::{Catalog, Framework};
+use crate::engine::process::{self, ProcessSpec};
+use crate::protocol::LogStream;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// A detected framework and the evidence.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Detection {
+    pub framework: String,
+    /// Why, in words: `package.json has "next"`.
+    pub reason: String,
+    /// The commit the files were read from, when fetched.
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DetectError {
+    #[error(
+        "cannot read {repo} to detect the framework: {message}; check the URL and ref, or pass --framework"
+    )]
+    Fetch { repo: String, message: String },
+    #[error(
+        "no framework recognised in the repository (looked for {looked}); pass --framework (`proxdeck frameworks` lists them)"
+    )]
+    NoMatch { looked: String },
+    #[error(
+        "the repository looks like both {first} ({first_reason}) and {second} ({second_reason}); pass --framework to choose"
+    )]
+    Ambiguous {
+        first: String,
+        first_reason: String,
+        second: String,
+        second_reason: String,
+    },
+}
+
+/// The files the catalog's rules look at (for the fetch to read only those).
+pub fn rule_files(catalog: &Catalog) -> BTreeSet<String> {
+    catalog
+        .frameworks
+        .iter()
+        .flat_map(|f| f.detect.iter().map(|r| r.file.clone()))
+        .collect()
+}
+
+/// Why `fw` matches the files, or `None` when one of its rules does not.
+fn matches(fw: &Framework, files: &HashMap<String, String>) -> Option<String> {
+    if fw.detect.is_empty() {
+        return None;
+    }
+    let mut why = Vec::new();
+    for rule in &fw.detect {
+        let text = files.get(&rule.file)?;
+        match &rule.contains {
+            Some(c) => {
+                if !text.to_lowercase().contains(&c.to_lowercase()) {
+                    return None;
+                }
+                why.push(format!("{} has {c}", rule.file));
+            }
+            None => why.push(format!("{} exists", rule.file)),
+        }
+    }
+    Some(why.join(" and "))
+}
+
+/// Picks the framework for a repository whose files (path → text) are `files`. Only the
+/// paths the rules name matter; a missing path is a file that does not exist.
+pub fn detect(
+    catalog: &Catalog,
+    files: &HashMap<String, String>,
+) -> Result<Detection, DetectError> {
+    let mut hits: Vec<(&Framework, String)> = catalog
+        .frameworks
+        .iter()
+        .filter_map(|f| matches(f, files).map(|why| (f, why)))
+        .collect();
+    hits.sort_by_key(|(f, _)| std::cmp::Reverse(f.detect_priority));
+    let Some((best, reason)) = hits.first() else {
+        let looked: Vec<String> = rule_files(catalog).into_iter().collect();
+        return Err(DetectError::NoMatch {
+            looked: looked.join(", "),
+        });
+    };
+    if let Some((second, second_reason)) = hits.get(1)
+        && second.detect_priority == best.detect_priority
+    {
+        return Err(DetectError::Ambiguous {
+            first: best.id.clone(),
+            first_reason: reason.clone(),
+            second: second.id.clone(),
+            second_reason: second_reason.clone(),
+        });
+    }
+    Ok(Detection {
+        framework: best.id.clone(),
+        reason: reason.clone(),
+        commit: None,
+    })
+}
+
+/// Fetches `git_ref` (default: the remote's HEAD) of `repo` shallowly into a throwaway bare
+/// repository under `scratch`, reads the files the rules name and detects the framework.
+pub async fn detect_repo(
+    catalog: &Catalog,
+    repo: &str,
+    git_ref: Option<&str>,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<Detection, DetectError> {
+    let dir = scratch.join(format!("detect-{}", unique_suffix()));
+    let result = fetch_and_read(catalog, repo, git_ref, &dir, timeout).await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let (files, commit) = result.map_err(|message| DetectError::Fetch {
+        repo: repo.to_string(),
+        message,
+    })?;
+    let mut d = detect(catalog, &files)?;
+    d.commit = Some(commit);
+    Ok(d)
+}
+
+fn unique_suffix() -> String {
+    let mut b = [0u8; 6];
+    let _ = getrandom::getrandom(&mut b);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+async fn fetch_and_read(
+    catalog: &Catalog,
+    repo: &str,
+    git_ref: Option<&str>,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<(HashMap<String, String>, String), String> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let d = dir.display().to_string();
+    git(&["init", "-q", "--bare", &d], None, timeout).await?;
+    let want = git_ref.unwrap_or("HEAD");
+    let shallow = git(
+        &["fetch", "-q", "--depth=1", "--no-tags", "--", repo, want],
+        Some(dir),
+        timeout,
+    )
+    .await;
+    if let Err(e) = shallow {
+        // A commit id is not always fetchable by itself (servers may refuse unadvertised
+        // objects): fetch the branches and look it up.
+        let is_commit = want.len() >= 7 && want.chars().all(|c| c.is_ascii_hexdigit());
+        if !is_commit {
+            return Err(e);
+        }
+        git(
+            &[
+                "fetch",
+                "-q",
+                "--no-tags",
+                "--",
+                repo,
+                "+refs/heads/*:refs/remotes/origin/*",
+            ],
+            Some(dir),
+            timeout,
+        )
+        .await?;
+        git(
+            &["update-ref", "FETCH_HEAD", &format!("{want}^{{commit}}")],
+            Some(dir),
+            timeout,
+        )
+        .await
+        .map_err(|_| format!("no commit {want} in the repository"))?;
+    }
+    let commit = git(&["rev-parse", "FETCH_HEAD^{commit}"], Some(dir), timeout)
+        .await?
+        .trim()
+        .to_string();
+    let listed = git(
+        &["ls-tree", "-r", "--name-only", "-z", "FETCH_HEAD"],
+        Some(dir),
+        timeout,
+    )
+    .await?;
+    let present: BTreeSet<&str> = listed.split('\0').filter(|p| !p.is_empty()).collect();
+    let mut files = HashMap::new();
+    for path in rule_files(catalog) {
+        if !present.contains(path.as_str()) {
+            continue;
+        }
+        let text = git(
+            &["cat-file", "-p", &format!("FETCH_HEAD:{path}")],
+            Some(dir),
+            timeout,
+        )
+        .await?;
+        files.insert(path, text);
+    }
+    Ok((files, commit))
+}
+
+/// `git ls-remote REPO [REF]` from the controller: the repository answers and the ref exists
+/// (a commit id cannot be listed and is taken on trust). Returns a line for the log.
+pub async fn check_ref(repo: &str, git_ref: &str, timeout: Duration) -> Result<String, String> {
+    let mut args = vec!["ls-remote", "--", repo];
+    if !git_ref.is_empty() {
+        args.push(git_ref);
+    }
+    let refs = git(&args, None, timeout)
+        .await
+        .map_err(|e| format!("the repository {repo} cannot be read: {e}"))?;
+    let is_commit = git_ref.len() >= 7 && git_ref.chars().all(|c| c.is_ascii_hexdigit());
+    if !git_ref.is_empty() && refs.trim().is_empty() && !is_commit {
+        return Err(format!(
+            "the repository {repo} has no branch or tag {git_ref:?}"
+        ));
+    }
+    Ok(if git_ref.is_empty() {
+        format!("repository {repo} answers (default branch)")
+    } else {
+        format!("repository {repo} answers; ref {git_ref} found")
+    })
+}
+
+/// Runs git (no prompts, batch-mode SSH) and returns its stdout, or its stderr as the error.
+async fn git(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Result<String, String> {
+    let mut spec = ProcessSpec::new("git", args);
+    spec.cwd = cwd.map(PathBuf::from);
+    spec.env = vec![
+        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+        (
+            "GIT_SSH_COMMAND".into(),
+            "ssh -o BatchMode=yes -o ConnectTimeout=20".into(),
+        ),
+    ];
+    spec.timeout = timeout;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_c, cancel) = watch::channel(false);
+    let status = process::run(&spec, tx, cancel)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    while let Ok(o) = rx.try_recv() {
+        match o.stream {
+            LogStream::Stdout => out.extend(o.lines),
+            _ => err.extend(o.lines),
+        }
+    }
+    if status.success() {
+        Ok(out.join("\n"))
+    } else {
+        let why: Vec<String> = err.into_iter().filter(|l| !l.trim().is_empty()).collect();
+        Err(if why.is_empty() {
+            format!("git {} failed ({status})", args[0])
+        } else {
+            why.join(" ")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_reason_names_the_evidence() {
+        let c = Catalog::builtin();
+        let d = detect(
+            c,
+            &files(&[(
+                "package.json",
+                r#"{"dependencies": {"next": "15", "react": "19"}}"#,
+            )]),
+        )
+        .unwrap();
+        assert_eq!(d.framework, "nextjs");
+        assert_eq!(d.reason, r#"package.json has "next""#);
+        let d = detect(
+            c,
+            &files(&[("manage.py", ""), ("requirements.txt", "django")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (d.framework.as_str(), d.reason.as_str()),
+            ("django", "manage.py exists")
+        );
+        let d = detect(
+            c,
+            &files(&[
+                ("artisan", ""),
+                (
+                    "composer.json",
+                    r#"{"require":{"laravel/framework":"^11"}}"#,
+                ),
+                ("index.php", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(d.framework, "laravel");
+        assert_eq!(
+            d.reason,
+            "artisan exists and composer.json has laravel/framework"
+        );
+    }
+
+    #[test]
+    fn nothing_recognised_says_what_was_looked_for() {
+        let err = detect(Catalog::builtin(), &files(&[("README.md", "hi")])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("package.json") && text.contains("manage.py"),
+            "{text}"
+        );
+        assert!(text.contains("--framework"), "{text}");
+    }
+
+    #[test]
+    fn a_tie_is_refused() {
+        // Flask and FastAPI in one requirements file: priorities 10 and 15, FastAPI wins;
+        // React and Vue together tie at 10.
+        let c = Catalog::builtin();
+        let d = detect(c, &files(&[("requirements.txt", "flask\nfastapi\n")])).unwrap();
+        assert_eq!(d.framework, "fastapi");
+        let err = detect(
+            c,
+            &files(&[(
+                "package.json",
+                r#"{"dependencies":{"react":"1","vue":"3"}}"#,
+            )]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DetectError::Ambiguous { .. }), "{err}");
+    }
+
+    #[test]
+    fn rule_files_cover_the_catalog() {
+        let f = rule_files(Catalog::builtin());
+        for p in [
+            "package.json",
+            "manage.py",
+            "requirements.txt",
+            "artisan",
+            "index.php",
+        ] {
+            assert!(f.contains(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Redeploy and rollback: the same guest, a new build. `redeploy` fetches the deployment's
+//! ref (or a new one, which becomes the deployment's ref), rebuilds and restarts; `rollback`
+//! checks out the commit deployed before the current one and does the same. Both run the
+//! stages preflight (redeploy only) → ssh → provision → health-check → done, through
+//! DEPLOYING (from RUNNING, STOPPED or FAILED) to RUNNING, or FAILED with the cause and the
+//! next step. The commit that was running is kept as `previous_commit`, so a second rollback
+//! returns to where the first one started.
+//!
+//! Nothing here touches Terraform or Proxmox: the guest exists and only the app changes.
+
+use super::{
+    Ctx, DeployError, StageResult, fail, load_env, proxmox_or_placeholder, record_failure, redactor,
+};
+use super::{app, check};
+use crate::domain::spec::validate_ref;
+use crate::domain::{Catalog, Deployment, Stage, Status};
+use crate::engine::Engine;
+use crate::engine::detect;
+use crate::engine::report::Reporter;
+use crate::engine::terraform::GuestOutputs;
+use crate::protocol::EngineEvent;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What to build on the guest.
+enum Build {
+    /// The newest commit of the deployment's ref, or of this new ref.
+    Latest(Option<String>),
+    /// The commit before the current one.
+    Previous,
+}
+
+/// Fetches the deployment's ref (or `git_ref`, which then becomes its ref), rebuilds and
+/// restarts the app on the same guest.
+pub async fn redeploy(
+    engine: &Engine,
+    id_or_name: &str,
+    git_ref: Option<String>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+) -> Result<Deployment, DeployError> {
+    let git_ref = git_ref
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    if let Some(r) = &git_ref {
+        validate_ref(r).map_err(|m| DeployError::Refused(format!("ref: {m}")))?;
+    }
+    rebuild(engine, id_or_name, Build::Latest(git_ref), events).await
+}
+
+/// Returns the app to the commit deployed before the current one.
+pub async fn rollback(
+    engine: &Engine,
+    id_or_name: &str,
+    events: mpsc::UnboundedSender<EngineEvent>,
+) -> Result<Deployment, DeployError> {
+    rebuild(engine, id_or_name, Build::Previous, events).await
+}
+
+async fn rebuild(
+    engine: &Engine,
+    id_or_name: &str,
+    build: Build,
+    events: mpsc::UnboundedSender<EngineEvent>,
+) -> Result<Deployment, DeployError> {
+    let key = id_or_name.to_string();
+    let found = engine.db.call(move |s| s.find(&key)).await?;
+    let _job = crate::engine::jobs::JobLock::acquire(&engine.paths, &found.id)?;
+    // Read again under the lock: another process may have just finished with it.
+    let id = found.id.clone();
+    let mut d = engine.db.call(move |s| s.get(&id)).await?;
+    let verb = match build {
+        Build::Latest(_) => "redeploy",
+        Build::Previous => "roll back",
+    };
+    if !matches!(d.status, Status::Running | Status::Stopped | Status::Failed) {
+        return Err(DeployError::Refused(format!(
+            "{} ({}) is {}; only a RUNNING, STOPPED or FAILED deployment can {verb}",
+            d.name, d.id, d.status
+        )));
+    }
+    if d.ip.is_none() {
+        return Err(DeployError::Refused(format!(
+            "{} ({}) has no guest address yet: `proxdeck retry {}` creates the guest first",
+            d.name, d.id, d.id
+        )));
+    }
+    let checkout = match &build {
+        Build::Previous => Some(d.previous_commit.clone().ok_or_else(|| {
+            DeployError::Refused(format!(
+                "{} ({}) has no previous commit to roll back to (it was deployed once)",
+                d.name, d.id
+            ))
+        })?),
+        Build::Latest(_) => None,
+    };
+    let env = load_env(engine, &d.id);
+    let reporter = Reporter::new(
+        d.id.clone(),
+        engine.db.clone(),
+        events,
+        redactor(engine, &env),
+    );
+    if let Build::Latest(Some(r)) = &build
+        && *r != d.git_ref
+    {
+        let (id, r2) = (d.id.clone(), r.clone());
+        engine.db.call(move |s| s.set_git_ref(&id, &r2)).await?;
+        reporter
+            .info(format!(
+                "the deployment's ref is now {r} (was {})",
+                if d.git_ref.is_empty() {
+                    "the default branch"
+                } else {
+                    &d.git_ref
+                }
+            ))
+            .await?;
+        d.git_ref = r.clone();
+    }
+    let what = match &checkout {
+        Some(c) => format!("rolling back {} ({}) to commit {c}", d.name, d.id),
+        None => format!(
+            "redeploying {} ({}) from {}",
+            d.name,
+            d.id,
+            if d.git_ref.is_empty() {
+                "the default branch"
+            } else {
+                &d.git_ref
+            }
+        ),
+    };
+    engine.audit(
+        if checkout.is_some() {
+            "rollback"
+        } else {
+            "redeploy"
+        },
+        &d.id,
+        serde_json::json!({"name": d.name, "ref": d.git_ref, "commit": checkout, "from": d.commit}),
+    );
+    reporter.info(what).await?;
+    match stages(engine, &reporter, &d, env, checkout).await {
+        Ok(done) => Ok(done),
+        Err(failure) => Err(record_failure(engine, &reporter, &d.id, failure).await),
+    }
+}
+
+async fn stages(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: &Deployment,
+    env: Vec<(String, String)>,
+    checkout: Option<String>,
+) -> StageResult<Deployment> {
+    let framework = Catalog::builtin()
+        .get(&d.framework)
+        .cloned()
+        .ok_or_else(|| {
+            fail(Stage::Validate)(&format!(
+                "framework {:?} is no longer in the catalog",
+                d.framework
+            ))
+        })?;
+    let proxmox = proxmox_or_placeholder(engine).map_err(|e| fail(Stage::Preflight)(&e))?;
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let mut cx = Ctx {
+        engine,
+        reporter,
+        d: d.clone(),
+        framework,
+        node: d.node.clone().unwrap_or_default(),
+        proxmox,
+        env,
+        cancel,
+        static_ip: None,
+        keys: None,
+        outputs: GuestOutputs::default(),
+        ip: d.ip.clone(),
+        session: None,
+        commit: None,
+        url: None,
+        current: Stage::Preflight,
+        pve: None,
+        checkout,
+    };
+    if cx.checkout.is_none() {
+        cx.stage(Stage::Preflight).await?;
+        cx.transition(Status::Deploying).await?;
+        let checked = detect::check_ref(&cx.d.repo, &cx.d.git_ref, Duration::from_secs(90))
+            .await
+            .map_err(|e| fail(Stage::Preflight)(&e))?;
+        cx.info(checked).await?;
+        cx.stage(Stage::Ssh).await?;
+    } else {
+        cx.stage(Stage::Ssh).await?;
+        cx.transition(Status::Deploying).await?;
+    }
+    app::connect(&mut cx).await?;
+
+    cx.stage(Stage::Provision).await?;
+    app::provision(&mut cx).await?;
+
+    cx.stage(Stage::HealthCheck).await?;
+    check::run(&mut cx).await?;
+
+    cx.stage(Stage::Done).await?;
+    let done = cx.transition(Status::Running).await?;
+    cx.info(format!(
+        "RUNNING at {} (commit {})",
+        cx.url.as_deref().unwrap_or("(no URL)"),
+        done.commit.as_deref().unwrap_or("?")
+    ))
+    .await?;
+    Ok(done)
+}

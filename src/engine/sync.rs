@@ -1,0 +1,487 @@
+//! The cluster as proxdeck sees it (`proxdeck resources`) and `proxdeck sync`: every VM and
+//! container, matched by vmid against the store; unknown guests imported as `Origin::Imported`
+//! entries, known ones updated (node, RUNNING/STOPPED, an imported guest's size), entries whose
+//! guest is gone marked `missing_since`, returning ones unmarked. A second sync changes nothing.
+//!
+//! Owns the matching and the plan; the store applies it in one transaction
+//! ([`Store::apply_sync`](crate::store::Store::apply_sync)). It must never delete anything on
+//! Proxmox, never import templates, and never mark entries missing from a view it knows to be
+//! partial (credentials that cannot see every guest).
+
+use super::Engine;
+use super::proxmox::api::{GuestKind, Node, Resource};
+use super::proxmox::{Client, ProxmoxError};
+use crate::domain::{Deployment, DeploymentId, Origin, Status};
+use crate::store::{GuestUpdate, StoreError, SyncChanges, now_ms};
+use serde::Serialize;
+use std::collections::HashMap;
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Proxmox(#[from] ProxmoxError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{identity} sees no privileges on Proxmox (a privilege-separated API token without ACL entries sees empty lists, not errors); grant it a role, e.g. `pveum acl modify / --tokens '{token}' --roles PVEAuditor` (PVEVMAdmin to deploy), then sync again"
+    )]
+    SeesNothing { identity: String, token: String },
+}
+
+/// The proxdeck entry a guest belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tracked {
+    pub id: DeploymentId,
+    pub name: String,
+    pub origin: Origin,
+    pub status: Status,
+}
+
+/// One VM or container, with its proxdeck entry if any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Guest {
+    pub vmid: u32,
+    #[serde(rename = "type")]
+    pub kind: GuestKind,
+    pub node: String,
+    pub name: String,
+    pub status: String,
+    /// CPU use as a fraction of `maxcpu` (0.0-1.0).
+    pub cpu: f64,
+    pub maxcpu: u64,
+    pub mem: u64,
+    pub maxmem: u64,
+    pub disk: u64,
+    pub maxdisk: u64,
+    pub uptime: u64,
+    pub template: bool,
+    pub tags: Vec<String>,
+    pub lock: Option<String>,
+    /// Created by proxdeck (origin terraform or host): proxdeck manages it.
+    pub managed: bool,
+    /// The proxdeck entry for this guest (managed, or imported by sync).
+    pub deployment: Option<Tracked>,
+}
+
+/// Every node and guest of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterView {
+    pub nodes: Vec<Node>,
+    pub guests: Vec<Guest>,
+}
+
+/// One entry sync touched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncEntry {
+    pub id: DeploymentId,
+    pub name: String,
+    pub vmid: Option<u32>,
+    pub node: Option<String>,
+    /// What changed ("node pve1 → pve2", "RUNNING → STOPPED", ...).
+    pub changes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncReport {
+    pub imported: Vec<SyncEntry>,
+    pub updated: Vec<SyncEntry>,
+    pub missing: Vec<SyncEntry>,
+    pub returned: Vec<SyncEntry>,
+    /// Known guests with nothing to change.
+    pub unchanged: usize,
+    pub templates_skipped: usize,
+    pub guests: usize,
+    pub warnings: Vec<String>,
+}
+
+impl SyncReport {
+    pub fn changed_anything(&self) -> bool {
+        !(self.imported.is_empty()
+            && self.updated.is_empty()
+            && self.missing.is_empty()
+            && self.returned.is_empty())
+    }
+}
+
+fn client(engine: &Engine) -> Result<Client, SyncError> {
+    Ok(Client::new(engine.config.proxmox()?)?)
+}
+
+/// The live entry per vmid (the newest when, oddly, there are several).
+fn by_vmid(list: &[Deployment]) -> HashMap<u32, &Deployment> {
+    let mut map: HashMap<u32, &Deployment> = HashMap::new();
+    for d in list.iter().filter(|d| d.status != Status::Deleted) {
+        if let Some(v) = d.vmid {
+            match map.get(&v) {
+                Some(old) if old.created_at >= d.created_at => {}
+                _ => {
+                    map.insert(v, d);
+                }
+            }
+        }
+    }
+    map
+}
+
+fn guest_of(r: &Resource, tracked: Option<&Deployment>) -> Option<Guest> {
+    Some(Guest {
+        vmid: r.vmid?,
+        kind: r.guest_kind()?,
+        node: r.node.clone().unwrap_or_default(),
+        name: r.name.clone().unwrap_or_default(),
+        status: r.status.clone().unwrap_or_else(|| "unknown".into()),
+        cpu: r.cpu,
+        maxcpu: r.maxcpu,
+        mem: r.mem,
+        maxmem: r.maxmem,
+        disk: r.disk,
+        maxdisk: r.maxdisk,
+        uptime: r.uptime,
+        template: r.template,
+        tags: r.tag_list(),
+        lock: r.lock.clone(),
+        managed: tracked.is_some_and(|d| d.origin != Origin::Imported),
+        deployment: tracked.map(|d| Tracked {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            origin: d.origin,
+            status: d.status,
+        }),
+    })
+}
+
+/// Every node and guest of the cluster, each guest with its proxdeck entry.
+pub async fn resources(engine: &Engine) -> Result<ClusterView, SyncError> {
+    let client = client(engine)?;
+    let (nodes, guests) = tokio::try_join!(client.nodes(), client.guests())?;
+    let list = engine.db.call(|s| s.list()).await?;
+    let known = by_vmid(&list);
+    let mut guests: Vec<Guest> = guests
+        .iter()
+        .filter_map(|r| guest_of(r, r.vmid.and_then(|v| known.get(&v).copied())))
+        .collect();
+    guests.sort_by_key(|g| g.vmid);
+    let mut nodes = nodes;
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(ClusterView { nodes, guests })
+}
+
+/// A guest's status as a deployment status, when it is a settled one.
+fn status_of(guest_status: &str) -> Option<Status> {
+    match guest_status {
+        "running" => Some(Status::Running),
+        "stopped" => Some(Status::Stopped),
+        _ => None,
+    }
+}
+
+/// A name for an imported guest: its Proxmox name if it is a usable one, else `guest-VMID`.
+fn import_name(r: &Resource, vmid: u32) -> String {
+    let name = r.name.as_deref().unwrap_or("").trim().to_ascii_lowercase();
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !name.starts_with('-');
+    if ok { name } else { format!("guest-{vmid}") }
+}
+
+fn size_of(r: &Resource) -> (u32, u32, u32) {
+    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    (
+        clamp(r.maxcpu.max(1)),
+        clamp(r.maxmem / MIB),
+        clamp(r.maxdisk.div_ceil(GIB)),
+    )
+}
+
+/// What sync would change, from the cluster's guests and the store's entries. Pure: the
+/// tests drive it with made-up lists.
+pub fn plan(
+    guests: &[Resource],
+    list: &[Deployment],
+    can_see_all: bool,
+    now: i64,
+) -> (SyncChanges, SyncReport) {
+    let known = by_vmid(list);
+    let mut changes = SyncChanges {
+        at: now,
+        ..SyncChanges::default()
+    };
+    let mut report = SyncReport {
+        guests: guests.len(),
+        ..SyncReport::default()
+    };
+    let mut present = std::collections::HashSet::new();
+    for r in guests {
+        let (Some(vmid), Some(kind)) = (r.vmid, r.guest_kind()) else {
+            continue;
+        };
+        present.insert(vmid);
+        if r.template {
+            report.templates_skipped += 1;
+            continue;
+        }
+        let node = r.node.clone().unwrap_or_default();
+        let status = r.status.as_deref().and_then(status_of);
+        match known.get(&vmid) {
+            None => {
+                let (cores, memory_mib, disk_gib) = size_of(r);
+                let d = Deployment {
+                    id: super::pipeline::new_id(),
+                    name: import_name(r, vmid),
+                    guest_type: kind.into(),
+                    cores,
+                    memory_mib,
+                    disk_gib,
+                    node: Some(node.clone()),
+                    vmid: Some(vmid),
+                    // A guest on an offline node shows "unknown": recorded as STOPPED until
+                    // a sync sees it running.
+                    status: status.unwrap_or(Status::Stopped),
+                    stage: None,
+                    origin: Origin::Imported,
+                    created_at: now,
+                    updated_at: now,
+                    ..Deployment::default()
+                };
+                report.imported.push(SyncEntry {
+                    id: d.id.clone(),
+                    name: d.name.clone(),
+                    vmid: Some(vmid),
+                    node: Some(node),
+                    changes: vec![format!("imported as {}", d.status)],
+                });
+                changes.imports.push(d);
+            }
+            Some(d) => {
+                let mut update = GuestUpdate {
+                    id: d.id.clone(),
+                    ..GuestUpdate::default()
+                };
+                let mut what = Vec::new();
+                if !node.is_empty() && d.node.as_deref() != Some(node.as_str()) {
+                    what.push(format!(
+                        "node {} → {node}",
+                        d.node.as_deref().unwrap_or("-")
+                    ));
+                    update.node = Some(node.clone());
+                }
+                if let Some(s) = status
+                    && s != d.status
+                    && matches!(d.status, Status::Running | Status::Stopped)
+                {
+                    what.push(format!("{} → {s}", d.status));
+                    update.status = Some(s);
+                }
+                if d.origin == Origin::Imported {
+                    let size = size_of(r);
+                    if size != (d.cores, d.memory_mib, d.disk_gib) {
+                        what.push(format!(
+                            "size {}c/{}MiB/{}GiB → {}c/{}MiB/{}GiB",
+                            d.cores, d.memory_mib, d.disk_gib, size.0, size.1, size.2
+                        ));
+                        update.resources = Some(size);
+                    }
+                }
+                if d.missing_since.is_some() {
+                    changes.returned.push(d.id.clone());
+                    report.returned.push(SyncEntry {
+                        id: d.id.clone(),
+                        name: d.name.clone(),
+                        vmid: Some(vmid),
+                        node: Some(node.clone()),
+                        changes: vec!["back on the cluster".into()],
+                    });
+                }
+                if what.is_empty() {
+                    if d.missing_since.is_none() {
+                        report.unchanged += 1;
+                    }
+                } else {
+                    report.updated.push(SyncEntry {
+                        id: d.id.clone(),
+                        name: d.name.clone(),
+                        vmid: Some(vmid),
+                        node: Some(node),
+                        changes: what,
+                    });
+                    changes.updates.push(update);
+                }
+            }
+        }
+    }
+    for d in list {
+        let Some(vmid) = d.vmid else { continue };
+        if d.status == Status::Deleted || present.contains(&vmid) || d.missing_since.is_some() {
+            continue;
+        }
+        // A PENDING or in-flight deployment may not have its guest yet.
+        let settled = d.origin == Origin::Imported
+            || matches!(d.status, Status::Running | Status::Stopped | Status::Failed);
+        if !settled {
+            continue;
+        }
+        if !can_see_all {
+            continue;
+        }
+        changes.missing.push(d.id.clone());
+        report.missing.push(SyncEntry {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            vmid: Some(vmid),
+            node: d.node.clone(),
+            changes: vec!["guest not on the cluster".into()],
+        });
+    }
+    if !can_see_all {
+        report.warnings.push(
+            "the credentials lack VM.Audit on /vms, so some guests may be invisible: nothing was marked missing".into(),
+        );
+    }
+    (changes, report)
+}
+
+/// Imports, updates and marks missing as described in the module docs.
+pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
+    let client = client(engine)?;
+    let perms = client.permissions().await?;
+    if perms.is_empty() {
+        let identity = client.identity();
+        let token = identity
+            .strip_prefix("API token ")
+            .unwrap_or("USER@REALM!TOKEN")
+            .to_string();
+        return Err(SyncError::SeesNothing { identity, token });
+    }
+    let can_see_all = perms.holds("/vms", "VM.Audit");
+    let guests = client.guests().await?;
+    let list = engine.db.call(|s| s.list()).await?;
+    let (changes, mut report) = plan(&guests, &list, can_see_all, now_ms());
+    let planned = changes.imports.len();
+    let imported = engine.db.call(move |s| s.apply_sync(&changes)).await?;
+    // Another sync may have imported some of these meanwhile; report what this one did, with
+    // the names as recorded.
+    report.imported = imported
+        .iter()
+        .map(|d| SyncEntry {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            vmid: d.vmid,
+            node: d.node.clone(),
+            changes: vec![format!("imported as {}", d.status)],
+        })
+        .collect();
+    if imported.len() < planned {
+        report.warnings.push(format!(
+            "{} guests were imported by another proxdeck meanwhile",
+            planned - imported.len()
+        ));
+    }
+    engine.audit(
+        "sync",
+        &DeploymentId(String::new()),
+        serde_json::json!({
+            "imported": report.imported.len(),
+            "updated": report.updated.len(),
+            "missing": report.missing.len(),
+            "returned": report.returned.len(),
+            "guests": report.guests,
+        }),
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(vmid: u32, kind: &str, node: &str, status: &str) -> Resource {
+        Resource {
+            id: format!("{kind}/{vmid}"),
+            kind: kind.into(),
+            node: Some(node.into()),
+            vmid: Some(vmid),
+            name: Some(format!("g{vmid}")),
+            status: Some(status.into()),
+            maxcpu: 2,
+            maxmem: 1024 * MIB,
+            maxdisk: 8 * GIB,
+            ..Resource::default()
+        }
+    }
+
+    fn entry(id: &str, vmid: u32, origin: Origin, status: Status) -> Deployment {
+        Deployment {
+            id: DeploymentId(id.into()),
+            name: id.into(),
+            vmid: Some(vmid),
+            node: Some("pve1".into()),
+            origin,
+            status,
+            cores: 2,
+            memory_mib: 1024,
+            disk_gib: 8,
+            ..Deployment::default()
+        }
+    }
+
+    #[test]
+    fn unknown_guests_are_imported_known_ones_updated_gone_ones_missing() {
+        let guests = [
+            guest(100, "lxc", "pve1", "running"),
+            guest(101, "qemu", "pve2", "stopped"),
+            guest(102, "lxc", "pve1", "running"),
+            Resource {
+                template: true,
+                ..guest(9000, "qemu", "pve1", "stopped")
+            },
+        ];
+        let list = [
+            entry("aaa", 101, Origin::Terraform, Status::Running),
+            entry("bbb", 102, Origin::Imported, Status::Running),
+            entry("ccc", 103, Origin::Imported, Status::Stopped),
+            entry("ddd", 104, Origin::Terraform, Status::Provisioning),
+        ];
+        let (changes, report) = plan(&guests, &list, true, 7);
+        assert_eq!(changes.imports.len(), 1);
+        assert_eq!(changes.imports[0].vmid, Some(100));
+        assert_eq!(changes.imports[0].origin, Origin::Imported);
+        assert_eq!(changes.imports[0].status, Status::Running);
+        assert_eq!(changes.updates.len(), 1);
+        assert_eq!(changes.updates[0].node.as_deref(), Some("pve2"));
+        assert_eq!(changes.updates[0].status, Some(Status::Stopped));
+        assert_eq!(changes.missing, [DeploymentId("ccc".into())]);
+        assert_eq!(report.unchanged, 1);
+        assert_eq!(report.templates_skipped, 1);
+        // A partial view marks nothing missing.
+        let (changes, report) = plan(&guests, &list, false, 7);
+        assert!(changes.missing.is_empty());
+        assert_eq!(report.warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_returning_guest_is_unmarked() {
+        let mut d = entry("aaa", 100, Origin::Imported, Status::Running);
+        d.missing_since = Some(1);
+        let (changes, report) = plan(&[guest(100, "lxc", "pve1", "running")], &[d], true, 7);
+        assert_eq!(changes.returned.len(), 1);
+        assert_eq!(report.returned.len(), 1);
+        assert!(changes.updates.is_empty());
+    }
+
+    #[test]
+    fn odd_names_become_guest_vmid() {
+        let mut r = guest(100, "qemu", "pve1", "running");
+        r.name = Some("My VM!".into());
+        assert_eq!(import_name(&r, 100), "guest-100");
+        r.name = Some("Web-1".into());
+        assert_eq!(import_name(&r, 100), "web-1");
+    }
+}
