@@ -78,6 +78,9 @@ pub enum Command {
     /// Check the config, Proxmox (TLS, credentials, privileges, node, storage, bridge,
     /// template), terraform, git and the data dir.
     Doctor(JsonArgs),
+    /// Statistics: totals, success rate, deployments per day, time per stage, per framework
+    /// (guests imported by sync are not deployments and are not counted).
+    Stats(JsonArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -549,6 +552,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sync(a) => cluster::sync_command(&cli, a.json).await,
         Command::Forget(a) => cluster::forget(&cli, &a.id, a.json).await,
         Command::Doctor(a) => cluster::doctor(&cli, a.json).await,
+        Command::Stats(a) => stats_command(&cli, a.json).await,
         Command::SshKey => {
             let dir = data_dir(&cli).join("keys");
             let keys = ssh::ensure_key(&dir).map_err(|e| CliError::failed(e.to_string()))?;
@@ -937,4 +941,68 @@ fn config_command(cli: &Cli, c: &ConfigCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// `proxdeck stats [--json]`: the same numbers as the TUI's statistics screen.
+async fn stats_command(cli: &Cli, json: bool) -> Result<(), CliError> {
+    const DAYS: u32 = 14;
+    let engine = open_engine(cli)?;
+    let offset = chrono::Local::now().offset().local_minus_utc();
+    let stats = engine
+        .db
+        .call(move |s| s.statistics(crate::store::now_ms(), DAYS, offset))
+        .await?;
+    if json {
+        return print_json(&stats);
+    }
+    let rate = stats
+        .success_rate
+        .map_or_else(|| "-".to_string(), |r| format!("{:.0}%", r * 100.0));
+    println!(
+        "deployments {}  active {}  in flight {}  succeeded {}  failed {}  success rate {rate}",
+        stats.total, stats.active, stats.in_flight, stats.succeeded, stats.failed
+    );
+    println!("\nper day (last {DAYS})");
+    let most = stats.per_day.iter().map(|d| d.deployments).max().unwrap_or(0).max(1);
+    for d in &stats.per_day {
+        let bar = "#".repeat(((d.deployments * 40) / most) as usize);
+        let failed = if d.failed > 0 {
+            format!(" ({} failed)", d.failed)
+        } else {
+            String::new()
+        };
+        println!("  {}  {:>4} {bar}{failed}", d.day, d.deployments);
+    }
+    if !stats.stages.is_empty() {
+        println!("\ntime per stage         runs      mean    median       max");
+        for t in &stats.stages {
+            println!(
+                "  {:<18} {:>6} {:>9} {:>9} {:>9}",
+                t.stage.as_str(),
+                t.runs,
+                seconds(t.mean_ms),
+                seconds(t.median_ms),
+                seconds(t.max_ms)
+            );
+        }
+    }
+    if !stats.frameworks.is_empty() {
+        println!("\nframework     deployments  active  succeeded  failed  mean time to RUNNING");
+        for f in &stats.frameworks {
+            println!(
+                "  {:<12} {:>11} {:>7} {:>10} {:>7}  {}",
+                f.framework,
+                f.deployments,
+                f.active,
+                f.succeeded,
+                f.failed,
+                f.mean_deploy_ms.map_or_else(|| "-".to_string(), seconds)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
 }

@@ -13,6 +13,7 @@ pub mod process;
 pub mod provision;
 pub mod proxmox;
 pub mod report;
+pub mod serve;
 pub mod ssh;
 pub mod sync;
 pub mod terraform;
@@ -20,13 +21,10 @@ pub mod workspace;
 
 use crate::config::Config;
 use crate::domain::DeploymentId;
-use crate::protocol::{EngineEvent, Request};
 use crate::store::{Db, Store, StoreError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The layout of the data dir.
 #[derive(Debug, Clone)]
@@ -103,57 +101,6 @@ impl Engine {
             .and_then(|mut f| writeln!(f, "{entry}"));
         if let Err(e) = written {
             tracing::warn!("cannot write the audit log: {e}");
-        }
-    }
-
-    /// Serves a UI: answers its requests and sends a fresh snapshot of the deployments
-    /// whenever the store changed (in this process or another one). Stops on
-    /// `Request::Shutdown` or when either channel closes.
-    pub async fn serve(
-        &self,
-        mut requests: mpsc::UnboundedReceiver<Request>,
-        events: std::sync::mpsc::Sender<EngineEvent>,
-    ) {
-        // A separate connection: `data_version` only moves for commits by *other* connections,
-        // which is every writer, since the watcher itself never writes.
-        let watcher = match Store::open(&self.paths.database()) {
-            Ok(s) => Db::new(s),
-            Err(e) => {
-                let _ = events.send(EngineEvent::Error(e.to_string()));
-                return;
-            }
-        };
-        let mut last_version = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            let force = tokio::select! {
-                req = requests.recv() => match req {
-                    None | Some(Request::Shutdown) => return,
-                    Some(Request::RefreshDeployments) => true,
-                },
-                _ = tick.tick() => false,
-            };
-            let snapshot = watcher
-                .call(move |s| {
-                    let v = s.data_version()?;
-                    if !force && last_version == Some(v) {
-                        return Ok((v, None));
-                    }
-                    Ok((v, Some(s.list()?)))
-                })
-                .await;
-            let event = match snapshot {
-                Ok((v, list)) => {
-                    last_version = Some(v);
-                    list.map(EngineEvent::Deployments)
-                }
-                Err(e) => Some(EngineEvent::Error(format!("reading the store: {e}"))),
-            };
-            if let Some(event) = event
-                && events.send(event).is_err()
-            {
-                return;
-            }
         }
     }
 }

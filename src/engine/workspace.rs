@@ -6,10 +6,10 @@
 //! guest ([`LxcVars`] or [`VmVars`], chosen by guest type) from the config and the deployment
 //! record, and writes the files. It runs no terraform and talks to nobody.
 //!
-//! The template sees only structural choices ([`RenderFlags`]: `static_ip`, `vlan`, `vm_id`),
-//! never a user value: values travel as Terraform variables in JSON, so nothing a user typed is
-//! ever spliced into HCL text. Credentials are in none of the files; they reach terraform
-//! through its environment (see `terraform`).
+//! The template sees only structural choices ([`RenderFlags`]: `static_ip`, `vlan`, `vm_id`,
+//! `full_clone`), never a user value: values travel as Terraform variables in JSON, so nothing
+//! a user typed is ever spliced into HCL text. Credentials are in none of the files; they reach
+//! terraform through its environment (see `terraform`).
 
 use crate::config::{BackendConfig, Config};
 use crate::domain::{Deployment, GuestType};
@@ -58,6 +58,9 @@ pub struct RenderFlags {
     pub vlan: bool,
     /// proxdeck chose the vmid (else Proxmox picks the next free one).
     pub vm_id: bool,
+    /// VMs: a full clone, which can land on another datastore than the template's (a linked
+    /// clone cannot). Always false for containers.
+    pub full_clone: bool,
 }
 
 /// Every value of an LXC deployment, written to `terraform.tfvars.json`.
@@ -92,6 +95,7 @@ impl LxcVars {
             static_ip: self.ipv4_address != "dhcp",
             vlan: self.vlan_id.is_some(),
             vm_id: self.vm_id.is_some(),
+            full_clone: false,
         }
     }
 }
@@ -136,6 +140,7 @@ impl VmVars {
             static_ip: self.ipv4_address != "dhcp",
             vlan: self.vlan_id.is_some(),
             vm_id: self.vm_id.is_some(),
+            full_clone: self.full_clone,
         }
     }
 }
@@ -533,7 +538,8 @@ mod tests {
             RenderFlags {
                 static_ip: true,
                 vlan: true,
-                vm_id: true
+                vm_id: true,
+                full_clone: false,
             }
         );
 

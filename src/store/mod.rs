@@ -9,6 +9,7 @@
 //! blocking thread, never on the async workers.
 
 mod migrations;
+pub mod stats;
 
 use crate::domain::{Deployment, DeploymentId, GuestType, IllegalTransition, Stage, Status};
 use crate::protocol::{LogLine, LogStream};
@@ -109,7 +110,8 @@ impl Store {
     }
 
     fn init(conn: Connection) -> Result<Store> {
-        conn.busy_timeout(Duration::from_secs(10))?;
+        // Writers wait for each other: several proxdeck processes may share one data dir.
+        conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -290,7 +292,9 @@ impl Store {
     /// Records the stage a deployment has reached (for the dashboard and stage timings).
     pub fn set_stage(&mut self, id: &DeploymentId, stage: Stage) -> Result<()> {
         let at = now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE deployments SET stage = ?2, updated_at = ?3 WHERE id = ?1",
             params![id.0, stage.as_str(), at],
@@ -359,7 +363,9 @@ impl Store {
 
     /// Appends lines to a deployment's log in one transaction.
     pub fn append_logs(&mut self, id: &DeploymentId, lines: &[LogLine]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO log_lines (deployment_id, at, stream, stage, line) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1262,5 +1268,142 @@ mod tests {
         a.insert_deployment(&sample("abc123", "shop")).unwrap();
         assert_ne!(b.data_version().unwrap(), v0);
         assert_eq!(b.list().unwrap().len(), 1);
+    }
+}
+
+/// Paging through a long log for viewers that keep only a window of it (the TUI's log pane):
+/// the tail, the lines before a point, and a search. Lines come oldest first with their
+/// sequence numbers, like [`Store::logs`].
+impl Store {
+    /// Moves whenever a deployment is added, changed, forgotten or marked missing: a watcher
+    /// compares it before reading the whole list again (log lines alone leave it as it is).
+    pub fn deployments_marker(&self) -> Result<(i64, i64, i64)> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), COALESCE(max(updated_at), 0), count(missing_since) FROM deployments",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?)
+    }
+
+    /// The last `limit` lines of a deployment's log.
+    pub fn logs_tail(&self, id: &DeploymentId, limit: usize) -> Result<Vec<(i64, LogLine)>> {
+        self.logs_before(id, i64::MAX, limit)
+    }
+
+    /// Up to `limit` lines just before sequence number `before`.
+    pub fn logs_before(
+        &self,
+        id: &DeploymentId,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, LogLine)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, at, stream, stage, line FROM log_lines WHERE deployment_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let mut rows = stmt
+            .query_map(params![id.0, before, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    LogLine {
+                        at: r.get(1)?,
+                        stream: LogStream::parse(&r.get::<_, String>(2)?),
+                        stage: r.get::<_, Option<String>>(3)?.and_then(|s| s.parse().ok()),
+                        text: r.get(4)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The sequence number of the first line after `from` (`forward`), or the last one before
+    /// it, whose text contains `query` (ASCII case-insensitively).
+    pub fn find_log(
+        &self,
+        id: &DeploymentId,
+        query: &str,
+        from: i64,
+        forward: bool,
+    ) -> Result<Option<i64>> {
+        let sql = if forward {
+            "SELECT seq FROM log_lines WHERE deployment_id = ?1 AND seq > ?2 \
+             AND instr(lower(line), lower(?3)) > 0 ORDER BY seq LIMIT 1"
+        } else {
+            "SELECT seq FROM log_lines WHERE deployment_id = ?1 AND seq < ?2 \
+             AND instr(lower(line), lower(?3)) > 0 ORDER BY seq DESC LIMIT 1"
+        };
+        Ok(self
+            .conn
+            .query_row(sql, params![id.0, from, query], |r| r.get(0))
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod log_window_tests {
+    use super::*;
+
+    #[test]
+    fn tail_before_and_find() {
+        let mut s = Store::open_in_memory().unwrap();
+        for id in ["aaa111", "bbb222"] {
+            s.insert_deployment(&Deployment {
+                id: DeploymentId(id.into()),
+                name: id.into(),
+                ..Deployment::default()
+            })
+            .unwrap();
+        }
+        let (a, b) = (DeploymentId("aaa111".into()), DeploymentId("bbb222".into()));
+        let line = |i: usize| LogLine {
+            at: i as i64,
+            stream: LogStream::Stdout,
+            stage: Some(Stage::Provision),
+            text: format!(
+                "line {i} {}",
+                if i.is_multiple_of(10) {
+                    "Needle"
+                } else {
+                    "hay"
+                }
+            ),
+        };
+        for i in 0..50 {
+            // Interleaved with another deployment's lines: sequence numbers have gaps.
+            s.append_logs(&a, &[line(i)]).unwrap();
+            s.append_logs(&b, &[line(1000 + i)]).unwrap();
+        }
+        let tail = s.logs_tail(&a, 5).unwrap();
+        let texts: Vec<&str> = tail.iter().map(|(_, l)| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "line 45 hay",
+                "line 46 hay",
+                "line 47 hay",
+                "line 48 hay",
+                "line 49 hay"
+            ]
+        );
+        let before = s.logs_before(&a, tail[0].0, 3).unwrap();
+        assert_eq!(before.len(), 3);
+        assert_eq!(before[2].1.text, "line 44 hay");
+        assert!(before.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(
+            s.logs_tail(&DeploymentId("none".into()), 5).unwrap(),
+            vec![]
+        );
+
+        let first = s.find_log(&a, "needle", 0, true).unwrap().unwrap();
+        let all = s.logs(&a, 0, 100).unwrap();
+        let text_of = |seq: i64| all.iter().find(|(q, _)| *q == seq).unwrap().1.text.clone();
+        assert_eq!(text_of(first), "line 0 Needle");
+        let next = s.find_log(&a, "NEEDLE", first, true).unwrap().unwrap();
+        assert_eq!(text_of(next), "line 10 Needle");
+        let back = s.find_log(&a, "needle", tail[4].0, false).unwrap().unwrap();
+        assert_eq!(text_of(back), "line 40 Needle");
+        assert_eq!(s.find_log(&a, "needle", back, true).unwrap(), None);
+        assert_eq!(s.find_log(&a, "absent", 0, true).unwrap(), None);
     }
 }

@@ -11,9 +11,15 @@
 //!   is not joined: it blocks on the engine's channel and ends when the engine drops it.
 //!
 //! After an event, the loop drains everything already queued, then draws once if the state is
-//! dirty, at most once per [`FRAME`]. Ticks (ages in the table move) come from the inbox timeout,
-//! not from a thread. `ratatui::try_init` installs the panic hook that restores the terminal;
-//! `run` restores it on every other way out and always sends `Request::Shutdown`.
+//! dirty, at most once per [`FRAME`]. Ticks (ages in the table move, spinners turn) come from the
+//! inbox timeout, not from a thread: every [`TICK`], or every [`FAST_TICK`] while something
+//! animates. `ratatui::try_init` installs the panic hook that restores the terminal (wrapped here
+//! to release the mouse too); `run` restores it on every other way out and always sends
+//! `Request::Shutdown`.
+//!
+//! Terminal hand-overs (an interactive SSH session with `s`, Ctrl-Z) pause the input thread
+//! first, so it does not steal the keys meant for `ssh` or the shell, restore the terminal, run
+//! or stop, then take the terminal back and redraw everything.
 
 pub mod app;
 pub mod keys;
@@ -23,8 +29,9 @@ pub mod widgets;
 
 pub use app::App;
 
-use crate::protocol::{EngineEvent, Request};
+use crate::protocol::{EngineEvent, Request, ShellCommand};
 use anyhow::Context;
+use app::Effect;
 use ratatui::DefaultTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +45,13 @@ use theme::Theme;
 const FRAME: Duration = Duration::from_millis(16);
 /// How often the clock moves the ages in the table.
 const TICK: Duration = Duration::from_secs(1);
+/// How often spinners turn while something is in flight.
+const FAST_TICK: Duration = Duration::from_millis(250);
+/// How long until the next tick: spinners turn faster than ages change.
+pub fn tick_interval(animating: bool) -> Duration {
+    if animating { FAST_TICK } else { TICK }
+}
+
 /// How long the input thread waits for a key before checking whether it should stop; bounds
 /// the delay between quitting and the terminal being restored.
 const INPUT_POLL: Duration = Duration::from_millis(50);
@@ -67,10 +81,12 @@ pub fn run(
     events: mpsc::Receiver<EngineEvent>,
 ) -> anyhow::Result<()> {
     let theme = Theme::from_env();
+    let offset = chrono::Local::now().offset().local_minus_utc();
+    let app = App::new(theme).with_utc_offset(offset);
     let (tx, inbox) = mpsc::channel();
     let result = spawn_engine_forwarder(events, tx.clone())
         .context("could not start the UI's engine-event thread")
-        .and_then(|_detached| with_terminal(tx, &inbox, &requests, App::new(theme)));
+        .and_then(|_detached| with_terminal(tx, &inbox, &requests, app));
     // Best effort: the engine may already be gone, which is what Shutdown asks for anyway.
     let _ = requests.send(Request::Shutdown);
     result
@@ -90,16 +106,19 @@ fn with_terminal(
             return Err(err).context("could not set up the terminal (is this an interactive one?)");
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let result = spawn_input_reader(tx, Arc::clone(&stop))
+    release_mouse_on_panic();
+    capture_mouse(true);
+    let input = InputControl::default();
+    let result = spawn_input_reader(tx, input.clone())
         .context("could not start the UI's input thread")
-        .and_then(|input| {
-            let result = event_loop(&mut terminal, inbox, requests, &mut app);
-            stop.store(true, Ordering::Relaxed);
+        .and_then(|reader| {
+            let result = event_loop(&mut terminal, inbox, requests, &mut app, &input);
+            input.stop.store(true, Ordering::Relaxed);
             // A panic in the input thread has already been reported by the panic hook.
-            let _ = input.join();
+            let _ = reader.join();
             result
         });
+    capture_mouse(false);
     ratatui::restore();
     result
 }
@@ -109,6 +128,7 @@ fn event_loop(
     inbox: &Receiver<Inbox>,
     requests: &tokio::sync::mpsc::UnboundedSender<Request>,
     app: &mut App,
+    input: &InputControl,
 ) -> anyhow::Result<()> {
     let mut next_tick = Instant::now() + TICK;
     let mut last_draw: Option<Instant> = None;
@@ -119,6 +139,19 @@ fn event_loop(
                 break;
             }
         }
+        for effect in app.take_effects() {
+            match effect {
+                Effect::Shell(cmd) => {
+                    let result = hand_over(terminal, input, || run_shell(&cmd));
+                    app.shell_finished(&cmd, result);
+                }
+                Effect::Suspend => {
+                    hand_over(terminal, input, suspend);
+                    app.redraw();
+                }
+            }
+            last_draw = None;
+        }
         if app.should_quit() {
             return Ok(());
         }
@@ -126,9 +159,18 @@ fn event_loop(
         let now = Instant::now();
         let next_frame = last_draw.map_or(now, |at| at + FRAME);
         if app.is_dirty() && now >= next_frame {
-            terminal
-                .draw(|frame| app.render(frame, unix_millis()))
-                .context("could not draw the screen")?;
+            // One frame, one update: terminals that know synchronized output (and tmux) show it
+            // whole, without tearing over slow links; others ignore the markers.
+            let _ = crossterm::execute!(
+                std::io::stdout(),
+                crossterm::terminal::BeginSynchronizedUpdate
+            );
+            let drawn = terminal.draw(|frame| app.render(frame, unix_millis()));
+            let _ = crossterm::execute!(
+                std::io::stdout(),
+                crossterm::terminal::EndSynchronizedUpdate
+            );
+            drawn.context("could not draw the screen")?;
             last_draw = Some(now);
         }
 
@@ -151,9 +193,67 @@ fn event_loop(
         }
         if Instant::now() >= next_tick {
             app.on_ui_event(UiEvent::Tick);
-            next_tick = Instant::now() + TICK;
+            next_tick = Instant::now() + tick_interval(app.animating());
         }
     }
+}
+
+/// Gives the terminal to `work` (an SSH session, a suspended process) and takes it back: the
+/// input thread is paused so it reads no key meant for someone else, the screen is restored
+/// to the shell's, and afterwards raw mode, the alternate screen and the mouse come back and
+/// everything is drawn again.
+fn hand_over<T>(
+    terminal: &mut DefaultTerminal,
+    input: &InputControl,
+    work: impl FnOnce() -> T,
+) -> T {
+    input.pause();
+    capture_mouse(false);
+    ratatui::restore();
+    let result = work();
+    let _ = crossterm::terminal::enable_raw_mode();
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen);
+    capture_mouse(true);
+    let _ = terminal.clear();
+    input.resume();
+    result
+}
+
+/// Runs the SSH session on this terminal until it ends; its exit status.
+fn run_shell(cmd: &ShellCommand) -> Result<i32, String> {
+    println!(
+        "proxdeck: ssh to {} ({}); exit the shell to return.",
+        cmd.name, cmd.target
+    );
+    std::process::Command::new(&cmd.program)
+        .args(&cmd.args)
+        .status()
+        .map(|s| s.code().unwrap_or(-1))
+        .map_err(|e| format!("{}: {e}", cmd.program))
+}
+
+/// Stops this process (as the shell's Ctrl-Z would) until it is continued.
+fn suspend() {
+    // SIGTSTP stops the process group's foreground job; `fg` continues it right here.
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTSTP);
+}
+
+fn capture_mouse(on: bool) {
+    use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
+    let _ = if on {
+        crossterm::execute!(std::io::stdout(), EnableMouseCapture)
+    } else {
+        crossterm::execute!(std::io::stdout(), DisableMouseCapture)
+    };
+}
+
+/// ratatui's panic hook restores the screen; the mouse must be released before it.
+fn release_mouse_on_panic() {
+    let restore = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        capture_mouse(false);
+        restore(info);
+    }));
 }
 
 fn handle(app: &mut App, event: Inbox) -> anyhow::Result<()> {
@@ -182,12 +282,45 @@ fn spawn_engine_forwarder(
         })
 }
 
-fn spawn_input_reader(tx: Sender<Inbox>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+/// Tells the input thread to stop, or to leave the terminal alone for a while.
+#[derive(Clone, Default)]
+struct InputControl {
+    stop: Arc<AtomicBool>,
+    /// Asked to pause.
+    pause: Arc<AtomicBool>,
+    /// The thread has seen `pause` and is not reading.
+    idle: Arc<AtomicBool>,
+}
+
+impl InputControl {
+    /// Returns once the input thread no longer reads the terminal (bounded: a poll lasts at
+    /// most `INPUT_POLL`).
+    fn pause(&self) {
+        self.pause.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + INPUT_POLL * 10;
+        while !self.idle.load(Ordering::SeqCst) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn resume(&self) {
+        self.idle.store(false, Ordering::SeqCst);
+        self.pause.store(false, Ordering::SeqCst);
+    }
+}
+
+fn spawn_input_reader(tx: Sender<Inbox>, control: InputControl) -> std::io::Result<JoinHandle<()>> {
     use crossterm::event;
     thread::Builder::new()
         .name("tui-input".into())
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !control.stop.load(Ordering::Relaxed) {
+                if control.pause.load(Ordering::SeqCst) {
+                    control.idle.store(true, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                control.idle.store(false, Ordering::SeqCst);
                 let next = match event::poll(INPUT_POLL) {
                     Ok(false) => continue,
                     Ok(true) => event::read().map(|e| Inbox::Ui(UiEvent::Input(e))),

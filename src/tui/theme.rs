@@ -91,6 +91,77 @@ impl Theme {
     pub fn link(&self) -> Style {
         self.fg(Color::Blue).add_modifier(Modifier::UNDERLINED)
     }
+
+    pub fn ok(&self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    pub fn warning(&self) -> Style {
+        self.fg(Color::Yellow)
+    }
+
+    /// A process's standard error in a log: set apart from its output (the gutter mark `!`
+    /// tells them apart without colours).
+    pub fn stderr(&self) -> Style {
+        self.fg(Color::LightRed)
+    }
+
+    /// proxdeck's own narration in a log.
+    pub fn info(&self) -> Style {
+        self.fg(Color::Cyan)
+    }
+
+    /// The `── stage X ──` separators in a log.
+    pub fn stage_marker(&self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+
+    /// A search match; reversed without colours.
+    pub fn highlight(&self) -> Style {
+        if self.colors {
+            Style::new().fg(Color::Black).bg(Color::Yellow)
+        } else {
+            Style::new().add_modifier(Modifier::REVERSED)
+        }
+    }
+
+    /// The match `n`/`N` moved to.
+    pub fn current_match(&self) -> Style {
+        if self.colors {
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::LightMagenta)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD | Modifier::UNDERLINED)
+        }
+    }
+
+    pub fn gauge(&self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    pub fn spinner(&self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    }
+
+    /// The border of the field that has the keyboard.
+    pub fn focused(&self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+
+    /// Greyed-out suggestions in empty fields.
+    pub fn placeholder(&self) -> Style {
+        self.fg(Color::DarkGray).add_modifier(Modifier::ITALIC)
+    }
+
+    pub fn bar(&self) -> Style {
+        self.fg(Color::Cyan)
+    }
+
+    pub fn bar_failed(&self) -> Style {
+        self.fg(Color::Red)
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +183,17 @@ mod tests {
                 .contains(Modifier::BOLD)
         );
         assert_eq!(plain.error().fg, None);
+        for style in [
+            plain.stderr(),
+            plain.highlight(),
+            plain.current_match(),
+            plain.focused(),
+        ] {
+            assert_eq!((style.fg, style.bg), (None, None));
+        }
+        // Matches stay visible without colours.
+        assert!(plain.highlight().add_modifier.contains(Modifier::REVERSED));
+        assert_ne!(plain.highlight(), plain.current_match());
     }
 
     #[test]

@@ -15,4 +15,5 @@ mod runner;
 mod templates;
 mod terraform_flow;
 mod tui;
+mod tui_deploy;
 mod vm_e2e;

@@ -28,18 +28,22 @@ struct Variant {
     static_ip: bool,
     vlan: bool,
     vm_id: bool,
+    /// VMs only: a full clone (else linked).
+    full_clone: bool,
 }
 
 impl Variant {
     fn all() -> Vec<Variant> {
         let mut out = Vec::new();
         for kind in [GuestType::Lxc, GuestType::Vm] {
-            for bits in 0..8u8 {
+            let combinations = if kind == GuestType::Vm { 16 } else { 8 };
+            for bits in 0..combinations {
                 out.push(Variant {
                     kind,
                     static_ip: bits & 1 != 0,
                     vlan: bits & 2 != 0,
                     vm_id: bits & 4 != 0,
+                    full_clone: bits & 8 != 0,
                 });
             }
         }
@@ -51,6 +55,7 @@ impl Variant {
             static_ip: self.static_ip,
             vlan: self.vlan,
             vm_id: self.vm_id,
+            full_clone: self.full_clone,
         }
     }
 
@@ -61,12 +66,15 @@ impl Variant {
             "[guest]\ndatastore = \"tank-ssd7\"\nbridge = \"vmbr42\"\nswap_mib = 768\n\
              os_template = \"nas9:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"\n\
              os_type = \"devuan\"\n\
-             [vm]\ntemplate_vmid = 9123\ntemplate_node = \"pve-tpl3\"\nclone = \"linked\"\n\
+             [vm]\ntemplate_vmid = 9123\ntemplate_node = \"pve-tpl3\"\n\
              disk_interface = \"sata3\"\nuser = \"deployer7\"\ncpu_type = \"Skylake-Server-v4\"\n\
              cloudinit_datastore = \"ci-store5\"\nagent_timeout_secs = 240\n",
         );
         if self.vlan {
             text = text.replace("swap_mib = 768\n", "swap_mib = 768\nvlan = 3017\n");
+        }
+        if !self.full_clone {
+            text = text.replace("[vm]\n", "[vm]\nclone = \"linked\"\n");
         }
         if self.static_ip {
             text.push_str(
@@ -340,15 +348,21 @@ fn check_vm_structure(v: &Variant, config: &Config, text: &str) {
         assert!(top.contains(&a), "{v:?}: no `{a}`:\n{text}");
     }
     check_common(v, &top, config, text);
-    let has = |needle: &str| text.contains(needle);
+    // Compared with spaces collapsed: `terraform fmt` aligns the `=` of a block.
+    let flat = text
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let has = |needle: &str| flat.contains(needle);
     // The pitfalls: explicit datastores (disk and cloud-init), the template's own disk slot,
     // the template's node for cross-node clones, the agent with wait_for_ip and a timeout.
     for needle in [
         "datastore_id = var.datastore_id",
         "datastore_id = var.cloudinit_datastore_id",
-        "interface    = var.disk_interface",
+        "interface = var.disk_interface",
         "node_name = var.template_node",
-        "full      = var.full_clone",
+        "full = var.full_clone",
         "enabled = true",
         "timeout = var.agent_timeout",
         "wait_for_ip {",
@@ -357,6 +371,14 @@ fn check_vm_structure(v: &Variant, config: &Config, text: &str) {
     ] {
         assert!(has(needle), "{v:?}: no `{needle}`:\n{text}");
     }
+    // A full clone lands on the deployment's datastore (a linked one cannot move).
+    let clone = &flat[flat.find("clone {").unwrap()..];
+    let clone = &clone[..clone.find('}').unwrap()];
+    assert_eq!(
+        clone.contains("datastore_id = var.datastore_id"),
+        v.full_clone,
+        "{v:?}: clone block: {clone}"
+    );
     assert!(
         config.outputs.contains("ipv4_addresses"),
         "{v:?}: no ipv4_addresses output"
@@ -392,12 +414,14 @@ fn workspace_files_fit_together_and_carry_the_backend() {
             static_ip: true,
             vlan: false,
             vm_id: true,
+            full_clone: false,
         },
         Variant {
             kind: GuestType::Vm,
             static_ip: false,
             vlan: true,
             vm_id: true,
+            full_clone: true,
         },
     ] {
         let mut config = v.config();
@@ -461,6 +485,7 @@ fn typical_variants_match_their_golden_files() {
                 static_ip: true,
                 vlan: true,
                 vm_id: true,
+                full_clone: false,
             },
             "lxc-static-vlan",
         ),
@@ -470,6 +495,7 @@ fn typical_variants_match_their_golden_files() {
                 static_ip: false,
                 vlan: false,
                 vm_id: true,
+                full_clone: true,
             },
             "vm-dhcp",
         ),

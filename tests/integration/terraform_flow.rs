@@ -384,3 +384,179 @@ fn render_plan_failed_apply_and_destroy_through_the_binary() {
     let shown = run(vec!["show".into(), gone_name, "--json".into()]);
     assert_eq!(json_of(&shown, "show --json")["status"], "DELETED");
 }
+
+/// The built-in LXC template's variables again, and one slow step (slow only the first time).
+fn slow_template() -> String {
+    let vars_end = FAILING_TEMPLATE
+        .find("resource \"terraform_data\" \"guest\"")
+        .unwrap();
+    format!(
+        "{}{}",
+        &FAILING_TEMPLATE[..vars_end],
+        r#"resource "terraform_data" "first" {
+  provisioner "local-exec" {
+    command = "echo first-done"
+  }
+}
+
+resource "terraform_data" "slow" {
+  depends_on = [terraform_data.first]
+
+  provisioner "local-exec" {
+    command = "if [ -e ../slow.once ]; then echo slow-fast; else touch ../slow.once ../slow.started; sleep 120; fi"
+  }
+}
+
+output "vmid" {
+  value = var.vm_id
+}
+
+output "ipv4" {
+  value = null
+}
+"#
+    )
+}
+
+/// Ctrl-C (SIGINT to proxdeck) during apply: terraform is stopped gracefully, the deployment
+/// is FAILED saying so, the workspace is consistent (state saved, lock released), and
+/// `retry` continues from the state: terraform converges and the run goes on to the next
+/// stages (here it then stops at ssh: there is no guest to log into).
+#[test]
+fn ctrl_c_during_apply_stops_terraform_cleanly_and_retry_continues() {
+    use crate::support::process::ChildGuard;
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::time::Instant;
+    if skip_without(
+        "ctrl_c_during_apply_stops_terraform_cleanly_and_retry_continues",
+        &[Part::Fakepve, Part::Terraform, Part::Git],
+    ) {
+        return;
+    }
+    let work = tempfile::Builder::new()
+        .prefix("proxdeck-ctrlc-")
+        .tempdir()
+        .unwrap();
+    let root = work.path();
+    let templates = root.join("templates");
+    std::fs::create_dir_all(templates.join("lxc")).unwrap();
+    std::fs::write(templates.join("lxc/main.tf.hbs"), slow_template()).unwrap();
+    let pve = FakePve::start(loopback()).expect("start fakepve");
+    let git = GitServer::start(loopback()).expect("start git daemon");
+    let sample = git.add_flask_app("ctrl-c").unwrap();
+    // Nothing listens on the guest's SSH port: the retry stops at ssh, quickly.
+    let closed_port = crate::support::net::free_port_any().unwrap();
+    let config = root.join("config.toml");
+    write_private(
+        &config,
+        &format!(
+            "[proxmox]\nendpoint = \"{url}\"\napi_token = \"{token}\"\nca_file = \"{ca}\"\n\
+             node = \"{NODE}\"\n\n\
+             [guest]\nos_template = \"{OS_TEMPLATE}\"\nvmid_range = \"4300-4399\"\n\
+             ssh_port = {closed_port}\n\n\
+             [network]\npool = \"127.0.0.1/32\"\nprefix = 8\ngateway = \"127.0.0.1\"\n\n\
+             [terraform]\ntemplates_dir = \"{templates}\"\n\n\
+             [timeouts]\nssh_secs = 2\n",
+            url = pve.url(),
+            token = pve.token(),
+            ca = pve.ca_file().display(),
+            templates = templates.display(),
+        ),
+    )
+    .unwrap();
+    let data_dir = root.join("data");
+    let proxdeck = Proxdeck::new(config, data_dir.clone(), root);
+    let name = format!("ctrl-c-{}", random_hex(4));
+    let out_log = root.join("deploy.out");
+    let mut cmd = proxdeck.command([
+        "deploy",
+        "--repo",
+        sample.git_url.as_str(),
+        "--framework",
+        "flask",
+        "--name",
+        name.as_str(),
+    ]);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_log).unwrap());
+    let mut deploy = ChildGuard::spawn("proxdeck deploy", &mut cmd, Some(&root.join("deploy.err")))
+        .expect("start proxdeck deploy");
+    let started = data_dir.join("workspaces/slow.started");
+    let deadline = Instant::now() + LIMIT;
+    while !started.exists() {
+        if let Ok(Some(status)) = deploy.child_mut().try_wait() {
+            panic!(
+                "deploy ended ({status}) before the slow step: {}\n{}",
+                read(&out_log),
+                deploy.log_tail()
+            );
+        }
+        assert!(Instant::now() < deadline, "the slow step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(Pid::from_raw(deploy.id() as i32), Signal::SIGINT).unwrap();
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Some(status) = deploy.child_mut().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(30),
+            "proxdeck did not stop after Ctrl-C: {}",
+            read(&out_log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let printed = read(&out_log);
+    assert_eq!(status.code(), Some(1), "{printed}\n{}", deploy.log_tail());
+    assert!(
+        deploy
+            .log_tail()
+            .contains("cancelling: terraform is asked to stop"),
+        "{}",
+        deploy.log_tail()
+    );
+    assert!(printed.contains("Interrupt received."), "{printed}");
+    let shown = proxdeck
+        .run(&["show", name.as_str(), "--json"], LIMIT)
+        .unwrap();
+    let shown = json_of(&shown, "show --json");
+    assert_eq!(shown["status"], "FAILED", "{shown}");
+    let error = shown["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("terraform-apply: terraform apply was cancelled"),
+        "{error}"
+    );
+    let id = shown["id"].as_str().unwrap().to_string();
+    let ws = data_dir.join("workspaces").join(&id);
+    assert!(!ws.join(".terraform.tfstate.lock.info").exists());
+    let state = read(&ws.join("terraform.tfstate"));
+    assert!(state.contains("\"first\""), "{state}");
+
+    // retry: terraform converges (first kept, slow made again), then the run goes on.
+    let retried = proxdeck.run(&["retry", id.as_str()], LIMIT).unwrap();
+    assert_eq!(retried.status.code(), Some(1), "{}", retried.describe());
+    assert!(
+        retried.stdout.contains("(local-exec): slow-fast"),
+        "{}",
+        retried.describe()
+    );
+    assert!(
+        !retried.stdout.contains("terraform_data.first: Creating"),
+        "{}",
+        retried.describe()
+    );
+    let shown = proxdeck
+        .run(&["show", id.as_str(), "--json"], LIMIT)
+        .unwrap();
+    let shown = json_of(&shown, "show --json");
+    assert_eq!(shown["status"], "FAILED", "{shown}");
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ssh:"),
+        "{shown}"
+    );
+}

@@ -128,9 +128,32 @@ impl AppGuard {
     }
 }
 
+impl AppGuard {
+    /// Removes the system user the recipe made for the app (`pd-<name>`, the app folder's
+    /// name), which the guest keeps after a Terraform destroy: here the guest is this machine.
+    fn remove_app_user(&self) {
+        let Some(name) = self
+            .pid_file
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+        else {
+            return;
+        };
+        let user = proxdeck::engine::provision::app_user(name);
+        let _ = std::process::Command::new("userdel")
+            .arg(&user)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for AppGuard {
     fn drop(&mut self) {
         self.stop();
+        self.remove_app_user();
     }
 }
 

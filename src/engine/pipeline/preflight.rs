@@ -25,8 +25,6 @@ use tokio::sync::{mpsc, watch};
 const MIB: u64 = 1024 * 1024;
 /// Where a vmid is re-reserved when the reserved one turns out to be taken on the cluster:
 /// Proxmox's own range of guest ids.
-const VMID_RANGE: std::ops::RangeInclusive<u32> = 100..=999_999_999;
-
 pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
     check_repo(cx).await?;
     check_proxmox(cx).await
@@ -159,6 +157,21 @@ async fn check_proxmox(cx: &mut Ctx<'_>) -> StageResult<()> {
         problems.push(format!("node {} cannot be checked", cx.node));
     }
 
+    if cx.d.guest_type == crate::domain::GuestType::Vm {
+        match cx.engine.config.vm.template_vmid {
+            Some(vmid) => {
+                let template_node = cx.engine.config.vm.template_node.as_deref();
+                if let Some(p) = checks::vm_template_problem(&client, vmid, template_node).await {
+                    problems.push(p);
+                }
+            }
+            None => problems.push(
+                "VM deployments clone a cloud-init template: set vm.template_vmid in the config"
+                    .to_string(),
+            ),
+        }
+    }
+
     check_vmid(cx, &client, &mut problems).await?;
 
     if let Some(perms) = &perms {
@@ -219,11 +232,12 @@ async fn check_vmid(
     }
     let taken: std::collections::HashSet<u32> = guests.iter().filter_map(|g| g.vmid).collect();
     let id = cx.d.id.clone();
+    let range = cx.engine.config.guest.vmid_range.clone();
     let fresh = cx
         .engine
         .db
         .call(move |s| {
-            let v = s.allocate_vmid(VMID_RANGE, &id, &taken)?;
+            let v = s.allocate_vmid(range, &id, &taken)?;
             s.record_facts(
                 &id,
                 &Facts {

@@ -1,38 +1,99 @@
-//! The dashboard: a header with totals, the deployments table, and one line about the selected
-//! deployment (its URL, or why it failed).
+//! The dashboard: the deployments in flight (spinner, stage, elapsed time), the deployments
+//! table (filter with `/`, sort with `o`/`O`), and a line about the selected deployment (its
+//! URL, or why it failed).
 //!
 //! Owns the selection (kept by `DeploymentId`, so a live update that reorders or inserts rows
-//! does not move it to another deployment) and the table's scroll offset. The list itself
-//! belongs to `App` and is lent for each call. Must not send requests or read the clock: `now`
-//! is passed in, so the same state always draws the same screen.
+//! does not move it to another deployment), the filter, the sort and the table's scroll. The
+//! list itself belongs to `App` and is lent for each call; the filtered, sorted view is an
+//! index list rebuilt only when the list, the filter or the sort changes, and only the visible
+//! rows are built per frame, so thousands of deployments stay cheap. Must not send requests or
+//! read the clock: `now` is passed in, so the same state always draws the same screen.
 
+use super::Ctx;
 use crate::domain::{Deployment, DeploymentId, Status};
 use crate::tui::keys::Action;
-use crate::tui::theme::Theme;
-use crate::tui::widgets::text::wrap;
+use crate::tui::widgets::text::{SPINNER, format_clock, wrap};
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, HighlightSpacing, Paragraph, Row, Table, TableState};
+use tui_input::Input;
 
 const HIGHLIGHT_SYMBOL: &str = "› ";
 const COLUMN_SPACING: u16 = 1;
+/// In-flight deployments listed above the table at most; the rest are counted.
+const MAX_IN_FLIGHT_LINES: usize = 3;
+
+/// What the table is sorted by (`o` cycles, `O` reverses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// Newest first: the engine's order.
+    #[default]
+    Created,
+    Name,
+    Status,
+    Framework,
+    Node,
+    Updated,
+}
+
+impl SortKey {
+    const ALL: [SortKey; 6] = [
+        SortKey::Created,
+        SortKey::Name,
+        SortKey::Status,
+        SortKey::Framework,
+        SortKey::Node,
+        SortKey::Updated,
+    ];
+
+    fn next(self) -> SortKey {
+        let i = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
+        SortKey::ALL[(i + 1) % SortKey::ALL.len()]
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Created => "created",
+            SortKey::Name => "name",
+            SortKey::Status => "status",
+            SortKey::Framework => "framework",
+            SortKey::Node => "node",
+            SortKey::Updated => "updated",
+        }
+    }
+
+    fn compare(self, a: &Deployment, b: &Deployment) -> std::cmp::Ordering {
+        let status_rank = |s: Status| Status::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        match self {
+            SortKey::Created => b.created_at.cmp(&a.created_at),
+            SortKey::Name => a.name.cmp(&b.name),
+            SortKey::Status => status_rank(a.status).cmp(&status_rank(b.status)),
+            SortKey::Framework => a.framework.cmp(&b.framework),
+            SortKey::Node => a.node.cmp(&b.node),
+            SortKey::Updated => b.updated_at.cmp(&a.updated_at),
+        }
+        .then_with(|| b.created_at.cmp(&a.created_at))
+        .then_with(|| a.id.cmp(&b.id))
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct DashboardScreen {
     selected: Option<DeploymentId>,
     offset: usize,
-}
-
-/// What the dashboard draws from, lent by `App` for one frame.
-pub struct DashboardView<'a> {
-    pub deployments: &'a [Deployment],
-    /// False until the engine's first snapshot arrived ("loading" rather than "empty").
-    pub loaded: bool,
-    /// Unix milliseconds, the reference for ages.
-    pub now_ms: i64,
-    pub theme: &'a Theme,
+    filter: Input,
+    /// The filter line has the keyboard.
+    filtering: bool,
+    sort: SortKey,
+    reverse: bool,
+    /// Indices into the list: filtered and sorted.
+    view: Vec<usize>,
+    /// Rows the table showed at the last draw (for paging).
+    page: usize,
+    /// The selection's position in the view, for when the selected deployment vanishes.
+    last_pos: usize,
 }
 
 impl DashboardScreen {
@@ -40,75 +101,241 @@ impl DashboardScreen {
         self.selected.as_ref()
     }
 
+    /// The selected deployment's index in the list.
     pub fn selected_index(&self, list: &[Deployment]) -> Option<usize> {
         let id = self.selected.as_ref()?;
-        list.iter().position(|d| &d.id == id)
+        self.view
+            .iter()
+            .copied()
+            .find(|&i| list.get(i).is_some_and(|d| &d.id == id))
     }
 
-    /// Called after the list was replaced. The selection stays on the same deployment while it
-    /// exists; if it vanished, the cursor stays at the row it was on (clamped), not at the top.
-    pub fn sync(&mut self, previous_index: Option<usize>, list: &[Deployment]) {
-        if list.is_empty() {
+    fn selected_pos(&self, list: &[Deployment]) -> Option<usize> {
+        let id = self.selected.as_ref()?;
+        self.view
+            .iter()
+            .position(|&i| list.get(i).is_some_and(|d| &d.id == id))
+    }
+
+    pub fn is_filtering(&self) -> bool {
+        self.filtering
+    }
+
+    pub fn filter_text(&self) -> &str {
+        self.filter.value()
+    }
+
+    pub fn filter_input(&mut self) -> &mut Input {
+        &mut self.filter
+    }
+
+    pub fn sort(&self) -> (SortKey, bool) {
+        (self.sort, self.reverse)
+    }
+
+    /// How many rows pass the filter.
+    pub fn shown(&self) -> usize {
+        self.view.len()
+    }
+
+    /// Selects a deployment by id (when it is in the view).
+    pub fn select(&mut self, id: &DeploymentId, list: &[Deployment]) -> bool {
+        let found = self
+            .view
+            .iter()
+            .any(|&i| list.get(i).is_some_and(|d| &d.id == id));
+        if found {
+            self.selected = Some(id.clone());
+        }
+        found
+    }
+
+    /// Rebuilds the view after the list, the filter or the sort changed. The selection stays on
+    /// the same deployment while it is shown; if it vanished, the cursor stays at the row it
+    /// was on (clamped), not at the top.
+    pub fn rebuild(&mut self, list: &[Deployment]) {
+        let previous = self.selected_pos(list).or_else(|| {
+            // The selected one may be gone from the list: its old position is unknown, keep
+            // the cursor where the view was.
+            self.selected.as_ref().map(|_| self.last_pos)
+        });
+        let needle = self.filter.value().trim().to_lowercase();
+        let mut view: Vec<usize> = (0..list.len())
+            .filter(|&i| needle.is_empty() || matches_filter(&list[i], &needle))
+            .collect();
+        if self.sort != SortKey::Created || self.reverse {
+            let sort = self.sort;
+            view.sort_by(|&a, &b| sort.compare(&list[a], &list[b]));
+            if self.reverse {
+                view.reverse();
+            }
+        }
+        self.view = view;
+        if self.view.is_empty() {
             self.selected = None;
             return;
         }
         if let Some(id) = &self.selected
-            && list.iter().any(|d| &d.id == id)
+            && self
+                .view
+                .iter()
+                .any(|&i| list.get(i).is_some_and(|d| &d.id == id))
         {
+            self.last_pos = self.selected_pos(list).unwrap_or(0);
             return;
         }
-        let index = previous_index.unwrap_or(0).min(list.len() - 1);
-        self.selected = Some(list[index].id.clone());
+        let pos = previous.unwrap_or(0).min(self.view.len() - 1);
+        self.selected = Some(list[self.view[pos]].id.clone());
+        self.last_pos = pos;
     }
 
-    /// Applies a navigation action; returns whether anything changed.
+    /// Applies a navigation or sort action; returns whether anything changed.
     pub fn handle_action(&mut self, action: Action, list: &[Deployment]) -> bool {
-        let Some(last) = list.len().checked_sub(1) else {
+        match action {
+            Action::Sort => {
+                self.sort = self.sort.next();
+                self.rebuild(list);
+                return true;
+            }
+            Action::SortReverse => {
+                self.reverse = !self.reverse;
+                self.rebuild(list);
+                return true;
+            }
+            _ => {}
+        }
+        let Some(last) = self.view.len().checked_sub(1) else {
             return false;
         };
-        let current = self.selected_index(list);
+        let current = self.selected_pos(list);
+        let page = self.page.max(1);
         let target = match action {
-            Action::SelectNext => current.map_or(0, |i| (i + 1).min(last)),
-            Action::SelectPrev => current.map_or(0, |i| i.saturating_sub(1)),
-            Action::SelectFirst => 0,
-            Action::SelectLast => last,
+            Action::Down => current.map_or(0, |i| (i + 1).min(last)),
+            Action::Up => current.map_or(0, |i| i.saturating_sub(1)),
+            Action::Top => 0,
+            Action::Bottom => last,
+            Action::PageDown => current.map_or(0, |i| (i + page).min(last)),
+            Action::PageUp => current.map_or(0, |i| i.saturating_sub(page)),
             _ => return false,
         };
         if current == Some(target) {
             return false;
         }
-        self.selected = Some(list[target].id.clone());
+        self.selected = Some(list[self.view[target]].id.clone());
+        self.last_pos = target;
         true
     }
 
-    pub fn render(&mut self, frame: &mut Frame, area: Rect, view: &DashboardView) {
-        let selected = self
-            .selected_index(view.deployments)
-            .map(|i| &view.deployments[i]);
-        let detail = selected.map_or_else(Vec::new, |d| detail_lines(d, view, area.width));
+    pub fn start_filter(&mut self) {
+        self.filtering = true;
+    }
+
+    /// Enter: keep the filter, give the keyboard back to the table.
+    pub fn keep_filter(&mut self) {
+        self.filtering = false;
+    }
+
+    /// Esc: drop the filter. Returns whether there was one.
+    pub fn clear_filter(&mut self, list: &[Deployment]) -> bool {
+        let had = self.filtering || !self.filter.value().is_empty();
+        self.filtering = false;
+        if !self.filter.value().is_empty() {
+            self.filter.reset();
+            self.rebuild(list);
+        }
+        had
+    }
+
+    pub fn render(&mut self, frame: &mut Frame, area: Rect, cx: &Ctx) {
+        let list = cx.deployments;
+        let selected = self.selected_index(list).map(|i| &list[i]);
+        let detail = selected.map_or_else(Vec::new, |d| detail_lines(d, cx, area.width));
         let detail_height = u16::try_from(detail.len()).unwrap_or(1).max(1);
-        let [header, table, detail_area] = Layout::vertical([
-            Constraint::Length(1),
+        let in_flight: Vec<&Deployment> = list.iter().filter(|d| d.status.is_in_flight()).collect();
+        let flight_lines = in_flight_lines(&in_flight, cx);
+        // At 24 rows the table keeps at least a few rows: the strip shrinks first.
+        let room = area.height.saturating_sub(detail_height + 6);
+        let flight_height = u16::try_from(flight_lines.len()).unwrap_or(0).min(room);
+        let filter_height = u16::from(self.filtering || !self.filter.value().is_empty());
+        let [flight, filter, table, detail_area] = Layout::vertical([
+            Constraint::Length(flight_height),
+            Constraint::Length(filter_height),
             Constraint::Fill(1),
             Constraint::Length(detail_height),
         ])
         .areas(area);
-        frame.render_widget(header_line(view), header);
-        self.render_table(frame, table, view);
+        frame.render_widget(Paragraph::new(flight_lines), flight);
+        if filter_height > 0 {
+            self.render_filter(frame, filter, cx);
+        }
+        self.render_table(frame, table, cx);
         frame.render_widget(Paragraph::new(detail), detail_area);
     }
 
-    fn render_table(&mut self, frame: &mut Frame, area: Rect, view: &DashboardView) {
-        let theme = view.theme;
+    fn render_filter(&self, frame: &mut Frame, area: Rect, cx: &Ctx) {
+        let theme = cx.theme;
+        let prefix = " / ";
+        let width = usize::from(area.width).saturating_sub(prefix.len() + 16);
+        let scroll = self.filter.visual_scroll(width);
+        let text: String = self
+            .filter
+            .value()
+            .chars()
+            .skip(scroll)
+            .take(width)
+            .collect();
+        let count = format!("  {} of {}", self.view.len(), cx.deployments.len());
+        let style = if self.filtering {
+            theme.focused()
+        } else {
+            theme.hint_key()
+        };
+        frame.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled(prefix, style),
+                Span::raw(text),
+                Span::styled(count, theme.muted()),
+            ])),
+            area,
+        );
+        if self.filtering {
+            let x = area.x
+                + u16::try_from(prefix.len() + self.filter.visual_cursor().saturating_sub(scroll))
+                    .unwrap_or(0);
+            frame.set_cursor_position(Position::new(x.min(area.right().saturating_sub(1)), area.y));
+        }
+    }
+
+    fn render_table(&mut self, frame: &mut Frame, area: Rect, cx: &Ctx) {
+        let theme = cx.theme;
+        let list = cx.deployments;
+        let sort = if self.sort == SortKey::Created && !self.reverse {
+            String::new()
+        } else {
+            format!(
+                "· by {}{} ",
+                self.sort.label(),
+                if self.reverse { " ↑" } else { "" }
+            )
+        };
         let block = Block::bordered()
             .border_style(theme.border())
-            .title(Span::styled(" Deployments ", theme.title()));
+            .title(Span::styled(
+                format!(" Deployments ({}) ", self.view.len()),
+                theme.title(),
+            ))
+            .title(Span::styled(sort, theme.muted()));
 
-        if view.deployments.is_empty() {
-            let message = if view.loaded {
-                "No deployments yet. Run `proxdeck deploy <repo>` to create one."
+        if self.view.is_empty() {
+            let message = if !cx.loaded {
+                "Loading deployments…".to_string()
+            } else if !self.filter.value().is_empty() {
+                format!(
+                    "Nothing matches /{} (esc clears the filter)",
+                    self.filter.value()
+                )
             } else {
-                "Loading deployments…"
+                "No deployments yet. Press n to deploy a repository.".to_string()
             };
             let inner = block.inner(area);
             frame.render_widget(block, area);
@@ -127,10 +354,22 @@ impl DashboardScreen {
 
         let symbol_width = u16::try_from(HIGHLIGHT_SYMBOL.chars().count()).unwrap_or(2);
         let columns = fit_columns(area.width.saturating_sub(2 + symbol_width));
+        // Only the visible rows are built: borders (2) and the header row (1) are not rows.
+        let visible = usize::from(area.height.saturating_sub(3)).max(1);
+        self.page = visible;
+        let pos = self.selected_pos(list).unwrap_or(0);
+        if pos < self.offset {
+            self.offset = pos;
+        } else if pos >= self.offset + visible {
+            self.offset = pos + 1 - visible;
+        }
+        self.offset = self.offset.min(self.view.len().saturating_sub(visible));
+        let end = (self.offset + visible).min(self.view.len());
         let header =
             Row::new(columns.iter().map(|c| Cell::from(c.title()))).style(theme.table_header());
-        let rows = view.deployments.iter().map(|d| {
-            let row = Row::new(columns.iter().map(|c| c.cell(d, view)));
+        let rows = self.view[self.offset..end].iter().map(|&i| {
+            let d = &list[i];
+            let row = Row::new(columns.iter().map(|c| c.cell(d, cx)));
             if d.status == Status::Deleted {
                 row.style(theme.muted())
             } else {
@@ -145,78 +384,91 @@ impl DashboardScreen {
             .row_highlight_style(theme.selected())
             .highlight_symbol(HIGHLIGHT_SYMBOL)
             .highlight_spacing(HighlightSpacing::Always);
-        let mut state = TableState::new()
-            .with_offset(self.offset)
-            .with_selected(self.selected_index(view.deployments));
+        let mut state = TableState::new().with_selected(Some(pos - self.offset));
         frame.render_stateful_widget(table, area, &mut state);
-        self.offset = state.offset();
     }
 }
 
-/// Totals for the header. "Success" counts deployments that reached RUNNING (or were stopped
-/// after it) against those that FAILED; in-flight, pending and deleted ones have no verdict here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stats {
-    pub total: usize,
-    pub active: usize,
-    pub succeeded: usize,
-    pub failed: usize,
+/// Case-insensitive substring match on what the table shows (and the id).
+fn matches_filter(d: &Deployment, needle: &str) -> bool {
+    let fields = [
+        d.name.as_str(),
+        d.id.0.as_str(),
+        d.framework.as_str(),
+        d.status.as_str(),
+        d.guest_type.as_str(),
+        d.node.as_deref().unwrap_or(""),
+        d.ip.as_deref().unwrap_or(""),
+        d.stage.map(|s| s.as_str()).unwrap_or(""),
+    ];
+    fields.iter().any(|f| f.to_lowercase().contains(needle))
+        || d.vmid.is_some_and(|v| v.to_string().contains(needle))
 }
 
-impl Stats {
-    pub fn of(list: &[Deployment]) -> Stats {
-        let count = |f: fn(Status) -> bool| list.iter().filter(|d| f(d.status)).count();
-        Stats {
-            total: list.len(),
-            active: count(Status::is_active),
-            succeeded: count(|s| matches!(s, Status::Running | Status::Stopped)),
-            failed: count(|s| s == Status::Failed),
-        }
+/// One line per deployment in flight: spinner, name, status, stage and how long it has been
+/// in it, total time.
+fn in_flight_lines<'a>(list: &[&Deployment], cx: &Ctx) -> Vec<Line<'a>> {
+    let theme = cx.theme;
+    let spinner = SPINNER[cx.spinner % SPINNER.len()];
+    let mut lines: Vec<Line> = list
+        .iter()
+        .take(MAX_IN_FLIGHT_LINES)
+        .map(|d| {
+            let stage = d.stage.map(|s| s.as_str()).unwrap_or("-");
+            Line::from(vec![
+                Span::styled(format!(" {spinner} "), theme.spinner()),
+                Span::styled(
+                    format!("{:<16} ", truncate(&d.name, 16)),
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
+                Span::styled(
+                    format!("{:<12} ", d.status.as_str()),
+                    theme.status(d.status),
+                ),
+                Span::raw(format!("{stage:<15} ")),
+                Span::raw(format_clock(cx.now_ms - d.updated_at)),
+                Span::styled(
+                    format!("  total {}", format_clock(cx.now_ms - d.created_at)),
+                    theme.muted(),
+                ),
+            ])
+        })
+        .collect();
+    if list.len() > MAX_IN_FLIGHT_LINES {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "   … and {} more in flight",
+                list.len() - MAX_IN_FLIGHT_LINES
+            ),
+            theme.muted(),
+        )));
     }
-
-    /// Whole percent, or `None` when nothing has finished yet.
-    pub fn success_percent(&self) -> Option<usize> {
-        let decided = self.succeeded + self.failed;
-        (decided > 0).then(|| (self.succeeded * 100 + decided / 2) / decided)
-    }
+    lines
 }
 
-fn header_line<'a>(view: &DashboardView) -> Line<'a> {
-    let theme = view.theme;
-    let mut spans = vec![Span::styled(" proxdeck", theme.title()), Span::raw("  ")];
-    if view.loaded {
-        let stats = Stats::of(view.deployments);
-        let rate = stats
-            .success_percent()
-            .map_or_else(|| "–".to_string(), |p| format!("{p}%"));
-        let plural = if stats.total == 1 { "" } else { "s" };
-        spans.push(Span::raw(format!("{} deployment{plural}", stats.total)));
-        spans.push(Span::styled(" · ", theme.muted()));
-        spans.push(Span::raw(format!("{} active", stats.active)));
-        spans.push(Span::styled(" · ", theme.muted()));
-        spans.push(Span::raw(format!("success {rate}")));
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
     } else {
-        spans.push(Span::styled("connecting…", theme.muted()));
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
     }
-    Line::from(spans)
 }
 
-/// A failure's message gets this many lines under the table at most; the rest is in the log.
+/// A failure's message gets this many lines under the table at most; the rest is in details.
 const MAX_ERROR_LINES: usize = 3;
 
 /// About the selected deployment: one line saying where it answers or what it is doing, and
 /// for a failure, the error (cause and next step), wrapped.
-fn detail_lines<'a>(d: &'a Deployment, view: &DashboardView, width: u16) -> Vec<Line<'a>> {
-    let theme = view.theme;
+fn detail_lines<'a>(d: &'a Deployment, cx: &Ctx, width: u16) -> Vec<Line<'a>> {
+    let theme = cx.theme;
     let mut first = vec![
         Span::raw(" "),
         Span::styled(d.name.as_str(), Style::new().add_modifier(Modifier::BOLD)),
         Span::styled(format!(" ({})", d.id), theme.muted()),
         Span::styled(
-            format!(
-                " · updated {} ago · ",
-                format_age(view.now_ms - d.updated_at)
-            ),
+            format!(" · updated {} ago · ", format_age(cx.now_ms - d.updated_at)),
             theme.muted(),
         ),
     ];
@@ -230,6 +482,9 @@ fn detail_lines<'a>(d: &'a Deployment, view: &DashboardView, width: u16) -> Vec<
         (Some(what), _) => first.push(Span::styled(what, theme.status(d.status))),
         (None, Some(url)) => first.push(Span::styled(url, theme.link())),
         (None, None) => {}
+    }
+    if d.origin == crate::domain::Origin::Imported {
+        first.push(Span::styled(" · imported by sync", theme.muted()));
     }
     let mut lines = vec![Line::from(first)];
 
@@ -342,7 +597,7 @@ impl Column {
         }
     }
 
-    fn cell<'a>(self, d: &'a Deployment, view: &DashboardView) -> Cell<'a> {
+    fn cell<'a>(self, d: &'a Deployment, cx: &Ctx) -> Cell<'a> {
         let dash = || Cell::from("-");
         match self {
             Column::Name => Cell::from(d.name.as_str()),
@@ -352,9 +607,9 @@ impl Column {
             Column::Vmid => d.vmid.map_or_else(dash, |v| Cell::from(v.to_string())),
             Column::Ip => d.ip.as_deref().map_or_else(dash, Cell::from),
             Column::Status => {
-                Cell::from(Span::styled(d.status.as_str(), view.theme.status(d.status)))
+                Cell::from(Span::styled(d.status.as_str(), cx.theme.status(d.status)))
             }
-            Column::Age => Cell::from(format_age(view.now_ms - d.created_at)),
+            Column::Age => Cell::from(format_age(cx.now_ms - d.created_at)),
             Column::Stage => d.stage.map_or_else(dash, |s| Cell::from(s.as_str())),
         }
     }
@@ -393,19 +648,15 @@ mod tests {
             memory_mib: 512,
             disk_gib: 4,
             port: 5000,
-            env_names: vec![],
-            node: None,
-            vmid: None,
-            ip: None,
-            url: None,
-            commit: None,
             status: Status::Running,
-            stage: None,
-            error: None,
-            created_at: 0,
-            updated_at: 0,
             ..Default::default()
         }
+    }
+
+    fn screen_over(list: &[Deployment]) -> DashboardScreen {
+        let mut screen = DashboardScreen::default();
+        screen.rebuild(list);
+        screen
     }
 
     #[test]
@@ -430,42 +681,93 @@ mod tests {
     #[test]
     fn navigation_clamps_at_both_ends() {
         let list = vec![dep("a"), dep("b"), dep("c")];
-        let mut screen = DashboardScreen::default();
-        screen.sync(None, &list);
+        let mut screen = screen_over(&list);
         assert_eq!(screen.selected_index(&list), Some(0));
-        assert!(!screen.handle_action(Action::SelectPrev, &list));
-        assert!(screen.handle_action(Action::SelectLast, &list));
+        assert!(!screen.handle_action(Action::Up, &list));
+        assert!(screen.handle_action(Action::Bottom, &list));
         assert_eq!(screen.selected_index(&list), Some(2));
-        assert!(!screen.handle_action(Action::SelectNext, &list));
-        assert!(screen.handle_action(Action::SelectFirst, &list));
+        assert!(!screen.handle_action(Action::Down, &list));
+        assert!(screen.handle_action(Action::Top, &list));
         assert_eq!(screen.selected_index(&list), Some(0));
-        assert!(!screen.handle_action(Action::SelectNext, &[]));
+        assert!(screen.handle_action(Action::PageDown, &list));
+        assert_eq!(
+            screen.selected_index(&list),
+            Some(1),
+            "a page is one row before a draw"
+        );
+        let empty = screen_over(&[]);
+        assert_eq!(empty.selected_id(), None);
     }
 
     #[test]
     fn a_vanished_selection_stays_at_its_row() {
         let list = vec![dep("a"), dep("b"), dep("c")];
-        let mut screen = DashboardScreen::default();
-        screen.sync(None, &list);
-        screen.handle_action(Action::SelectLast, &list);
-        let before = screen.selected_index(&list);
+        let mut screen = screen_over(&list);
+        screen.handle_action(Action::Bottom, &list);
         let shorter = vec![dep("a"), dep("b")];
-        screen.sync(before, &shorter);
+        screen.rebuild(&shorter);
         assert_eq!(screen.selected_id(), Some(&DeploymentId("b".into())));
-        screen.sync(Some(1), &[]);
+        screen.rebuild(&[]);
         assert_eq!(screen.selected_id(), None);
     }
 
     #[test]
-    fn success_rate_counts_only_finished_deployments() {
-        let mut list = vec![dep("a"), dep("b"), dep("c"), dep("d")];
-        list[1].status = Status::Failed;
-        list[2].status = Status::Provisioning;
-        list[3].status = Status::Deleted;
-        let stats = Stats::of(&list);
-        assert_eq!(stats.total, 4);
-        assert_eq!(stats.active, 2);
-        assert_eq!(stats.success_percent(), Some(50));
-        assert_eq!(Stats::of(&[]).success_percent(), None);
+    fn filter_matches_any_shown_field_and_keeps_the_selection() {
+        let mut list = vec![dep("a"), dep("b"), dep("c")];
+        list[1].framework = "django".into();
+        list[2].status = Status::Failed;
+        list[2].node = Some("pve2".into());
+        let mut screen = screen_over(&list);
+        screen.handle_action(Action::Bottom, &list);
+        for (text, want) in [
+            ("DJANGO", 1),
+            ("failed", 1),
+            ("pve2", 1),
+            ("app-", 3),
+            ("zzz", 0),
+        ] {
+            screen
+                .filter_input()
+                .handle(tui_input::InputRequest::DeleteLine);
+            for c in text.chars() {
+                screen
+                    .filter_input()
+                    .handle(tui_input::InputRequest::InsertChar(c));
+            }
+            screen.rebuild(&list);
+            assert_eq!(screen.shown(), want, "{text}");
+        }
+        screen.clear_filter(&list);
+        assert_eq!(screen.shown(), 3);
+        assert!(screen.select(&DeploymentId("c".into()), &list));
+        for c in "pve2".chars() {
+            screen
+                .filter_input()
+                .handle(tui_input::InputRequest::InsertChar(c));
+        }
+        screen.rebuild(&list);
+        assert_eq!(screen.selected_id(), Some(&DeploymentId("c".into())));
+    }
+
+    #[test]
+    fn sorting_cycles_and_reverses_keeping_the_selection() {
+        let mut list = vec![dep("a"), dep("b"), dep("c")];
+        list[0].name = "zeta".into();
+        list[1].name = "alpha".into();
+        list[2].name = "mid".into();
+        let mut screen = screen_over(&list);
+        assert!(screen.handle_action(Action::Sort, &list));
+        assert_eq!(screen.sort(), (SortKey::Name, false));
+        let names = |s: &DashboardScreen| -> Vec<String> {
+            s.view.iter().map(|&i| list[i].name.clone()).collect()
+        };
+        assert_eq!(names(&screen), ["alpha", "mid", "zeta"]);
+        assert_eq!(
+            screen.selected_id(),
+            Some(&DeploymentId("a".into())),
+            "still zeta"
+        );
+        screen.handle_action(Action::SortReverse, &list);
+        assert_eq!(names(&screen), ["zeta", "mid", "alpha"]);
     }
 }

@@ -62,13 +62,14 @@ mod tests {
     #[test]
     fn hints_come_from_the_keymap() {
         let text = rendered(100);
-        assert!(text.starts_with(" q quit  j/↓ down"), "{text}");
-        assert!(text.ends_with("r refresh"), "{text}");
+        assert!(text.starts_with(" n new  enter details  l logs"), "{text}");
+        assert!(text.ends_with("? help  q quit  : cmd"), "{text}");
     }
 
     #[test]
     fn narrow_bars_drop_whole_hints() {
-        let text = rendered(20);
-        assert_eq!(text, " q quit  j/↓ down");
+        let text = rendered(24);
+        assert_eq!(text, " n new  enter details");
+        assert_eq!(rendered(20), " n new");
     }
 }

@@ -1,5 +1,7 @@
-//! The error popup: a bordered box centred over the screen that shows one message, wrapped,
-//! sized to its text. Render-only: which error shows and how it is dismissed belong to `App`.
+//! Popups: bordered boxes centred over the screen, sized to their text: the error popup (one
+//! message, wrapped), the confirmation (what is about to happen, naming the deployment) and
+//! the help (every key of a screen). Render-only: which popup shows and what its keys do
+//! belong to `App`.
 
 use super::text::wrap;
 use crate::tui::theme::Theme;
@@ -36,7 +38,7 @@ impl Widget for ErrorPopup<'_> {
             .unwrap_or(0);
         let text_w = u16::try_from(longest)
             .unwrap_or(u16::MAX)
-            .clamp(24, max_text);
+            .clamp(24.min(max_text), max_text);
         let lines = wrap(self.message, usize::from(text_w));
         let max_lines = usize::from(area.height.saturating_sub(4));
         let shown = lines.len().min(max_lines);
@@ -56,6 +58,127 @@ impl Widget for ErrorPopup<'_> {
             .title(Span::styled(title, self.theme.error_border()))
             .padding(Padding::horizontal(1));
         let text: Vec<Line> = lines.into_iter().take(shown).map(Line::from).collect();
+        Clear.render(popup, buf);
+        Paragraph::new(text).block(block).render(popup, buf);
+    }
+}
+
+/// A yes/no question before something destructive.
+pub struct ConfirmPopup<'a> {
+    pub title: &'a str,
+    pub lines: &'a [String],
+    pub theme: &'a Theme,
+}
+
+impl Widget for ConfirmPopup<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let max_text = MAX_WIDTH
+            .min(area.width.saturating_sub(4))
+            .saturating_sub(4);
+        if max_text < 8 || area.height < 6 {
+            return;
+        }
+        let longest = self
+            .lines
+            .iter()
+            .map(|l| l.chars().count())
+            .chain(std::iter::once(self.title.chars().count() + 2))
+            .max()
+            .unwrap_or(0);
+        let text_w = u16::try_from(longest)
+            .unwrap_or(u16::MAX)
+            .clamp(30.min(max_text), max_text);
+        let mut text: Vec<Line> = Vec::new();
+        for l in self.lines {
+            text.extend(wrap(l, usize::from(text_w)).into_iter().map(Line::from));
+        }
+        text.push(Line::from(""));
+        text.push(Line::from(vec![
+            Span::styled("y", self.theme.hint_key()),
+            Span::raw(" yes   "),
+            Span::styled("n", self.theme.hint_key()),
+            Span::raw("/"),
+            Span::styled("esc", self.theme.hint_key()),
+            Span::raw(" no"),
+        ]));
+        let max_lines = usize::from(area.height.saturating_sub(2));
+        text.truncate(max_lines);
+        let height = u16::try_from(text.len()).unwrap_or(u16::MAX) + 2;
+        let popup = area.centered(Constraint::Length(text_w + 4), Constraint::Length(height));
+        let block = Block::bordered()
+            .border_style(self.theme.error_border())
+            .title(Span::styled(
+                format!(" {} ", self.title),
+                self.theme.error_border(),
+            ))
+            .padding(Padding::horizontal(1));
+        Clear.render(popup, buf);
+        Paragraph::new(text).block(block).render(popup, buf);
+    }
+}
+
+/// Every key of one screen, from the keymap: `keys  what they do`.
+pub struct HelpPopup<'a> {
+    pub title: &'a str,
+    pub rows: &'a [(String, &'static str)],
+    /// Rows scrolled past.
+    pub scroll: usize,
+    pub theme: &'a Theme,
+}
+
+impl Widget for HelpPopup<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        if area.width < 20 || area.height < 5 {
+            return;
+        }
+        let key_w = self
+            .rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(28);
+        let desc_w = self
+            .rows
+            .iter()
+            .map(|(_, d)| d.chars().count())
+            .max()
+            .unwrap_or(0);
+        let widest = area.width.saturating_sub(2).min(MAX_WIDTH);
+        let width = u16::try_from(key_w + 2 + desc_w + 4)
+            .unwrap_or(u16::MAX)
+            .clamp(30.min(widest), widest);
+        let inner_h = usize::from(area.height.saturating_sub(4));
+        let shown = self.rows.len().min(inner_h);
+        let height = u16::try_from(shown).unwrap_or(u16::MAX) + 2;
+        let popup = area.centered(Constraint::Length(width), Constraint::Length(height));
+        let scroll = self.scroll.min(self.rows.len().saturating_sub(shown));
+        let text: Vec<Line> = self
+            .rows
+            .iter()
+            .skip(scroll)
+            .take(shown)
+            .map(|(keys, desc)| {
+                Line::from(vec![
+                    Span::styled(format!("{keys:<key_w$}"), self.theme.hint_key()),
+                    Span::raw("  "),
+                    Span::raw(*desc),
+                ])
+            })
+            .collect();
+        let more = if scroll + shown < self.rows.len() {
+            " (j/k: more) "
+        } else {
+            ""
+        };
+        let block = Block::bordered()
+            .border_style(self.theme.focused())
+            .title(Span::styled(
+                format!(" Keys: {} ", self.title),
+                self.theme.title(),
+            ))
+            .title_bottom(Span::styled(more, self.theme.muted()))
+            .padding(Padding::horizontal(1));
         Clear.render(popup, buf);
         Paragraph::new(text).block(block).render(popup, buf);
     }

@@ -1,0 +1,1344 @@
+//! `Engine::serve`: the engine's side of the TUI. Requests arrive on a tokio channel; events
+//! leave on a std channel the UI thread reads. Owns the watch on the store (`PRAGMA
+//! data_version`, so changes made by other proxdeck processes show too), the log the UI
+//! follows (by sequence number, from the store: what a user sees is what the store holds),
+//! the app-log stream, the Proxmox connection probe, and the dispatch of every request to the
+//! engine's operations, each in its own task, each ending with one `OpFinished`.
+//!
+//! It adds no logic of its own to an operation and never touches the terminal. A read that
+//! fails, and an operation that fails, become events the UI shows; serving goes on.
+
+use super::proxmox::Client;
+use super::{Engine, applogs, detect, guest, pipeline, power, sync};
+use crate::domain::spec::{DeployInput, suggest_name};
+use crate::domain::{Catalog, DeploymentId, GuestType, Status};
+use crate::protocol::{
+    ClusterSnapshot, DetailsSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, HistoryEntry,
+    LogPageKind, LogWindow, NodeInfo, OpKind, Power, ProxmoxState, Request, SeqLine, Settings,
+    ShellCommand,
+};
+use crate::store::{Db, Store, now_ms};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How often the store is looked at for changes (cheap: one pragma when nothing moved).
+const TICK: Duration = Duration::from_millis(200);
+/// Lines sent when a log is opened, and per page when the UI scrolls beyond what it keeps.
+const LOG_TAIL: usize = 1_000;
+const LOG_PAGE: usize = 1_000;
+/// New lines of a followed log sent per look at the store, at most.
+const LOG_FOLLOW_BATCH: usize = 5_000;
+/// How often Proxmox is asked whether it answers.
+const PROXMOX_EVERY: Duration = Duration::from_secs(30);
+/// Days of per-day statistics.
+const STATS_DAYS: u32 = 30;
+/// Bounds on the repository check and the framework detection of the deploy wizard.
+const REPO_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+const DETECT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The UI's end: sending fails once the UI is gone, which ends serving.
+#[derive(Clone)]
+struct Outbox(std::sync::mpsc::Sender<EngineEvent>);
+
+impl Outbox {
+    fn send(&self, event: EngineEvent) -> bool {
+        self.0.send(event).is_ok()
+    }
+}
+
+/// The log the UI shows: new lines after `after` are sent as they are stored.
+struct Follow {
+    id: DeploymentId,
+    after: i64,
+}
+
+struct AppLogJob {
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Serving {
+    last_version: Option<i64>,
+    last_marker: Option<(i64, i64, i64)>,
+    follow: Option<Follow>,
+    app_log: Option<AppLogJob>,
+    /// One review at a time: a review runs `terraform plan` with a temporary record, so it is
+    /// never cut short (that would leave the record behind) and two never race for a name.
+    review: Option<JoinHandle<()>>,
+    /// The newest review asked for while one ran; the ones in between are skipped.
+    next_review: Option<Box<DeployInput>>,
+    probe: Option<JoinHandle<()>>,
+}
+
+impl Serving {
+    fn stop_app_log(&mut self) {
+        if let Some(job) = self.app_log.take() {
+            job.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Engine {
+    /// Serves a UI: answers its requests and sends a fresh snapshot of the deployments (and
+    /// the statistics) whenever the store changed, in this process or another one. Stops on
+    /// `Request::Shutdown` or when either channel closes.
+    pub async fn serve(
+        &self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        events: std::sync::mpsc::Sender<EngineEvent>,
+    ) {
+        let out = Outbox(events);
+        // A separate connection: `data_version` only moves for commits by *other* connections,
+        // which is every writer, since the watcher itself never writes.
+        let watcher = match Store::open(&self.paths.database()) {
+            Ok(s) => Db::new(s),
+            Err(e) => {
+                out.send(EngineEvent::Error(format!("cannot open the store: {e}")));
+                return;
+            }
+        };
+        out.send(EngineEvent::Settings(Settings {
+            default_node: self.config.proxmox().ok().map(|p| p.node.clone()),
+            network: match (&self.config.network.pool, &self.config.guest.vlan) {
+                (Some(pool), _) => format!("static from {pool} on {}", self.config.guest.bridge),
+                (None, _) => format!("DHCP on {}", self.config.guest.bridge),
+            },
+        }));
+        if !self.recovered.is_empty() {
+            let names: Vec<String> = self
+                .recovered
+                .iter()
+                .map(|d| format!("{} ({})", d.name, d.id))
+                .collect();
+            out.send(EngineEvent::Error(format!(
+                "Interrupted while in flight, now FAILED: {}. Select one and press t to retry \
+                 (each stage is idempotent) or d to destroy it.",
+                names.join(", ")
+            )));
+        }
+        // Operations report here; their status events go on to the UI at once.
+        let (pipe_tx, mut pipe_rx) = mpsc::unbounded_channel::<EngineEvent>();
+        let mut st = Serving::default();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut probe_tick = tokio::time::interval(PROXMOX_EVERY);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let mut force = false;
+            tokio::select! {
+                req = requests.recv() => match req {
+                    None | Some(Request::Shutdown) => break,
+                    Some(Request::RefreshDeployments) => force = true,
+                    Some(request) => self.handle(request, &mut st, &watcher, &pipe_tx, &out).await,
+                },
+                Some(event) = pipe_rx.recv() => {
+                    // Log lines reach the UI from the store, by sequence number (`Follow`).
+                    if !matches!(event, EngineEvent::Log { .. }) && !out.send(event) {
+                        break;
+                    }
+                    continue;
+                }
+                _ = probe_tick.tick() => {
+                    if st.probe.as_ref().is_none_or(JoinHandle::is_finished) {
+                        st.probe = Some(self.spawn_probe(&out));
+                    }
+                    continue;
+                }
+                _ = tick.tick() => {}
+            }
+            self.start_review(&mut st, &out);
+            if !self.poll(&watcher, force, &mut st, &out).await {
+                break;
+            }
+        }
+        st.stop_app_log();
+        if let Some(probe) = st.probe {
+            probe.abort();
+        }
+    }
+
+    /// Starts the newest review asked for, unless one is still running.
+    fn start_review(&self, st: &mut Serving, out: &Outbox) {
+        if st.review.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let Some(input) = st.next_review.take() else {
+            return;
+        };
+        let (engine, out) = (self.clone(), out.clone());
+        st.review = Some(tokio::spawn(async move {
+            let result = engine.review(&input).await;
+            out.send(EngineEvent::Reviewed { input, result });
+        }));
+    }
+
+    /// Sends what changed in the store: the deployments and statistics when a deployment
+    /// changed, new lines of the followed log. False when the UI is gone.
+    async fn poll(&self, watcher: &Db, force: bool, st: &mut Serving, out: &Outbox) -> bool {
+        let version = match watcher.call(|s| s.data_version()).await {
+            Ok(v) => v,
+            Err(e) => return out.send(EngineEvent::Error(format!("reading the store: {e}"))),
+        };
+        // Nothing committed since the last look, and nothing asked for: nothing to send.
+        if !force && st.last_version == Some(version) {
+            return true;
+        }
+        st.last_version = Some(version);
+        let marker = match watcher.call(|s| s.deployments_marker()).await {
+            Ok(m) => m,
+            Err(e) => return out.send(EngineEvent::Error(format!("reading the store: {e}"))),
+        };
+        if force || st.last_marker != Some(marker) {
+            st.last_marker = Some(marker);
+            let offset = local_offset_secs();
+            let read = watcher
+                .call(move |s| Ok((s.list()?, s.statistics(now_ms(), STATS_DAYS, offset)?)))
+                .await;
+            match read {
+                Ok((list, stats)) => {
+                    if !out.send(EngineEvent::Deployments(list))
+                        || !out.send(EngineEvent::Statistics(stats))
+                    {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    if !out.send(EngineEvent::Error(format!("reading the store: {e}"))) {
+                        return false;
+                    }
+                }
+            }
+        }
+        if let Some(follow) = &mut st.follow {
+            let (id, after) = (follow.id.clone(), follow.after);
+            let page = watcher
+                .call(move |s| s.logs(&id, after, LOG_FOLLOW_BATCH))
+                .await;
+            match page {
+                Ok(lines) if !lines.is_empty() => {
+                    follow.after = lines.last().map_or(after, |(seq, _)| *seq);
+                    let at_end = lines.len() < LOG_FOLLOW_BATCH;
+                    if !at_end {
+                        // A full batch: more is waiting; look again at the next tick even if
+                        // nothing new is committed by then.
+                        st.last_version = None;
+                    }
+                    return out.send(EngineEvent::LogPage {
+                        id: follow.id.clone(),
+                        kind: LogPageKind::Append,
+                        lines: seq_lines(lines),
+                        at_start: false,
+                        at_end,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => return out.send(EngineEvent::Error(format!("reading the log: {e}"))),
+            }
+        }
+        true
+    }
+
+    async fn handle(
+        &self,
+        request: Request,
+        st: &mut Serving,
+        watcher: &Db,
+        pipe: &mpsc::UnboundedSender<EngineEvent>,
+        out: &Outbox,
+    ) {
+        match request {
+            Request::RefreshDeployments | Request::Shutdown => {}
+            // Checks are bounded by their timeouts and read only; the UI keeps the answer for
+            // what is typed now and drops the others.
+            Request::CheckRepo { repo, git_ref } => self.spawn_repo_check(repo, git_ref, out),
+            Request::Review(input) => {
+                st.next_review = Some(input);
+                self.start_review(st, out);
+            }
+            Request::Deploy(input) => {
+                let target = input
+                    .name
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| input.repo.clone());
+                self.spawn_op(OpKind::Deploy, target, pipe, out, |e, tx| async move {
+                    pipeline::deploy(&e, *input, tx)
+                        .await
+                        .map(|d| settled(&d))
+                        .map_err(|err| err.to_string())
+                });
+            }
+            Request::Retry(id) => {
+                self.spawn_op(OpKind::Retry, id.0.clone(), pipe, out, |e, tx| async move {
+                    pipeline::retry(&e, &id.0, tx)
+                        .await
+                        .map(|d| settled(&d))
+                        .map_err(|err| err.to_string())
+                });
+            }
+            Request::Redeploy { id, git_ref } => {
+                self.spawn_op(
+                    OpKind::Redeploy,
+                    id.0.clone(),
+                    pipe,
+                    out,
+                    |e, tx| async move {
+                        pipeline::redeploy(&e, &id.0, git_ref, tx)
+                            .await
+                            .map(|d| settled(&d))
+                            .map_err(|err| err.to_string())
+                    },
+                );
+            }
+            Request::Rollback(id) => {
+                self.spawn_op(
+                    OpKind::Rollback,
+                    id.0.clone(),
+                    pipe,
+                    out,
+                    |e, tx| async move {
+                        pipeline::rollback(&e, &id.0, tx)
+                            .await
+                            .map(|d| settled(&d))
+                            .map_err(|err| err.to_string())
+                    },
+                );
+            }
+            Request::Destroy(id) => {
+                self.spawn_op(
+                    OpKind::Destroy,
+                    id.0.clone(),
+                    pipe,
+                    out,
+                    |e, tx| async move {
+                        pipeline::destroy(&e, &id.0, tx)
+                            .await
+                            .map(|d| settled(&d))
+                            .map_err(|err| err.to_string())
+                    },
+                );
+            }
+            Request::Power { id, action } => {
+                let op = match action {
+                    Power::Start => power::PowerOp::Start,
+                    Power::Stop => power::PowerOp::Stop,
+                    Power::Restart => power::PowerOp::Restart,
+                };
+                self.spawn_op(
+                    action.into(),
+                    id.0.clone(),
+                    pipe,
+                    out,
+                    move |e, tx| async move {
+                        power::power(&e, &id.0, op, tx)
+                            .await
+                            .map(|d| settled(&d))
+                            .map_err(|err| err.to_string())
+                    },
+                );
+            }
+            Request::Forget(id) => {
+                self.spawn_op(
+                    OpKind::Forget,
+                    id.0.clone(),
+                    pipe,
+                    out,
+                    |e, _tx| async move {
+                        power::forget(&e, &id.0)
+                            .await
+                            .map(|d| {
+                                format!(
+                                    "{} ({}) is forgotten; its guest was not touched",
+                                    d.name, d.id
+                                )
+                            })
+                            .map_err(|err| err.to_string())
+                    },
+                );
+            }
+            Request::Sync => {
+                self.spawn_op(OpKind::Sync, String::new(), pipe, out, |e, _tx| async move {
+                    let r = sync::sync(&e).await.map_err(|err| err.to_string())?;
+                    let mut text = format!(
+                        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged",
+                        r.guests,
+                        r.imported.len(),
+                        r.updated.len(),
+                        r.missing.len(),
+                        r.returned.len(),
+                        r.unchanged
+                    );
+                    for w in &r.warnings {
+                        text.push_str("; ");
+                        text.push_str(w);
+                    }
+                    Ok(text)
+                });
+            }
+            Request::LoadResources => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    let result = sync::resources(&engine)
+                        .await
+                        .map(cluster_snapshot)
+                        .map_err(|e| e.to_string());
+                    out.send(EngineEvent::Cluster(result));
+                });
+            }
+            Request::LoadStats => {
+                let (db, out) = (watcher.clone(), out.clone());
+                tokio::spawn(async move {
+                    let offset = local_offset_secs();
+                    match db
+                        .call(move |s| s.statistics(now_ms(), STATS_DAYS, offset))
+                        .await
+                    {
+                        Ok(stats) => out.send(EngineEvent::Statistics(stats)),
+                        Err(e) => out.send(EngineEvent::Error(format!("statistics: {e}"))),
+                    };
+                });
+            }
+            Request::LoadDetails(id) => {
+                let (db, out) = (watcher.clone(), out.clone());
+                tokio::spawn(async move {
+                    let read = db
+                        .call(move |s| {
+                            let d = s.get(&id)?;
+                            let history = s.history(&id)?;
+                            let stages = s.stage_history(&id)?;
+                            Ok((d, history, stages))
+                        })
+                        .await;
+                    let event = match read {
+                        Ok((d, history, stages)) => {
+                            let next_step = (d.status == Status::Failed)
+                                .then(|| d.stage.map(|stage| pipeline::next_step(stage, &d.id)))
+                                .flatten();
+                            EngineEvent::Details(Box::new(DetailsSnapshot {
+                                deployment: d,
+                                history: history
+                                    .into_iter()
+                                    .map(|h| HistoryEntry {
+                                        status: h.status,
+                                        stage: h.stage,
+                                        at: h.at,
+                                        message: h.message,
+                                    })
+                                    .collect(),
+                                stages,
+                                next_step,
+                            }))
+                        }
+                        Err(e) => EngineEvent::Error(format!("details: {e}")),
+                    };
+                    out.send(event);
+                });
+            }
+            Request::OpenLog(id) => {
+                let key = id.clone();
+                match watcher.call(move |s| s.logs_tail(&key, LOG_TAIL)).await {
+                    Ok(lines) => {
+                        let after = lines.last().map_or(0, |(seq, _)| *seq);
+                        let at_start = lines.len() < LOG_TAIL;
+                        out.send(EngineEvent::LogPage {
+                            id: id.clone(),
+                            kind: LogPageKind::Tail,
+                            lines: seq_lines(lines),
+                            at_start,
+                            at_end: true,
+                        });
+                        st.follow = Some(Follow { id, after });
+                    }
+                    Err(e) => {
+                        out.send(EngineEvent::Error(format!("reading the log: {e}")));
+                    }
+                }
+            }
+            Request::LoadLog { id, window } => {
+                let key = id.clone();
+                let half = LOG_PAGE / 2;
+                let read = watcher
+                    .call(move |s| {
+                        Ok(match window {
+                            LogWindow::Before(seq) => {
+                                let lines = s.logs_before(&key, seq, LOG_PAGE)?;
+                                let at_start = lines.len() < LOG_PAGE;
+                                (lines, at_start, false)
+                            }
+                            LogWindow::After(seq) => {
+                                let lines = s.logs(&key, seq, LOG_PAGE)?;
+                                let at_end = lines.len() < LOG_PAGE;
+                                (lines, false, at_end)
+                            }
+                            LogWindow::Around(seq) => {
+                                let mut lines = s.logs_before(&key, seq, half)?;
+                                let at_start = lines.len() < half;
+                                let after = s.logs(&key, seq - 1, half)?;
+                                let at_end = after.len() < half;
+                                lines.extend(after);
+                                (lines, at_start, at_end)
+                            }
+                        })
+                    })
+                    .await;
+                match read {
+                    Ok((lines, at_start, at_end)) => out.send(EngineEvent::LogPage {
+                        id,
+                        kind: LogPageKind::Window(window),
+                        lines: seq_lines(lines),
+                        at_start,
+                        at_end,
+                    }),
+                    Err(e) => out.send(EngineEvent::Error(format!("reading the log: {e}"))),
+                };
+            }
+            Request::FindInLog {
+                id,
+                query,
+                from,
+                forward,
+            } => {
+                let (db, out) = (watcher.clone(), out.clone());
+                tokio::spawn(async move {
+                    let (key, q) = (id.clone(), query.clone());
+                    match db.call(move |s| s.find_log(&key, &q, from, forward)).await {
+                        Ok(seq) => out.send(EngineEvent::LogMatch {
+                            id,
+                            query,
+                            forward,
+                            seq,
+                        }),
+                        Err(e) => out.send(EngineEvent::Error(format!("searching the log: {e}"))),
+                    };
+                });
+            }
+            Request::CloseLog => st.follow = None,
+            Request::StartAppLog { id, lines } => {
+                st.stop_app_log();
+                let stop = Arc::new(AtomicBool::new(false));
+                st.app_log = Some(AppLogJob { stop: stop.clone() });
+                self.spawn_app_log(id, lines, stop, out);
+            }
+            Request::StopAppLog => st.stop_app_log(),
+            Request::PrepareShell(id) => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    match engine.prepare_shell(&id).await {
+                        Ok(cmd) => out.send(EngineEvent::ShellReady(cmd)),
+                        Err(e) => out.send(EngineEvent::Error(format!("shell: {e}"))),
+                    };
+                });
+            }
+        }
+    }
+
+    /// Runs one operation in its own task; its status events go through `pipe`, its end is
+    /// one `OpFinished`.
+    fn spawn_op<F, Fut>(
+        &self,
+        op: OpKind,
+        target: String,
+        pipe: &mpsc::UnboundedSender<EngineEvent>,
+        out: &Outbox,
+        run: F,
+    ) where
+        F: FnOnce(Engine, mpsc::UnboundedSender<EngineEvent>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        let (engine, pipe, out) = (self.clone(), pipe.clone(), out.clone());
+        tokio::spawn(async move {
+            let result = run(engine, pipe).await;
+            out.send(EngineEvent::OpFinished { op, target, result });
+        });
+    }
+
+    fn spawn_repo_check(&self, repo: String, git_ref: String, out: &Outbox) {
+        let (engine, out) = (self.clone(), out.clone());
+        tokio::spawn(async move {
+            let url = match crate::domain::spec::normalize_repo(&repo) {
+                Ok(url) => url,
+                Err(e) => {
+                    out.send(EngineEvent::RepoChecked {
+                        repo,
+                        git_ref,
+                        result: Err(format!("repo: {e}")),
+                    });
+                    return;
+                }
+            };
+            let checked = detect::check_ref(&url, git_ref.trim(), REPO_CHECK_TIMEOUT).await;
+            let ok = checked.is_ok();
+            out.send(EngineEvent::RepoChecked {
+                repo: repo.clone(),
+                git_ref: git_ref.clone(),
+                result: checked,
+            });
+            if !ok {
+                return;
+            }
+            let scratch = engine.paths.root.join("tmp");
+            let wanted = Some(git_ref.trim()).filter(|r| !r.is_empty());
+            let result =
+                detect::detect_repo(Catalog::builtin(), &url, wanted, &scratch, DETECT_TIMEOUT)
+                    .await
+                    .map(|d| Detected {
+                        framework: d.framework,
+                        reason: d.reason,
+                    })
+                    .map_err(|e| e.to_string());
+            out.send(EngineEvent::Detected {
+                repo,
+                git_ref,
+                result,
+            });
+        });
+    }
+
+    fn spawn_probe(&self, out: &Outbox) -> JoinHandle<()> {
+        let (engine, out) = (self.clone(), out.clone());
+        tokio::spawn(async move {
+            let Ok(proxmox) = engine.config.proxmox() else {
+                out.send(EngineEvent::Proxmox(ProxmoxState::Unconfigured));
+                return;
+            };
+            let endpoint = proxmox.endpoint.to_string();
+            let state = async {
+                let client = Client::new(proxmox)?;
+                let version = client.version().await?;
+                let nodes = client.nodes().await?;
+                Ok::<_, super::proxmox::ProxmoxError>(ProxmoxState::Online {
+                    endpoint: endpoint.clone(),
+                    version: version.version,
+                    nodes_online: nodes.iter().filter(|n| n.online()).count(),
+                    nodes: nodes.len(),
+                })
+            }
+            .await
+            .unwrap_or_else(|e| ProxmoxState::Offline {
+                endpoint: endpoint.clone(),
+                error: e.to_string(),
+            });
+            out.send(EngineEvent::Proxmox(state));
+        })
+    }
+
+    fn spawn_app_log(&self, id: DeploymentId, lines: u32, stop: Arc<AtomicBool>, out: &Outbox) {
+        let (engine, out) = (self.clone(), out.clone());
+        tokio::spawn(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel::<super::process::Output>();
+            let forward = {
+                let (out, id) = (out.clone(), id.clone());
+                tokio::spawn(async move {
+                    while let Some(o) = rx.recv().await {
+                        if !out.send(EngineEvent::AppLog {
+                            id: id.clone(),
+                            stream: o.stream,
+                            lines: o.lines,
+                        }) {
+                            return;
+                        }
+                    }
+                })
+            };
+            let result = applogs::app_logs(&engine, &id.0, lines, true, stop.clone(), tx).await;
+            let _ = forward.await;
+            let error = match result {
+                Ok(()) => None,
+                Err(_) if stop.load(Ordering::Relaxed) => None,
+                Err(e) => Some(e.to_string()),
+            };
+            out.send(EngineEvent::AppLogEnded { id, error });
+        });
+    }
+
+    /// What a deploy of `input` would create, as (label, value) rows: the request validated,
+    /// the name resolved as the pipeline would, and for a new guest the plan's summary
+    /// (`pipeline::plan`: preflight, render, `terraform plan`; nothing stays recorded). A
+    /// failure is the reason the deploy would fail.
+    async fn review(&self, input: &DeployInput) -> Result<Vec<(String, String)>, String> {
+        let catalog = Catalog::builtin();
+        let spec = input.validate(catalog).map_err(|e| e.to_string())?;
+        if spec.host.is_none() {
+            self.config.proxmox().map_err(|e| e.to_string())?;
+        }
+        let name = match &spec.name {
+            Some(n) => {
+                let key = n.clone();
+                let taken = self
+                    .db
+                    .call(move |s| s.name_taken(&key))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if taken {
+                    return Err(format!(
+                        "name: a deployment named {n:?} already exists; pick another name"
+                    ));
+                }
+                n.clone()
+            }
+            None => {
+                let base = suggest_name(&spec.repo);
+                let probe = base.clone();
+                let free = self
+                    .db
+                    .call(move |s| {
+                        for i in 1..100 {
+                            let c = if i == 1 {
+                                probe.clone()
+                            } else {
+                                format!("{}-{i}", probe.chars().take(58).collect::<String>())
+                            };
+                            if !s.name_taken(&c)? {
+                                return Ok(Some(c));
+                            }
+                        }
+                        Ok(None)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                free.unwrap_or(base)
+            }
+        };
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |label: &str, value: String| rows.push((label.to_string(), value));
+        row("name", name.clone());
+        row(
+            "repository",
+            format!(
+                "{} @ {}",
+                spec.repo,
+                spec.git_ref.as_deref().unwrap_or("the default branch")
+            ),
+        );
+        let fw = spec.framework.as_deref().and_then(|f| catalog.get(f));
+        row(
+            "framework",
+            match fw {
+                Some(f) => format!("{} ({}, {})", f.name, f.language, f.runtime),
+                None => "detected from the repository's files when the deploy starts".into(),
+            },
+        );
+        let port = spec.port.or(fw.map(|f| f.default_port));
+        row(
+            "app",
+            format!(
+                "port {}, health check GET {}",
+                port.map_or_else(|| "(the framework's)".to_string(), |p| p.to_string()),
+                spec.overrides
+                    .health_path
+                    .clone()
+                    .or(fw.map(|f| f.health_path.clone()))
+                    .unwrap_or_else(|| "/".into())
+            ),
+        );
+        let guest = &self.config.guest;
+        match &spec.host {
+            Some(h) => row(
+                "host",
+                format!(
+                    "existing host {}:{} (no Terraform, no Proxmox)",
+                    h.host,
+                    h.ssh_port.unwrap_or(guest.ssh_port)
+                ),
+            ),
+            None => {
+                row(
+                    "guest",
+                    match spec.guest_type {
+                        GuestType::Lxc => "LXC container".to_string(),
+                        GuestType::Vm => "VM cloned from the cloud-init template".to_string(),
+                    },
+                );
+                let vlan = guest
+                    .vlan
+                    .map(|v| format!(", VLAN {v}"))
+                    .unwrap_or_default();
+                row(
+                    "network",
+                    match (&self.config.network.pool, &self.config.network.gateway) {
+                        (Some(pool), gw) => format!(
+                            "{}{vlan}: a static address from {pool}{}",
+                            guest.bridge,
+                            gw.map(|g| format!(", gateway {g}")).unwrap_or_default()
+                        ),
+                        (None, _) => format!("{}{vlan}: DHCP", guest.bridge),
+                    },
+                );
+            }
+        }
+        row(
+            "ssh",
+            format!(
+                "as {}, port {}, {}",
+                spec.ssh_user
+                    .clone()
+                    .unwrap_or_else(|| guest.ssh_user.clone()),
+                spec.host
+                    .as_ref()
+                    .and_then(|h| h.ssh_port)
+                    .unwrap_or(guest.ssh_port),
+                spec.ssh_key
+                    .as_deref()
+                    .map_or_else(|| "proxdeck's key".to_string(), |k| format!("key {k}"))
+            ),
+        );
+        row(
+            "env",
+            if spec.env.is_empty() {
+                "none".to_string()
+            } else {
+                let names: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+                format!("{} (values kept secret)", names.join(", "))
+            },
+        );
+        if spec.host.is_none() {
+            let mut planned = input.clone();
+            planned.name = Some(name);
+            // The plan's own log lines are not the review's: they go nowhere.
+            let (sink, _dropped) = mpsc::unbounded_channel();
+            let report = pipeline::plan(self, planned, pipeline::DeployOptions::default(), sink)
+                .await
+                .map_err(|e| e.to_string())?;
+            rows.push((
+                "node".into(),
+                format!(
+                    "{}{}",
+                    report.node.as_deref().unwrap_or("-"),
+                    report
+                        .vmid
+                        .map(|v| format!(", vmid {v}"))
+                        .unwrap_or_default()
+                ),
+            ));
+            for (i, line) in report.plan.lines().into_iter().enumerate() {
+                let label = if i == 0 { "terraform" } else { "" };
+                rows.push((label.to_string(), line.trim().to_string()));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// An `ssh` command into the deployment's guest that trusts only the host key pinned in
+    /// the store: proxdeck connects first (which checks the key against the pin, or pins it
+    /// on first contact), then writes that key into a known_hosts file of its own.
+    async fn prepare_shell(&self, id: &DeploymentId) -> Result<ShellCommand, String> {
+        let key = id.clone();
+        let d = self
+            .db
+            .call(move |s| s.get(&key))
+            .await
+            .map_err(|e| e.to_string())?;
+        if d.status == Status::Deleted {
+            return Err(format!(
+                "{} ({}) is deleted: there is no guest",
+                d.name, d.id
+            ));
+        }
+        let ip = d.ip.clone().ok_or_else(|| {
+            format!(
+                "{} ({}) has no address yet: it never got that far",
+                d.name, d.id
+            )
+        })?;
+        let g = guest::resolve(self, &d, &ip)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (notes, _ignored) = mpsc::unbounded_channel();
+        let session = guest::connect(self, &g, notes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let alias = format!("proxdeck-{}", d.id.0);
+        let line = tokio::task::spawn_blocking(move || {
+            let (bytes, _) = session
+                .host_key()
+                .ok_or_else(|| "the guest sent no host key".to_string())?;
+            let key = ssh_key::PublicKey::from_bytes(bytes).map_err(|e| e.to_string())?;
+            key.to_openssh().map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let dir = self.paths.root.join("known_hosts");
+        let file = dir.join(&d.id.0);
+        write_private(&dir, &file, &format!("{alias} {line}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        let t = &g.target;
+        let args = vec![
+            "-i".to_string(),
+            g.keys.private.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", file.display()),
+            "-o".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("HostKeyAlias={alias}"),
+            "-o".into(),
+            "CheckHostIP=no".into(),
+            "-o".into(),
+            "UpdateHostKeys=no".into(),
+            "-p".into(),
+            t.port.to_string(),
+            "-l".into(),
+            t.user.clone(),
+            "-t".into(),
+            "--".into(),
+            t.host.clone(),
+        ];
+        self.audit(
+            "shell",
+            &d.id,
+            serde_json::json!({"name": d.name, "target": t.label()}),
+        );
+        Ok(ShellCommand {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            target: format!("{}@{}", t.user, t.label()),
+            program: "ssh".into(),
+            args,
+        })
+    }
+}
+
+/// How an operation's result reads in the UI.
+fn settled(d: &crate::domain::Deployment) -> String {
+    let url = match (d.status, &d.url) {
+        (Status::Running, Some(url)) => format!(" at {url}"),
+        _ => String::new(),
+    };
+    format!("{} ({}) is {}{url}", d.name, d.id, d.status)
+}
+
+fn seq_lines(lines: Vec<(i64, crate::protocol::LogLine)>) -> Vec<SeqLine> {
+    lines
+        .into_iter()
+        .map(|(seq, line)| SeqLine { seq, line })
+        .collect()
+}
+
+fn cluster_snapshot(view: sync::ClusterView) -> ClusterSnapshot {
+    ClusterSnapshot {
+        nodes: view
+            .nodes
+            .into_iter()
+            .map(|n| NodeInfo {
+                online: n.online(),
+                name: n.node,
+                status: n.status,
+                cpu: n.cpu,
+                maxcpu: n.maxcpu,
+                mem: n.mem,
+                maxmem: n.maxmem,
+                disk: n.disk,
+                maxdisk: n.maxdisk,
+                uptime: n.uptime,
+            })
+            .collect(),
+        guests: view
+            .guests
+            .into_iter()
+            .map(|g| GuestInfo {
+                vmid: g.vmid,
+                kind: g.kind.into(),
+                node: g.node,
+                name: g.name,
+                status: g.status,
+                cpu: g.cpu,
+                maxcpu: g.maxcpu,
+                mem: g.mem,
+                maxmem: g.maxmem,
+                disk: g.disk,
+                maxdisk: g.maxdisk,
+                uptime: g.uptime,
+                template: g.template,
+                managed: g.managed,
+                entry: g.deployment.map(|t| GuestEntry {
+                    id: t.id,
+                    name: t.name,
+                    origin: t.origin,
+                    status: t.status,
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// Seconds east of UTC of the local time zone (for per-day statistics).
+fn local_offset_secs() -> i32 {
+    chrono::Local::now().offset().local_minus_utc()
+}
+
+/// Writes `text` to `file` (mode 0600) in `dir` (mode 0700).
+fn write_private(dir: &std::path::Path, file: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::domain::{Deployment, Stage};
+    use crate::protocol::{LogLine, LogStream};
+    use std::time::Instant;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    struct Served {
+        engine: Engine,
+        requests: mpsc::UnboundedSender<Request>,
+        events: std::sync::mpsc::Receiver<EngineEvent>,
+        task: JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Served {
+        fn start() -> Served {
+            let dir = tempfile::tempdir().unwrap();
+            let config = Config::parse("", &Default::default()).unwrap();
+            let engine = Engine::open(config, dir.path()).unwrap();
+            let (requests, rx) = mpsc::unbounded_channel();
+            let (tx, events) = std::sync::mpsc::channel();
+            let serving = engine.clone();
+            let task = tokio::spawn(async move { serving.serve(rx, tx).await });
+            Served {
+                engine,
+                requests,
+                events,
+                task,
+                _dir: dir,
+            }
+        }
+
+        /// The first event `pick` accepts, within a bounded wait; others are skipped.
+        async fn wait_for<T>(&self, what: &str, pick: impl Fn(&EngineEvent) -> Option<T>) -> T {
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                match self.events.try_recv() {
+                    Ok(e) => {
+                        if let Some(t) = pick(&e) {
+                            return t;
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            panic!("no {what} within {WAIT:?}");
+        }
+
+        fn send(&self, r: Request) {
+            self.requests.send(r).unwrap();
+        }
+    }
+
+    fn line(text: &str, stream: LogStream) -> LogLine {
+        LogLine {
+            at: now_ms(),
+            stream,
+            stage: Some(Stage::Provision),
+            text: text.into(),
+        }
+    }
+
+    async fn record(engine: &Engine, id: &str) -> DeploymentId {
+        let d = Deployment {
+            id: DeploymentId(id.into()),
+            name: format!("app-{id}"),
+            repo: "file:///nowhere.git".into(),
+            framework: "flask".into(),
+            created_at: now_ms(),
+            updated_at: now_ms(),
+            ..Deployment::default()
+        };
+        let key = d.id.clone();
+        engine
+            .db
+            .call(move |s| {
+                s.insert_deployment(&d)?;
+                s.append_logs(
+                    &d.id,
+                    &[
+                        line("--- stage provision ---", LogStream::Info),
+                        line("pip install flask", LogStream::Stdout),
+                    ],
+                )
+            })
+            .await
+            .unwrap();
+        key
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_logs_reads_and_an_operation_through_serve() {
+        let s = Served::start();
+        let settings = s
+            .wait_for("settings", |e| match e {
+                EngineEvent::Settings(x) => Some(x.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(settings.default_node, None, "no [proxmox] in the config");
+        let state = s
+            .wait_for("the proxmox state", |e| match e {
+                EngineEvent::Proxmox(p) => Some(p.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(state, ProxmoxState::Unconfigured);
+
+        // A deployment written by "another process" (another connection) shows up.
+        let id = record(&s.engine, "aaa111").await;
+        let list = s
+            .wait_for("a snapshot with the deployment", |e| match e {
+                EngineEvent::Deployments(l) if !l.is_empty() => Some(l.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(list[0].id, id);
+        let stats = s
+            .wait_for("statistics", |e| match e {
+                EngineEvent::Statistics(st) if st.total == 1 => Some(st.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(stats.per_day.len(), STATS_DAYS as usize);
+
+        // The log: its tail, then new lines as they are stored.
+        s.send(Request::OpenLog(id.clone()));
+        let tail = s
+            .wait_for("the log's tail", |e| match e {
+                EngineEvent::LogPage {
+                    kind: LogPageKind::Tail,
+                    lines,
+                    at_start,
+                    ..
+                } => Some((lines.clone(), *at_start)),
+                _ => None,
+            })
+            .await;
+        assert_eq!(tail.0.len(), 2);
+        assert!(tail.1, "the whole log fits");
+        let key = id.clone();
+        s.engine
+            .db
+            .call(move |st| {
+                st.append_logs(
+                    &key,
+                    &[line("ERROR: no module named flask", LogStream::Stderr)],
+                )
+            })
+            .await
+            .unwrap();
+        let appended = s
+            .wait_for("the new line", |e| match e {
+                EngineEvent::LogPage {
+                    kind: LogPageKind::Append,
+                    lines,
+                    ..
+                } => Some(lines.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(appended.len(), 1);
+        assert_eq!(appended[0].line.stream, LogStream::Stderr);
+        assert!(appended[0].seq > tail.0[1].seq);
+
+        s.send(Request::FindInLog {
+            id: id.clone(),
+            query: "no MODULE".into(),
+            from: 0,
+            forward: true,
+        });
+        let found = s
+            .wait_for("the search's answer", |e| match e {
+                EngineEvent::LogMatch { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .await;
+        assert_eq!(found, Some(appended[0].seq));
+        s.send(Request::LoadLog {
+            id: id.clone(),
+            window: LogWindow::Before(appended[0].seq),
+        });
+        let before = s
+            .wait_for("the page before", |e| match e {
+                EngineEvent::LogPage {
+                    kind: LogPageKind::Window(_),
+                    lines,
+                    at_start,
+                    ..
+                } => Some((lines.len(), *at_start)),
+                _ => None,
+            })
+            .await;
+        assert_eq!(before, (2, true));
+
+        s.send(Request::LoadDetails(id.clone()));
+        let details = s
+            .wait_for("details", |e| match e {
+                EngineEvent::Details(d) => Some(d.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(details.deployment.id, id);
+        assert_eq!(details.history.len(), 1);
+
+        // Reviewing needs Proxmox for a new guest: the answer says so.
+        s.send(Request::Review(Box::new(DeployInput {
+            repo: "acme/shop".into(),
+            framework: "flask".into(),
+            ..DeployInput::default()
+        })));
+        let review = s
+            .wait_for("the review", |e| match e {
+                EngineEvent::Reviewed { result, .. } => Some(result.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(review.unwrap_err().contains("proxmox is not configured"));
+        // Bad input is named field by field.
+        s.send(Request::Review(Box::new(DeployInput {
+            repo: "acme/shop;x".into(),
+            ..DeployInput::default()
+        })));
+        let review = s
+            .wait_for("the review", |e| match e {
+                EngineEvent::Reviewed { result, .. } => Some(result.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(review.unwrap_err().starts_with("repo: "));
+
+        // A real operation: destroying a PENDING deployment that never got a guest.
+        s.send(Request::Destroy(id.clone()));
+        let (op, result) = s
+            .wait_for("the destroy's end", |e| match e {
+                EngineEvent::OpFinished { op, result, .. } => Some((*op, result.clone())),
+                _ => None,
+            })
+            .await;
+        assert_eq!(op, OpKind::Destroy);
+        assert!(
+            result.as_ref().is_ok_and(|t| t.contains("DELETED")),
+            "{result:?}"
+        );
+        s.wait_for("DELETED in a snapshot", |e| match e {
+            EngineEvent::Deployments(l) if l.iter().any(|d| d.status == Status::Deleted) => {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+        // A refused one comes back as an error, and serving goes on.
+        s.send(Request::Retry(id.clone()));
+        let refused = s
+            .wait_for("the retry's end", |e| match e {
+                EngineEvent::OpFinished {
+                    op: OpKind::Retry,
+                    result,
+                    ..
+                } => Some(result.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(refused.is_err());
+
+        s.send(Request::Shutdown);
+        tokio::time::timeout(WAIT, s.task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_repository_check_answers_and_detects() {
+        let s = Served::start();
+        let work = tempfile::tempdir().unwrap();
+        let repo = work.path().join("sample");
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&repo)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com")
+                .output()
+                .expect("git runs");
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("requirements.txt"), "flask\ngunicorn\n").unwrap();
+        std::fs::write(
+            repo.join("app.py"),
+            "from flask import Flask\napp = Flask(__name__)\n",
+        )
+        .unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "sample"]);
+        let url = format!("file://{}", repo.display());
+
+        s.send(Request::CheckRepo {
+            repo: url.clone(),
+            git_ref: "main".into(),
+        });
+        let checked = s
+            .wait_for("the check", |e| match e {
+                EngineEvent::RepoChecked { repo, result, .. } if *repo == url => {
+                    Some(result.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert!(
+            checked.as_ref().is_ok_and(|t| t.contains("ref main found")),
+            "{checked:?}"
+        );
+        let detected = s
+            .wait_for("the detection", |e| match e {
+                EngineEvent::Detected { result, .. } => Some(result.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(detected.framework, "flask");
+        assert!(
+            detected.reason.contains("requirements.txt"),
+            "{}",
+            detected.reason
+        );
+
+        s.send(Request::CheckRepo {
+            repo: url.clone(),
+            git_ref: "nope".into(),
+        });
+        let missing = s
+            .wait_for("the check of a missing ref", |e| match e {
+                EngineEvent::RepoChecked {
+                    git_ref, result, ..
+                } if git_ref == "nope" => Some(result.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(missing.unwrap_err().contains("no branch or tag"));
+        s.send(Request::Shutdown);
+        tokio::time::timeout(WAIT, s.task).await.unwrap().unwrap();
+    }
+}
