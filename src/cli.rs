@@ -963,7 +963,13 @@ async fn stats_command(cli: &Cli, json: bool) -> Result<(), CliError> {
         stats.total, stats.active, stats.in_flight, stats.succeeded, stats.failed
     );
     println!("\nper day (last {DAYS})");
-    let most = stats.per_day.iter().map(|d| d.deployments).max().unwrap_or(0).max(1);
+    let most = stats
+        .per_day
+        .iter()
+        .map(|d| d.deployments)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     for d in &stats.per_day {
         let bar = "#".repeat(((d.deployments * 40) / most) as usize);
         let failed = if d.failed > 0 {

@@ -546,7 +546,6 @@ impl WizardScreen {
             self.revalidate();
             return true;
         }
-        let before_notice = self.notice.clone();
         match (self.page, action) {
             (_, Action::Back) => {
                 self.notice = None;
@@ -629,7 +628,6 @@ impl WizardScreen {
             _ => return false,
         }
         self.revalidate();
-        let _ = before_notice;
         true
     }
 
@@ -1246,7 +1244,11 @@ impl WizardScreen {
                     format!("{} ", SPINNER[cx.spinner % SPINNER.len()]),
                     theme.spinner(),
                 ),
-                Span::styled("asking the engine what this would create…", theme.muted()),
+                Span::styled(
+                    "preflight and terraform plan: what this would create… (the first plan \
+                     downloads the provider)",
+                    theme.muted(),
+                ),
             ])),
             Some(r) if r.input != current => lines.push(Line::from(Span::styled(
                 "The form changed since the review: press enter to review again.",

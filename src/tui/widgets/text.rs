@@ -85,8 +85,9 @@ pub fn format_bytes(bytes: u64) -> String {
 /// `HH:MM:SS` (or `YYYY-MM-DD HH:MM:SS` with `date`) of Unix milliseconds, `offset_secs` east
 /// of UTC.
 pub fn format_time(ms: i64, offset_secs: i32, date: bool) -> String {
-    let offset = chrono::FixedOffset::east_opt(offset_secs)
-        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    use chrono::Offset;
+    // An offset out of range (more than a day) falls back to UTC.
+    let offset = chrono::FixedOffset::east_opt(offset_secs).unwrap_or_else(|| chrono::Utc.fix());
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| {
             let t = t.with_timezone(&offset);
