@@ -80,6 +80,16 @@ pub struct Facts {
     pub commit: Option<String>,
 }
 
+/// How often `Store::open` tries again when the file is busy (about 20 s in all).
+const OPEN_BUSY_ATTEMPTS: u32 = 45;
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -101,8 +111,23 @@ impl Store {
                 source,
             })?;
         }
-        let conn = Connection::open(path)?;
-        Store::init(conn)
+        // Opening can meet SQLITE_BUSY without SQLite's busy handler ever running: when another
+        // process is closing the last connection (it checkpoints and removes the WAL under an
+        // exclusive lock) or is running WAL recovery. Those moments are short; try again for a
+        // bounded time rather than fail a command that merely started alongside another.
+        let mut attempt = 0u32;
+        loop {
+            let result = Connection::open(path)
+                .map_err(StoreError::from)
+                .and_then(Store::init);
+            match result {
+                Err(StoreError::Sql(e)) if is_busy(&e) && attempt < OPEN_BUSY_ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt.min(10))));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn open_in_memory() -> Result<Store> {
@@ -112,7 +137,12 @@ impl Store {
     fn init(conn: Connection) -> Result<Store> {
         // Writers wait for each other: several proxdeck processes may share one data dir.
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching the journal mode needs an exclusive lock; a file already in WAL mode (every
+        // one after its first open) is left as it is.
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut store = Store { conn };

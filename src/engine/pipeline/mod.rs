@@ -609,15 +609,7 @@ async fn stages(
     d: &Deployment,
     env: Vec<(String, String)>,
 ) -> StageResult<Deployment> {
-    let framework = Catalog::builtin()
-        .get(&d.framework)
-        .cloned()
-        .ok_or_else(|| {
-            fail(Stage::Validate)(&format!(
-                "framework {:?} is no longer in the catalog",
-                d.framework
-            ))
-        })?;
+    let framework = catalog_framework(d)?;
     let proxmox = if d.origin == Origin::Host {
         proxmox_or_placeholder(engine)
     } else {
@@ -649,19 +641,39 @@ async fn stages(
 
     cx.stage(Stage::Ssh).await?;
     cx.transition(Status::Deploying).await?;
-    app::connect(&mut cx).await?;
+    on_guest(&mut cx).await
+}
+
+/// The framework a stored deployment names, from the built-in catalog.
+pub(super) fn catalog_framework(d: &Deployment) -> StageResult<Framework> {
+    Catalog::builtin()
+        .get(&d.framework)
+        .cloned()
+        .ok_or_else(|| {
+            fail(Stage::Validate)(&format!(
+                "framework {:?} is no longer in the catalog",
+                d.framework
+            ))
+        })
+}
+
+/// The stages on the guest, shared by deploy, retry and redeploy: connect (the `ssh` stage
+/// has begun and the deployment is DEPLOYING), provision, health check, RUNNING.
+pub(super) async fn on_guest(cx: &mut Ctx<'_>) -> StageResult<Deployment> {
+    app::connect(cx).await?;
 
     cx.stage(Stage::Provision).await?;
-    app::provision(&mut cx).await?;
+    app::provision(cx).await?;
 
     cx.stage(Stage::HealthCheck).await?;
-    check::run(&mut cx).await?;
+    check::run(cx).await?;
 
     cx.stage(Stage::Done).await?;
     let done = cx.transition(Status::Running).await?;
     cx.info(format!(
-        "RUNNING at {}",
-        cx.url.as_deref().unwrap_or("(no URL)")
+        "RUNNING at {} (commit {})",
+        cx.url.as_deref().unwrap_or("(no URL)"),
+        done.commit.as_deref().unwrap_or("?")
     ))
     .await?;
     Ok(done)

@@ -9,18 +9,17 @@
 //! Nothing here touches Terraform or Proxmox: the guest exists and only the app changes.
 
 use super::{
-    Ctx, DeployError, StageResult, fail, load_env, proxmox_or_placeholder, record_failure, redactor,
+    Ctx, DeployError, StageResult, catalog_framework, fail, load_env, on_guest,
+    proxmox_or_placeholder, record_failure, redactor,
 };
-use super::{app, check};
 use crate::domain::spec::validate_ref;
-use crate::domain::{Catalog, Deployment, Stage, Status};
+use crate::domain::{Deployment, Stage, Status};
 use crate::engine::Engine;
 use crate::engine::detect;
 use crate::engine::report::Reporter;
-use crate::engine::terraform::GuestOutputs;
 use crate::protocol::EngineEvent;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// What to build on the guest.
 enum Build {
@@ -153,37 +152,12 @@ async fn stages(
     env: Vec<(String, String)>,
     checkout: Option<String>,
 ) -> StageResult<Deployment> {
-    let framework = Catalog::builtin()
-        .get(&d.framework)
-        .cloned()
-        .ok_or_else(|| {
-            fail(Stage::Validate)(&format!(
-                "framework {:?} is no longer in the catalog",
-                d.framework
-            ))
-        })?;
+    let framework = catalog_framework(d)?;
     let proxmox = proxmox_or_placeholder(engine).map_err(|e| fail(Stage::Preflight)(&e))?;
-    let (_cancel_tx, cancel) = watch::channel(false);
-    let mut cx = Ctx {
-        engine,
-        reporter,
-        d: d.clone(),
-        framework,
-        node: d.node.clone().unwrap_or_default(),
-        proxmox,
-        env,
-        cancel,
-        static_ip: None,
-        keys: None,
-        outputs: GuestOutputs::default(),
-        ip: d.ip.clone(),
-        session: None,
-        commit: None,
-        url: None,
-        current: Stage::Preflight,
-        pve: None,
-        checkout,
-    };
+    let node = d.node.clone().unwrap_or_default();
+    let mut cx = Ctx::new(engine, reporter, d.clone(), framework, proxmox, env, node);
+    cx.ip = d.ip.clone();
+    cx.checkout = checkout;
     if cx.checkout.is_none() {
         cx.stage(Stage::Preflight).await?;
         cx.transition(Status::Deploying).await?;
@@ -196,21 +170,5 @@ async fn stages(
         cx.stage(Stage::Ssh).await?;
         cx.transition(Status::Deploying).await?;
     }
-    app::connect(&mut cx).await?;
-
-    cx.stage(Stage::Provision).await?;
-    app::provision(&mut cx).await?;
-
-    cx.stage(Stage::HealthCheck).await?;
-    check::run(&mut cx).await?;
-
-    cx.stage(Stage::Done).await?;
-    let done = cx.transition(Status::Running).await?;
-    cx.info(format!(
-        "RUNNING at {} (commit {})",
-        cx.url.as_deref().unwrap_or("(no URL)"),
-        done.commit.as_deref().unwrap_or("?")
-    ))
-    .await?;
-    Ok(done)
+    on_guest(&mut cx).await
 }
