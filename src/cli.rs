@@ -1,246 +1,26 @@
-//! The command line: clap definitions and one function per subcommand, each a thin client of
-//! the engine. Progress goes to stdout (to stderr with `--json`, where stdout holds only the
-//! JSON result). Exit codes: 0 done, 1 an operation failed, 2 bad input or config.
+//! The command line: every subcommand a thin client of the engine. Operations (deploy, retry,
+//! redeploy, rollback, destroy, start, stop, restart, forget, sync) are queued as jobs through
+//! `engine::ops` and followed to their end (`jobs`); reads print from the store (`print`,
+//! `logs`); `cluster` talks to Proxmox for `resources` and `doctor`. Progress goes to stdout
+//! (to stderr with `--json`, where stdout holds only the JSON result). Exit codes: 0 done,
+//! 1 an operation failed, 2 bad input or config.
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::domain::spec::{DeployInput, parse_env_file, parse_env_pair};
-use crate::domain::{Catalog, Deployment};
+use crate::domain::{Catalog, Op};
+use crate::engine::ops::OpRequest;
 use crate::engine::pipeline::{self, DeployError};
 use crate::engine::{Engine, ssh};
-use crate::protocol::{EngineEvent, LogLine, LogStream};
-use clap::{Args, Parser, Subcommand};
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use tokio::sync::mpsc;
 
+mod args;
 mod cluster;
+mod jobs;
+mod logs;
+mod print;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "proxdeck",
-    version,
-    about = "A private Platform-as-a-Service for Proxmox VE, in the terminal.",
-    long_about = "A private Platform-as-a-Service for Proxmox VE, in the terminal.\n\n\
-        Without a command, proxdeck opens the dashboard (TUI)."
-)]
-pub struct Cli {
-    /// Config file (default: config.toml in the XDG config dir).
-    #[arg(long, global = true, env = "PROXDECK_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// Data dir: database, Terraform workspaces, keys, audit log (default: the XDG data dir).
-    #[arg(long, global = true, env = "PROXDECK_DATA_DIR", value_name = "PATH")]
-    pub data_dir: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Deploy a Git repository onto a new guest (`--plan`: show what would be created, stop).
-    Deploy(DeployArgs),
-    /// Write the Terraform workspace a deploy with the same flags would use (main.tf,
-    /// terraform.tfvars.json; no credentials) into a folder, to read, keep or run by hand.
-    Render(RenderArgs),
-    /// Run a failed deployment's stages again (each stage is idempotent).
-    Retry(IdArgs),
-    /// List deployments.
-    List(JsonArgs),
-    /// Show one deployment: fields, status history.
-    Show(IdArgs),
-    /// Print a deployment's log (`--app`: the app's own log, read over SSH).
-    Logs(LogsArgs),
-    /// Destroy a deployment's guest (terraform destroy); the record stays as DELETED.
-    Destroy(DestroyArgs),
-    /// List the framework catalog.
-    Frameworks(JsonArgs),
-    /// Print proxdeck's SSH public key (generated on first use), to authorize it on hosts.
-    SshKey,
-    /// Fetch, rebuild and restart a deployment on the same guest (the commit before is kept).
-    Redeploy(RedeployArgs),
-    /// Return a deployment to the commit deployed before the current one.
-    Rollback(IdArgs),
-    /// Configuration: write a commented template, show the path, check it.
-    #[command(subcommand)]
-    Config(ConfigCommand),
-    /// Start a deployment's guest through the Proxmox API (waits for the task).
-    Start(IdArgs),
-    /// Shut a deployment's guest down cleanly (forced off after 60 s).
-    Stop(IdArgs),
-    /// Reboot a deployment's guest (starts it when it is stopped).
-    Restart(IdArgs),
-    /// Every VM and container of the cluster: node, status, CPU, memory, disk, uptime, and
-    /// whether proxdeck manages it.
-    Resources(JsonArgs),
-    /// Import the cluster's guests proxdeck does not know, update known ones, mark gone ones.
-    Sync(JsonArgs),
-    /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays.
-    Forget(IdArgs),
-    /// Check the config, Proxmox (TLS, credentials, privileges, node, storage, bridge,
-    /// template), terraform, git and the data dir.
-    Doctor(JsonArgs),
-    /// Statistics: totals, success rate, deployments per day, time per stage, per framework
-    /// (guests imported by sync are not deployments and are not counted).
-    Stats(JsonArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
-    /// Write a commented config template (mode 0600).
-    Init {
-        /// Overwrite an existing file.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Print the config file's path.
-    Path,
-    /// Load and check the configuration.
-    Check,
-}
-
-#[derive(Debug, Args)]
-pub struct JsonArgs {
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct IdArgs {
-    /// Deployment id or name.
-    pub id: String,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// Deployment id or name.
-    pub id: String,
-    /// The app's own log (its service's journal, or the supervisor's log file), over SSH.
-    #[arg(long)]
-    pub app: bool,
-    /// Keep printing new lines until Ctrl-C (the deployment log: until it settles).
-    #[arg(long, short = 'f')]
-    pub follow: bool,
-    /// With --app: how many of the last lines to print first.
-    #[arg(long, short = 'n', default_value_t = 200, value_name = "N")]
-    pub lines: u32,
-    /// Print JSON lines.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct RedeployArgs {
-    /// Deployment id or name.
-    pub id: String,
-    /// Deploy this branch, tag or commit from now on (default: the deployment's ref).
-    #[arg(long = "ref", value_name = "REF")]
-    pub git_ref: Option<String>,
-    /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct DestroyArgs {
-    /// Deployment id or name.
-    pub id: String,
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct DeployArgs {
-    /// Git repository: https://, ssh://, git://, file:// URL, user@host:path, or owner/repo (GitHub).
-    #[arg(long)]
-    pub repo: String,
-    /// Branch, tag or commit (default: the repository's default branch).
-    #[arg(long = "ref", value_name = "REF")]
-    pub git_ref: Option<String>,
-    /// Framework id (`proxdeck frameworks` lists them); default: detected from the
-    /// repository's files.
-    #[arg(long)]
-    pub framework: Option<String>,
-    /// Guest type: lxc or vm.
-    #[arg(long = "type", default_value = "lxc", value_name = "TYPE")]
-    pub guest_type: String,
-    /// Name (a DNS label; default: from the repository name).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// CPU cores.
-    #[arg(long)]
-    pub cores: Option<u32>,
-    /// Memory in MiB.
-    #[arg(long, value_name = "MIB")]
-    pub memory: Option<u32>,
-    /// Disk in GiB.
-    #[arg(long, value_name = "GIB")]
-    pub disk: Option<u32>,
-    /// The app's port (default: the framework's).
-    #[arg(long)]
-    pub port: Option<u32>,
-    /// Proxmox node (default: proxmox.node from the config).
-    #[arg(long)]
-    pub node: Option<String>,
-    /// Environment variable for the app, KEY=VALUE (repeatable). Values are secrets: never
-    /// stored in the database, masked in logs.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// A file of KEY=VALUE lines (`export`, quotes and # comments allowed); --env wins over it.
-    #[arg(long = "env-file", value_name = "PATH")]
-    pub env_file: Option<PathBuf>,
-    /// Deploy onto an existing host or guest (ADDRESS[:SSH_PORT]) instead of creating one:
-    /// no Terraform; destroy removes the app and leaves the host.
-    #[arg(long, value_name = "ADDRESS[:PORT]")]
-    pub host: Option<String>,
-    /// SSH user (default: guest.ssh_user); a user other than root needs passwordless sudo.
-    #[arg(long = "ssh-user", value_name = "USER")]
-    pub ssh_user: Option<String>,
-    /// Your own SSH private key instead of proxdeck's (`proxdeck ssh-key`).
-    #[arg(long = "ssh-key", value_name = "PATH")]
-    pub ssh_key: Option<PathBuf>,
-    /// Replace the framework's install command.
-    #[arg(long, value_name = "CMD")]
-    pub install: Option<String>,
-    /// Replace the framework's build command ("" skips the build).
-    #[arg(long, value_name = "CMD")]
-    pub build: Option<String>,
-    /// Replace the framework's start command (runs in the foreground; $PORT is the port).
-    #[arg(long, value_name = "CMD")]
-    pub start: Option<String>,
-    /// The health check's HTTP path (default: the framework's).
-    #[arg(long = "health-path", value_name = "PATH")]
-    pub health_path: Option<String>,
-    /// The HTTP status the health check expects (default: any 2xx or 3xx).
-    #[arg(long = "health-status", value_name = "CODE")]
-    pub health_status: Option<u32>,
-    /// The container's OS template (a volume id, e.g. local:vztmpl/debian-12-...tar.zst)
-    /// instead of guest.os_template.
-    #[arg(long = "os-template", value_name = "VOLID")]
-    pub os_template: Option<String>,
-    /// Show what would be created (Terraform's plan: resources, CPU, memory, disk, node,
-    /// bridge) and stop: nothing is created, and no deployment is recorded.
-    #[arg(long)]
-    pub plan: bool,
-    /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct RenderArgs {
-    #[command(flatten)]
-    pub deploy: DeployArgs,
-    /// The folder to write main.tf and terraform.tfvars.json into (created if needed).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-}
+pub use crate::engine::ops::format_line;
+pub use args::*;
 
 /// A failure of a command, with the exit code it maps to.
 #[derive(Debug)]
@@ -315,65 +95,28 @@ pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
     Ok(config)
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::failed(e.to_string()))?;
     println!("{text}");
     Ok(())
-}
-
-/// Prints engine events as they come: log lines (stderr lines marked), nothing else.
-fn spawn_printer(
-    to_stderr: bool,
-) -> (
-    mpsc::UnboundedSender<EngineEvent>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<EngineEvent>();
-    let handle = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            if let EngineEvent::Log { lines, .. } = ev {
-                let mut text = String::new();
-                for l in &lines {
-                    text.push_str(&format_line(l));
-                    text.push('\n');
-                }
-                if to_stderr {
-                    let _ = std::io::stderr().write_all(text.as_bytes());
-                } else {
-                    let mut out = std::io::stdout().lock();
-                    let _ = out.write_all(text.as_bytes());
-                    let _ = out.flush();
-                }
-            }
-        }
-    });
-    (tx, handle)
-}
-
-pub fn format_line(l: &LogLine) -> String {
-    let time = chrono::DateTime::from_timestamp_millis(l.at)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default();
-    let stage = l.stage.map(|s| s.as_str()).unwrap_or("-");
-    let mark = match l.stream {
-        LogStream::Stdout => " ",
-        LogStream::Stderr => "!",
-        LogStream::Info => "*",
-    };
-    format!("{time} {stage:<15} {mark} {}", l.text)
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let Some(command) = &cli.command else {
         return Err(CliError::usage("no command"));
     };
+    let follow = |id: &str, op: Op, detach: bool, json: bool| jobs::Follow {
+        request: OpRequest::On {
+            op,
+            target: id.to_string(),
+        },
+        detach,
+        json,
+    };
     match command {
-        Command::Frameworks(a) => frameworks(a.json),
-        Command::Config(c) => config_command(&cli, c),
+        Command::Frameworks(a) => print::frameworks(a.json),
+        Command::Config(c) => print::config_command(&cli, c),
+        Command::Worker => worker(&cli).await,
         Command::Deploy(args) => {
             // Bad input is reported before the config is even read.
             let input = deploy_input(args)?;
@@ -384,175 +127,108 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let options = pipeline::DeployOptions {
                 os_template: args.os_template.clone(),
             };
-            let (tx, printer) = spawn_printer(args.json);
-            let cancel = cancel_on_ctrl_c();
             if args.plan {
-                let result = pipeline::plan(&engine, input, options, tx).await;
-                cancel.abort();
-                let _ = printer.await;
-                return finish_plan(result, args.json);
+                return plan(&engine, input, options, args.json).await;
             }
-            let result = pipeline::deploy_with(&engine, input, options, tx).await;
-            cancel.abort();
-            let _ = printer.await;
-            finish(result, args.json)
-        }
-        Command::Render(args) => {
-            if args.deploy.plan {
-                return Err(CliError::usage(
-                    "render writes the workspace; --plan belongs to deploy",
-                ));
-            }
-            let input = deploy_input(&args.deploy)?;
-            input
-                .validate(Catalog::builtin())
-                .map_err(|e| CliError::usage(e.to_string()))?;
-            let engine = open_engine(&cli)?;
-            let options = pipeline::DeployOptions {
-                os_template: args.deploy.os_template.clone(),
+            let run = jobs::Follow {
+                request: OpRequest::Deploy {
+                    input: Box::new(input),
+                    options,
+                },
+                detach: args.detach,
+                json: args.json,
             };
-            let report = pipeline::render_workspace(&engine, input, options, &args.out).await?;
-            if args.deploy.json {
-                print_json(&report)
-            } else {
-                for f in &report.files {
-                    println!("{}", report.dir.join(f).display());
-                }
-                println!(
-                    "{} {} on node {}, vmid {} (a deploy reserves its own vmid when it runs); credentials are not in these files: terraform reads them from PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN",
-                    report.guest_type, report.name, report.node, report.vmid
-                );
-                Ok(())
-            }
+            jobs::run(&engine, run).await
         }
+        Command::Render(args) => render(&cli, args).await,
         Command::Retry(a) => {
             let engine = open_engine(&cli)?;
-            let (tx, printer) = spawn_printer(a.json);
-            let cancel = cancel_on_ctrl_c();
-            let result = pipeline::retry(&engine, &a.id, tx).await;
-            cancel.abort();
-            let _ = printer.await;
-            finish(result, a.json)
+            jobs::run(&engine, follow(&a.id, Op::Retry, a.detach, a.json)).await
         }
         Command::Destroy(a) => {
             let engine = open_engine(&cli)?;
             let key = a.id.clone();
             let d = engine.db.call(move |s| s.find(&key)).await?;
+            // The rules first: nothing to confirm for what would be refused anyway.
+            crate::domain::policy::check(crate::domain::OpKind::Destroy, &d)
+                .map_err(|r| CliError::failed(r.0))?;
             if !a.yes {
-                confirm_destroy(&d)?;
+                print::confirm_destroy(&d)?;
             }
-            let (tx, printer) = spawn_printer(a.json);
-            let cancel = cancel_on_ctrl_c();
-            let result = pipeline::destroy(&engine, &d.id.0, tx).await;
-            cancel.abort();
-            let _ = printer.await;
-            finish(result, a.json)
+            jobs::run(&engine, follow(&d.id.0, Op::Destroy, a.detach, a.json)).await
         }
+        Command::Redeploy(a) => {
+            let engine = open_engine(&cli)?;
+            let op = Op::Redeploy {
+                git_ref: a.git_ref.clone(),
+            };
+            jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
+        }
+        Command::Rollback(a) => {
+            let engine = open_engine(&cli)?;
+            jobs::run(&engine, follow(&a.id, Op::Rollback, a.detach, a.json)).await
+        }
+        Command::Start(a) | Command::Stop(a) | Command::Restart(a) | Command::Forget(a) => {
+            let op = match command {
+                Command::Start(_) => Op::Start,
+                Command::Stop(_) => Op::Stop,
+                Command::Restart(_) => Op::Restart,
+                _ => Op::Forget,
+            };
+            let engine = open_engine(&cli)?;
+            jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
+        }
+        Command::Sync(a) => {
+            let engine = open_engine(&cli)?;
+            let run = jobs::Follow {
+                request: OpRequest::Sync,
+                detach: a.detach,
+                json: a.json,
+            };
+            jobs::run(&engine, run).await
+        }
+        Command::Jobs(a) => jobs::list(&open_engine(&cli)?, a).await,
+        Command::Cancel(a) => jobs::cancel(&open_engine(&cli)?, a).await,
         Command::List(a) => {
             let engine = open_engine(&cli)?;
-            let list = engine.db.call(|s| s.list()).await?;
+            let (list, active) = engine
+                .db
+                .call(|s| Ok((s.list()?, s.active_jobs()?)))
+                .await?;
             if a.json {
                 print_json(&list)
             } else {
-                print_table(&list);
+                print::print_table(&list, &active);
                 Ok(())
             }
         }
         Command::Show(a) => {
             let engine = open_engine(&cli)?;
             let key = a.id.clone();
-            let (d, history) = engine
+            let (d, history, job) = engine
                 .db
                 .call(move |s| {
                     let d = s.find(&key)?;
                     let h = s.history(&d.id)?;
-                    Ok((d, h))
+                    let j = s.active_job_for(&d.id)?;
+                    Ok((d, h, j))
                 })
                 .await?;
             if a.json {
                 let mut v =
                     serde_json::to_value(&d).map_err(|e| CliError::failed(e.to_string()))?;
                 v["history"] = serde_json::to_value(&history).unwrap_or_default();
+                v["job"] = serde_json::to_value(&job).unwrap_or_default();
                 print_json(&v)
             } else {
-                print_details(&d, &history);
+                print::print_details(&d, &history, job.as_ref());
                 Ok(())
             }
         }
-        Command::Logs(a) if a.app => {
-            let engine = open_engine(&cli)?;
-            app_logs(&engine, a).await
-        }
-        Command::Logs(a) => {
-            let engine = open_engine(&cli)?;
-            let key = a.id.clone();
-            let d = engine.db.call(move |s| s.find(&key)).await?;
-            let mut after = 0;
-            let mut out = std::io::stdout().lock();
-            loop {
-                let id = d.id.clone();
-                let page = engine.db.call(move |s| s.logs(&id, after, 5000)).await?;
-                let Some((last, _)) = page.last() else {
-                    if !a.follow {
-                        break;
-                    }
-                    // Following: until the deployment settles and its last lines are out.
-                    let id = d.id.clone();
-                    let now = engine.db.call(move |s| s.get(&id)).await?;
-                    if !now.status.is_in_flight() {
-                        let id = d.id.clone();
-                        let tail = engine.db.call(move |s| s.logs(&id, after, 1)).await?;
-                        if tail.is_empty() {
-                            break;
-                        }
-                        continue;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    continue;
-                };
-                after = *last;
-                for (_, l) in &page {
-                    let line = if a.json {
-                        serde_json::json!({"at": l.at, "stream": l.stream.as_str(), "stage": l.stage, "line": l.text}).to_string()
-                    } else {
-                        format_line(l)
-                    };
-                    if writeln!(out, "{line}").is_err() {
-                        return Ok(()); // the reader went away (e.g. `| head`)
-                    }
-                }
-            }
-            Ok(())
-        }
-        Command::Redeploy(a) => {
-            let engine = open_engine(&cli)?;
-            let (tx, printer) = spawn_printer(a.json);
-            let result = pipeline::redeploy(&engine, &a.id, a.git_ref.clone(), tx).await;
-            let _ = printer.await;
-            finish(result, a.json)
-        }
-        Command::Rollback(a) => {
-            let engine = open_engine(&cli)?;
-            let (tx, printer) = spawn_printer(a.json);
-            let result = pipeline::rollback(&engine, &a.id, tx).await;
-            let _ = printer.await;
-            finish(result, a.json)
-        }
-        Command::Start(a) => {
-            cluster::power_command(&cli, &a.id, crate::engine::power::PowerOp::Start, a.json).await
-        }
-        Command::Stop(a) => {
-            cluster::power_command(&cli, &a.id, crate::engine::power::PowerOp::Stop, a.json).await
-        }
-        Command::Restart(a) => {
-            cluster::power_command(&cli, &a.id, crate::engine::power::PowerOp::Restart, a.json)
-                .await
-        }
+        Command::Logs(a) => logs::logs(&open_engine(&cli)?, a).await,
         Command::Resources(a) => cluster::resources(&cli, a.json).await,
-        Command::Sync(a) => cluster::sync_command(&cli, a.json).await,
-        Command::Forget(a) => cluster::forget(&cli, &a.id, a.json).await,
         Command::Doctor(a) => cluster::doctor(&cli, a.json).await,
-        Command::Stats(a) => stats_command(&cli, a.json).await,
+        Command::Stats(a) => print::stats_command(&cli, a.json).await,
         Command::SshKey => {
             let dir = data_dir(&cli).join("keys");
             let keys = ssh::ensure_key(&dir).map_err(|e| CliError::failed(e.to_string()))?;
@@ -566,61 +242,104 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// `logs ID --app [-f]`: the app's own log over SSH; with -f until Ctrl-C.
-async fn app_logs(engine: &Engine, a: &LogsArgs) -> Result<(), CliError> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stop = Arc::new(AtomicBool::new(false));
-    let on_signal = stop.clone();
-    let signals = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.store(true, Ordering::Relaxed);
-        }
-    });
-    let (tx, mut rx) = mpsc::unbounded_channel::<crate::engine::process::Output>();
-    let json = a.json;
-    let printer = tokio::spawn(async move {
-        while let Some(o) = rx.recv().await {
-            let mut text = String::new();
-            for l in &o.lines {
-                if json {
-                    text.push_str(
-                        &serde_json::json!({"stream": o.stream.as_str(), "line": l}).to_string(),
-                    );
-                } else {
-                    text.push_str(l);
-                }
-                text.push('\n');
-            }
-            let written = if o.stream == LogStream::Stderr && !json {
-                std::io::stderr().write_all(text.as_bytes())
-            } else {
-                let mut out = std::io::stdout().lock();
-                out.write_all(text.as_bytes()).and_then(|_| out.flush())
-            };
-            if written.is_err() {
-                break; // the reader went away (e.g. `| head`)
-            }
-        }
-    });
-    let result = crate::engine::applogs::app_logs(engine, &a.id, a.lines, a.follow, stop, tx).await;
-    let _ = printer.await;
-    signals.abort();
-    result.map_err(|e| match e {
-        crate::engine::applogs::AppLogsError::Store(s) => s.into(),
-        other => CliError::failed(other.to_string()),
-    })
+/// `proxdeck worker`: runs queued jobs until idle (started by the other commands, detached).
+async fn worker(cli: &Cli) -> Result<(), CliError> {
+    // No terminal watches the worker: it logs to a file in the data dir.
+    let data = data_dir(cli);
+    crate::engine::logfile::init(&data.join("logs").join("worker.log"));
+    // A hangup from whatever terminal started it must not end its jobs.
+    // SAFETY: setting a signal's disposition to ignore has no preconditions.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::SigHandler::SigIgn,
+        );
+    }
+    let engine = open_engine(cli)?;
+    crate::engine::worker::run(engine, Some(config_path(cli)))
+        .await
+        .map_err(CliError::failed)
 }
 
-fn open_engine(cli: &Cli) -> Result<Engine, CliError> {
+/// `deploy --plan`: a dry run in this process (nothing is created, nothing stays recorded).
+async fn plan(
+    engine: &Engine,
+    input: DeployInput,
+    options: pipeline::DeployOptions,
+    json: bool,
+) -> Result<(), CliError> {
+    let (tx, printer) = jobs::spawn_printer(json);
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping the plan: terraform is asked to stop");
+            cancel_tx.send_replace(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let result = pipeline::plan(engine, input, options, tx, cancel).await;
+    ctrl_c.abort();
+    let _ = printer.await;
+    finish_plan(result, json)
+}
+
+async fn render(cli: &Cli, args: &RenderArgs) -> Result<(), CliError> {
+    if args.deploy.plan {
+        return Err(CliError::usage(
+            "render writes the workspace; --plan belongs to deploy",
+        ));
+    }
+    let input = deploy_input(&args.deploy)?;
+    input
+        .validate(Catalog::builtin())
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    let engine = open_engine(cli)?;
+    let options = pipeline::DeployOptions {
+        os_template: args.deploy.os_template.clone(),
+    };
+    let report = pipeline::render_workspace(&engine, input, options, &args.out).await?;
+    if args.deploy.json {
+        print_json(&report)
+    } else {
+        for f in &report.files {
+            println!("{}", report.dir.join(f).display());
+        }
+        println!(
+            "{} {} on node {}, vmid {} (a deploy reserves its own vmid when it runs); credentials are not in these files: terraform reads them from PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN",
+            report.guest_type, report.name, report.node, report.vmid
+        );
+        Ok(())
+    }
+}
+
+/// Opens the data dir (recovering what a killed proxdeck left, and saying so) with an engine
+/// that starts the worker as a detached `proxdeck worker` process.
+pub fn open_engine(cli: &Cli) -> Result<Engine, CliError> {
     let config = load_config(cli)?;
-    let engine =
+    let mut engine =
         Engine::open(config, &data_dir(cli)).map_err(|e| CliError::failed(e.to_string()))?;
+    for j in &engine.interrupted {
+        eprintln!(
+            "notice: job {} ({}{}) was interrupted: {}",
+            j.id,
+            j.kind(),
+            j.deployment
+                .as_ref()
+                .map(|d| format!(" of {d}"))
+                .unwrap_or_default(),
+            j.outcome.as_ref().map(|o| o.message.as_str()).unwrap_or("")
+        );
+    }
     for d in &engine.recovered {
         eprintln!(
             "notice: {} ({}) was interrupted and is now FAILED: `proxdeck retry {}` resumes it, `proxdeck destroy {}` removes it",
             d.name, d.id, d.id, d.id
         );
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        engine = engine.with_worker_process(exe, Some(config_path(cli)));
     }
     Ok(engine)
 }
@@ -674,24 +393,6 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
     })
 }
 
-/// Ctrl-C while a deployment runs: the first asks the stages to stop gracefully (terraform
-/// gets SIGINT, writes its state and releases its lock, so `proxdeck retry` continues); a
-/// second one quits at once.
-fn cancel_on_ctrl_c() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
-        eprintln!(
-            "cancelling: terraform is asked to stop and save its state; Ctrl-C again quits at once"
-        );
-        pipeline::request_cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(130);
-        }
-    })
-}
-
 /// `deploy --plan`: the plan's summary (already printed with the log), and what to do next.
 fn finish_plan(
     result: Result<pipeline::PlanReport, DeployError>,
@@ -706,309 +407,4 @@ fn finish_plan(
         report.name, report.guest_type
     );
     Ok(())
-}
-
-fn finish(result: Result<Deployment, DeployError>, json: bool) -> Result<(), CliError> {
-    match result {
-        Ok(d) => {
-            if json {
-                print_json(&d)
-            } else {
-                println!(
-                    "{} {} ({}){}",
-                    d.status,
-                    d.name,
-                    d.id,
-                    d.url
-                        .as_deref()
-                        .map(|u| format!(" {u}"))
-                        .unwrap_or_default()
-                );
-                Ok(())
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn confirm_destroy(d: &Deployment) -> Result<(), CliError> {
-    if !std::io::stdin().is_terminal() {
-        return Err(CliError::usage(format!(
-            "destroying {} ({}) needs confirmation: run it on a terminal, or pass --yes",
-            d.name, d.id
-        )));
-    }
-    eprint!(
-        "Destroy {} ({}){}? This deletes the guest. Type the name to confirm: ",
-        d.name,
-        d.id,
-        d.vmid.map(|v| format!(", vmid {v}")).unwrap_or_default()
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    if answer.trim() == d.name {
-        Ok(())
-    } else {
-        Err(CliError::failed("not confirmed; nothing was destroyed"))
-    }
-}
-
-fn frameworks(json: bool) -> Result<(), CliError> {
-    let catalog = Catalog::builtin();
-    if json {
-        return print_json(&catalog.frameworks);
-    }
-    println!(
-        "{:<10} {:<10} {:<9} {:>5}  START",
-        "ID", "NAME", "LANGUAGE", "PORT"
-    );
-    for f in &catalog.frameworks {
-        println!(
-            "{:<10} {:<10} {:<9} {:>5}  {}",
-            f.id, f.name, f.language, f.default_port, f.start
-        );
-    }
-    Ok(())
-}
-
-fn print_table(list: &[Deployment]) {
-    println!(
-        "{:<7} {:<20} {:<9} {:<4} {:<8} {:<6} {:<15} {:<13} STAGE",
-        "ID", "NAME", "FRAMEWORK", "TYPE", "NODE", "VMID", "IP", "STATUS"
-    );
-    for d in list {
-        println!(
-            "{:<7} {:<20} {:<9} {:<4} {:<8} {:<6} {:<15} {:<13} {}",
-            d.id.0,
-            d.name,
-            d.framework,
-            d.guest_type,
-            d.node.as_deref().unwrap_or("-"),
-            d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-            d.ip.as_deref().unwrap_or("-"),
-            d.status,
-            d.stage.map(|s| s.as_str()).unwrap_or("-"),
-        );
-    }
-}
-
-fn print_details(d: &Deployment, history: &[crate::store::StatusChange]) {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("id         {}", d.id);
-    println!("name       {}", d.name);
-    println!("status     {}", d.status);
-    println!("stage      {}", d.stage.map(|s| s.as_str()).unwrap_or("-"));
-    println!("url        {}", opt(&d.url));
-    println!("repo       {}", d.repo);
-    println!(
-        "ref        {}",
-        if d.git_ref.is_empty() {
-            "(default branch)"
-        } else {
-            &d.git_ref
-        }
-    );
-    println!("commit     {}", opt(&d.commit));
-    if let Some(p) = &d.previous_commit {
-        println!("previous   {p} (`proxdeck rollback` returns to it)");
-    }
-    if d.origin == crate::domain::Origin::Host {
-        println!(
-            "host       {} (an existing host: destroy removes the app, not the host)",
-            opt(&d.ip)
-        );
-    }
-    if d.ssh_user.is_some() || d.ssh_port.is_some() || d.overrides.ssh_key.is_some() {
-        println!(
-            "ssh        user {}, port {}, key {}",
-            d.ssh_user.as_deref().unwrap_or("(config)"),
-            d.ssh_port
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "(config)".into()),
-            d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
-        );
-    }
-    for (what, value) in [
-        ("install", &d.overrides.install),
-        ("build", &d.overrides.build),
-        ("start", &d.overrides.start),
-        ("health", &d.overrides.health_path),
-    ] {
-        if let Some(v) = value {
-            println!("{what:<10} {v}");
-        }
-    }
-    if let Some(s) = d.overrides.health_status {
-        println!("expects    HTTP {s}");
-    }
-    println!("framework  {}", d.framework);
-    println!("type       {}", d.guest_type);
-    println!("node       {}", opt(&d.node));
-    println!(
-        "vmid       {}",
-        d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
-    );
-    println!("ip         {}", opt(&d.ip));
-    println!(
-        "resources  {} cores, {} MiB, {} GiB, port {}",
-        d.cores, d.memory_mib, d.disk_gib, d.port
-    );
-    if !d.env_names.is_empty() {
-        println!("env        {}", d.env_names.join(", "));
-    }
-    if let Some(e) = &d.error {
-        println!("error      {e}");
-    }
-    println!("history");
-    for h in history {
-        let t = chrono::DateTime::from_timestamp_millis(h.at)
-            .map(|t| {
-                t.with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        println!(
-            "  {t}  {:<12} {}{}",
-            h.status,
-            h.stage.map(|s| s.as_str()).unwrap_or(""),
-            h.message
-                .as_deref()
-                .map(|m| format!("  {m}"))
-                .unwrap_or_default()
-        );
-    }
-}
-
-fn config_command(cli: &Cli, c: &ConfigCommand) -> Result<(), CliError> {
-    let path = config_path(cli);
-    match c {
-        ConfigCommand::Path => {
-            println!("{}", path.display());
-            Ok(())
-        }
-        ConfigCommand::Check => {
-            let config = load_config(cli)?;
-            match config.proxmox() {
-                Ok(p) => println!(
-                    "{}: ok (proxmox {} node {}{})",
-                    path.display(),
-                    p.endpoint,
-                    p.node,
-                    if p.fingerprint.is_some() {
-                        ", TLS pinned by fingerprint"
-                    } else if p.insecure {
-                        ", TLS NOT VERIFIED (insecure)"
-                    } else {
-                        ""
-                    }
-                ),
-                Err(e) => println!("{}: ok, but {e}", path.display()),
-            }
-            Ok(())
-        }
-        ConfigCommand::Init { force } => {
-            use std::os::unix::fs::OpenOptionsExt;
-            if path.exists() && !force {
-                return Err(CliError::usage(format!(
-                    "{} exists; pass --force to overwrite it",
-                    path.display()
-                )));
-            }
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))?;
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-            f.write_all(config::TEMPLATE.as_bytes())
-                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-            // An overwritten file keeps its old mode: make it private in any case.
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
-            println!(
-                "wrote {}; edit [proxmox] before the first deploy",
-                path.display()
-            );
-            Ok(())
-        }
-    }
-}
-
-/// `proxdeck stats [--json]`: the same numbers as the TUI's statistics screen.
-async fn stats_command(cli: &Cli, json: bool) -> Result<(), CliError> {
-    const DAYS: u32 = 14;
-    let engine = open_engine(cli)?;
-    let offset = chrono::Local::now().offset().local_minus_utc();
-    let stats = engine
-        .db
-        .call(move |s| s.statistics(crate::store::now_ms(), DAYS, offset))
-        .await?;
-    if json {
-        return print_json(&stats);
-    }
-    let rate = stats
-        .success_rate
-        .map_or_else(|| "-".to_string(), |r| format!("{:.0}%", r * 100.0));
-    println!(
-        "deployments {}  active {}  in flight {}  succeeded {}  failed {}  success rate {rate}",
-        stats.total, stats.active, stats.in_flight, stats.succeeded, stats.failed
-    );
-    println!("\nper day (last {DAYS})");
-    let most = stats
-        .per_day
-        .iter()
-        .map(|d| d.deployments)
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    for d in &stats.per_day {
-        let bar = "#".repeat(((d.deployments * 40) / most) as usize);
-        let failed = if d.failed > 0 {
-            format!(" ({} failed)", d.failed)
-        } else {
-            String::new()
-        };
-        println!("  {}  {:>4} {bar}{failed}", d.day, d.deployments);
-    }
-    if !stats.stages.is_empty() {
-        println!("\ntime per stage         runs      mean    median       max");
-        for t in &stats.stages {
-            println!(
-                "  {:<18} {:>6} {:>9} {:>9} {:>9}",
-                t.stage.as_str(),
-                t.runs,
-                seconds(t.mean_ms),
-                seconds(t.median_ms),
-                seconds(t.max_ms)
-            );
-        }
-    }
-    if !stats.frameworks.is_empty() {
-        println!("\nframework     deployments  active  succeeded  failed  mean time to RUNNING");
-        for f in &stats.frameworks {
-            println!(
-                "  {:<12} {:>11} {:>7} {:>10} {:>7}  {}",
-                f.framework,
-                f.deployments,
-                f.active,
-                f.succeeded,
-                f.failed,
-                f.mean_deploy_ms.map_or_else(|| "-".to_string(), seconds)
-            );
-        }
-    }
-    Ok(())
-}
-
-fn seconds(ms: i64) -> String {
-    format!("{:.1}s", ms as f64 / 1000.0)
 }

@@ -55,6 +55,15 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     vm: RawVm,
+    #[serde(default)]
+    jobs: RawJobs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    max_parallel: Option<u32>,
+    idle_exit_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -336,6 +345,24 @@ pub struct Timeouts {
     pub terraform_destroy: Duration,
 }
 
+/// How proxdeck's worker runs jobs (`[jobs]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsConfig {
+    /// Jobs running at once; more wait in the queue (`jobs.max_parallel`, default 4).
+    pub max_parallel: usize,
+    /// How long the worker stays without work before it exits (`jobs.idle_exit_secs`).
+    pub idle_exit: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            max_parallel: 4,
+            idle_exit: Duration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where the settings came from (shown by `doctor` and in errors).
@@ -348,6 +375,7 @@ pub struct Config {
     pub terraform: TerraformConfig,
     pub timeouts: Timeouts,
     pub vm: VmConfig,
+    pub jobs: JobsConfig,
     /// Warnings for the user (e.g. a config file readable by others).
     pub warnings: Vec<String>,
 }
@@ -674,6 +702,29 @@ impl Config {
             )?,
         };
         let vm = parse_vm(raw.vm, &guest)?;
+        let jobs = JobsConfig {
+            max_parallel: match raw.jobs.max_parallel {
+                Some(0) => {
+                    return Err(invalid(
+                        "jobs.max_parallel",
+                        "0 would never run a job; use at least 1",
+                    ));
+                }
+                Some(n) if n > 64 => {
+                    return Err(invalid(
+                        "jobs.max_parallel",
+                        format!("{n} is more than proxdeck runs at once (64 at most)"),
+                    ));
+                }
+                Some(n) => n as usize,
+                None => JobsConfig::default().max_parallel,
+            },
+            idle_exit: secs(
+                "jobs.idle_exit_secs",
+                raw.jobs.idle_exit_secs,
+                JobsConfig::default().idle_exit.as_secs(),
+            )?,
+        };
 
         Ok(Config {
             path: PathBuf::new(),
@@ -687,6 +738,7 @@ impl Config {
             terraform,
             timeouts,
             vm,
+            jobs,
             warnings: Vec::new(),
         })
     }
@@ -1112,6 +1164,14 @@ address_secs = 300
 # terraform_plan_secs = 900
 # terraform_apply_secs = 1800
 # terraform_destroy_secs = 1800
+
+[jobs]
+# Every operation (deploy, redeploy, destroy, ...) is a job run by proxdeck's worker, a
+# background process detached from the terminal: closing the dashboard or losing the SSH
+# session does not stop it. How many jobs run at once; the others wait as QUEUED.
+max_parallel = 4
+# The worker exits after this long without work (a command or the dashboard starts it again).
+idle_exit_secs = 10
 "#;
 
 #[cfg(test)]
@@ -1190,6 +1250,9 @@ mod tests {
             ("[network]\npool = \"10.0.0.0/28\"", "network.gateway"),
             ("[network]\nprefix = 40", "network.prefix"),
             ("[timeouts]\nssh_secs = 0", "timeouts.ssh_secs"),
+            ("[jobs]\nmax_parallel = 0", "jobs.max_parallel"),
+            ("[jobs]\nmax_parallel = 500", "jobs.max_parallel"),
+            ("[jobs]\nidle_exit_secs = 0", "jobs.idle_exit_secs"),
             (
                 "[terraform]\ntemplates_dir = \"/does/not/exist\"",
                 "terraform.templates_dir",

@@ -3,7 +3,6 @@
 
 use clap::Parser;
 use proxdeck::cli::{self, Cli};
-use proxdeck::engine::Engine;
 use proxdeck::protocol::{EngineEvent, Request};
 use std::process::ExitCode;
 
@@ -22,7 +21,10 @@ fn main() -> ExitCode {
     if cli.command.is_none() {
         return run_tui(&cli, &runtime);
     }
-    init_logging_to_stderr();
+    // The worker has no terminal: it logs to a file of its own (`cli::run`).
+    if !matches!(cli.command, Some(cli::Command::Worker)) {
+        init_logging_to_stderr();
+    }
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -43,12 +45,9 @@ fn init_logging_to_stderr() {
 
 /// The TUI on this thread, the engine on the runtime; they meet only through channels.
 fn run_tui(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let engine = match cli::load_config(cli).and_then(|c| {
-        Engine::open(c, &cli::data_dir(cli)).map_err(|e| cli::CliError {
-            code: 1,
-            message: e.to_string(),
-        })
-    }) {
+    // The terminal belongs to the dashboard: proxdeck's own messages go to a file.
+    proxdeck::engine::logfile::init(&cli::data_dir(cli).join("logs").join("tui.log"));
+    let engine = match cli::open_engine(cli) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {}", e.message);
@@ -61,7 +60,12 @@ fn run_tui(cli: &Cli, runtime: &tokio::runtime::Runtime) -> ExitCode {
     let result = proxdeck::tui::run(req_tx, ev_rx);
     serving.abort();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(farewell) => {
+            if let Some(text) = farewell {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

@@ -2,12 +2,15 @@
 //! (engine → UI) and the owned snapshots they carry. Nothing here does I/O; both sides
 //! depend on this module and on `domain`, never on each other.
 
+pub use crate::domain::OpKind;
 use crate::domain::spec::DeployInput;
-use crate::domain::{Deployment, DeploymentId, GuestType, Origin, Stage, Status};
+use crate::domain::{Deployment, DeploymentId, GuestType, Job, JobId, Origin, Stage, Status};
 use serde::Serialize;
 
-/// What the UI asks the engine to do. Operations (deploy, destroy, ...) run in the background
-/// and end with one [`EngineEvent::OpFinished`]; reads answer with their own event.
+/// What the UI asks the engine to do. Operations (deploy, destroy, ...) become jobs run by
+/// proxdeck's worker: each is answered by [`EngineEvent::OpQueued`] (or an `OpFinished` with
+/// the refusal), then one [`EngineEvent::OpFinished`] when the job has ended; reads answer with
+/// their own event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Send a fresh `EngineEvent::Deployments` snapshot (and the statistics) now.
@@ -39,6 +42,8 @@ pub enum Request {
     Forget(DeploymentId),
     /// Import the cluster's unknown guests, update known ones.
     Sync,
+    /// Ask the deployment's queued or running job to stop. Answered by `Notice` or `Error`.
+    Cancel(DeploymentId),
     /// Every node and guest of the cluster. Answered by `Cluster`.
     LoadResources,
     /// Answered by `Statistics`.
@@ -91,38 +96,6 @@ pub enum LogWindow {
     After(i64),
     /// Lines on both sides of this one, itself included.
     Around(i64),
-}
-
-/// The kind of background operation an `OpFinished` reports on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OpKind {
-    Deploy,
-    Retry,
-    Redeploy,
-    Rollback,
-    Destroy,
-    Start,
-    Stop,
-    Restart,
-    Forget,
-    Sync,
-}
-
-impl OpKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Deploy => "deploy",
-            OpKind::Retry => "retry",
-            OpKind::Redeploy => "redeploy",
-            OpKind::Rollback => "rollback",
-            OpKind::Destroy => "destroy",
-            OpKind::Start => "start",
-            OpKind::Stop => "stop",
-            OpKind::Restart => "restart",
-            OpKind::Forget => "forget",
-            OpKind::Sync => "sync",
-        }
-    }
 }
 
 impl From<Power> for OpKind {
@@ -211,13 +184,26 @@ pub enum EngineEvent {
     },
     /// An SSH session the UI can run on the terminal.
     ShellReady(ShellCommand),
-    /// A background operation ended: what it did, or why it failed.
+    /// An operation this UI asked for is queued as a job in the worker.
+    OpQueued {
+        op: OpKind,
+        /// The deployment it is about (id, or for a deploy the requested name or repo).
+        target: String,
+        job: Box<Job>,
+    },
+    /// An operation ended: what it did, or why it failed (`job` is `None` when it was refused
+    /// before it was queued).
     OpFinished {
         op: OpKind,
         /// The deployment it was about (id, or for a deploy the requested name or repo).
         target: String,
+        job: Option<JobId>,
         result: Result<String, String>,
     },
+    /// The queued and running jobs (whoever started them), sent whenever they change.
+    Jobs(Vec<Job>),
+    /// Something the user should know that is not a failure (shown briefly).
+    Notice(String),
 }
 
 /// Which part of a log a `LogPage` holds.

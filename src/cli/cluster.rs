@@ -1,26 +1,15 @@
-//! The commands that talk to Proxmox without deploying: `start`, `stop`, `restart`,
-//! `resources`, `sync`, `forget` and `doctor`. Thin clients of `engine::power`,
+//! The commands that read the cluster without changing it: `resources` and `doctor`, and how a
+//! sync's report is printed (`sync` itself is a job: `cli::jobs`). Thin clients of
 //! `engine::sync` and `engine::proxmox`; this module only prints (tables, or `--json`).
 
-use super::{CliError, open_engine, print_json, spawn_printer};
+use super::{CliError, open_engine, print_json};
 use crate::config::AUTO_NODE;
 use crate::engine::Engine;
-use crate::engine::power::{self, PowerError, PowerOp};
 use crate::engine::proxmox::api::GuestKind;
 use crate::engine::proxmox::{Client, TlsMode, checks};
 use crate::engine::sync::{self, SyncError, SyncReport};
 use serde::Serialize;
 use std::time::Duration;
-
-impl From<PowerError> for CliError {
-    fn from(e: PowerError) -> CliError {
-        match e {
-            PowerError::Config(_) => CliError::usage(e.to_string()),
-            PowerError::Store(s) => s.into(),
-            other => CliError::failed(other.to_string()),
-        }
-    }
-}
 
 impl From<SyncError> for CliError {
     fn from(e: SyncError) -> CliError {
@@ -28,41 +17,6 @@ impl From<SyncError> for CliError {
             SyncError::Config(_) => CliError::usage(e.to_string()),
             other => CliError::failed(other.to_string()),
         }
-    }
-}
-
-pub(super) async fn power_command(
-    cli: &super::Cli,
-    id: &str,
-    op: PowerOp,
-    json: bool,
-) -> Result<(), CliError> {
-    let engine = open_engine(cli)?;
-    let (tx, printer) = spawn_printer(json);
-    let result = power::power(&engine, id, op, tx).await;
-    let _ = printer.await;
-    let d = result?;
-    if json {
-        print_json(&d)
-    } else {
-        println!("{} {} ({})", d.status, d.name, d.id);
-        Ok(())
-    }
-}
-
-pub(super) async fn forget(cli: &super::Cli, id: &str, json: bool) -> Result<(), CliError> {
-    let engine = open_engine(cli)?;
-    let d = power::forget(&engine, id).await?;
-    if json {
-        print_json(&d)
-    } else {
-        println!(
-            "forgot {} ({}){}; the guest itself was not touched",
-            d.name,
-            d.id,
-            d.vmid.map(|v| format!(", vmid {v}")).unwrap_or_default()
-        );
-        Ok(())
     }
 }
 
@@ -149,17 +103,7 @@ pub(super) async fn resources(cli: &super::Cli, json: bool) -> Result<(), CliErr
     Ok(())
 }
 
-pub(super) async fn sync_command(cli: &super::Cli, json: bool) -> Result<(), CliError> {
-    let engine = open_engine(cli)?;
-    let report = sync::sync(&engine).await?;
-    if json {
-        return print_json(&report);
-    }
-    print_sync(&report);
-    Ok(())
-}
-
-fn print_sync(r: &SyncReport) {
+pub(super) fn print_sync(r: &SyncReport) {
     for (label, list) in [
         ("imported", &r.imported),
         ("updated", &r.updated),

@@ -1,12 +1,17 @@
-//! The domain: deployments, their lifecycle, what a user may ask for (validated), and the
+//! The domain: deployments, their lifecycle, what a user may ask for (validated), the jobs
+//! that carry out operations, the rules of what may be done to a deployment, and the
 //! framework catalog. Pure data and rules: no I/O beyond parsing the built-in catalog.
 
 pub mod deployment;
 pub mod framework;
+pub mod job;
+pub mod policy;
+pub mod present;
 pub mod spec;
 pub mod status;
 
 pub use deployment::{Deployment, DeploymentId, GuestType, Origin, Overrides};
 pub use framework::{Catalog, Framework};
+pub use job::{Job, JobId, JobState, Op, OpKind, Outcome};
 pub use spec::{DeploySpec, SpecError};
 pub use status::{IllegalTransition, Stage, Status};

@@ -1,12 +1,16 @@
 //! The engine: everything that does I/O (terraform, SSH, HTTP, the store) and the deployment
-//! pipeline. It never imports ratatui; clients (the CLI, the TUI) talk to it through
-//! `protocol`: they call an operation or send a `Request`, and receive `EngineEvent`s.
+//! pipeline. It never imports ratatui. Clients (the CLI, the TUI through `serve`) have work
+//! done through `ops` (operations become jobs in the store, run by the `worker` process) and
+//! read through `reads`; the TUI talks to `serve` with `protocol`'s `Request`s and
+//! `EngineEvent`s.
 
 pub mod applogs;
 pub mod detect;
 pub mod guest;
 pub mod health;
 pub mod jobs;
+pub mod logfile;
+pub mod ops;
 pub mod pipeline;
 pub mod power;
 pub mod process;
@@ -17,6 +21,7 @@ pub mod serve;
 pub mod ssh;
 pub mod sync;
 pub mod terraform;
+pub mod worker;
 pub mod workspace;
 
 use crate::config::Config;
@@ -65,6 +70,11 @@ pub struct Engine {
     /// Deployments found interrupted (in flight, nobody working on them) when the data dir was
     /// opened; they are now FAILED. Clients tell the user.
     pub recovered: Vec<crate::domain::Deployment>,
+    /// Jobs whose worker died while they ran, found when the data dir was opened; they are now
+    /// failed as interrupted, and what they had started was stopped.
+    pub interrupted: Vec<crate::domain::Job>,
+    /// How `ops` starts the worker when it queues a job.
+    pub launch: worker::Launch,
 }
 
 impl Engine {
@@ -76,13 +86,22 @@ impl Engine {
         })?;
         restrict_dir(&paths.root);
         let mut store = Store::open(&paths.database())?;
+        let interrupted = worker::recover(&paths, &mut store)?;
         let recovered = jobs::recover_interrupted(&paths, &mut store)?;
         Ok(Engine {
             config: Arc::new(config),
             paths,
             db: Db::new(store),
             recovered,
+            interrupted,
+            launch: worker::Launch::InProcess,
         })
+    }
+
+    /// The same engine, starting its worker as a detached `exe worker` process.
+    pub fn with_worker_process(mut self, exe: PathBuf, config: Option<PathBuf>) -> Engine {
+        self.launch = worker::Launch::Process { exe, config };
+        self
     }
 
     /// Appends one line to the audit log (append-only JSON lines: who did what, when).

@@ -4,7 +4,10 @@
 //! the whole group, a grace period, then SIGKILL.
 //!
 //! This module knows nothing about deployments or logs; callers receive [`Output`] batches on
-//! a channel and decide what to do with them.
+//! a channel and decide what to do with them. A job that wants to know every process group it
+//! started (so that a later proxdeck can stop what a killed worker left running) runs inside
+//! [`PROCESS_RECORD`] with a [`ProcessRecord`]: each group is written to it when it starts and
+//! struck out when it has ended.
 
 use crate::protocol::LogStream;
 use nix::sys::signal::{Signal, killpg};
@@ -15,6 +18,93 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
+
+/// Where a job writes the process groups it starts: a file of `PGID START_TIME` lines (the
+/// start time, from `/proc`, tells a live group from a later one that reuses the number).
+#[derive(Debug, Clone)]
+pub struct ProcessRecord {
+    pub path: PathBuf,
+}
+
+tokio::task_local! {
+    /// The record of the job running in this task, if any (set by the worker per job).
+    pub static PROCESS_RECORD: ProcessRecord;
+}
+
+impl ProcessRecord {
+    fn started(&self, pgid: i32) {
+        use std::io::Write;
+        let line = format!("{pgid} {}\n", start_time(pgid).unwrap_or(0));
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(
+                "cannot record process group {pgid} in {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+
+    fn ended(&self, pgid: i32) {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return;
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| l.split_whitespace().next() != Some(&pgid.to_string()))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let _ = std::fs::write(&self.path, kept);
+    }
+
+    /// The recorded groups that still run (same number and same start time).
+    pub fn live_groups(&self) -> Vec<i32> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                let pgid: i32 = parts.next()?.parse().ok()?;
+                let started: u64 = parts.next()?.parse().ok()?;
+                (pgid > 1 && start_time(pgid) == Some(started)).then_some(pgid)
+            })
+            .collect()
+    }
+
+    /// Stops every recorded group that still runs, as a cancelled job would (SIGINT, up to
+    /// `grace`, then SIGKILL), and removes the record. Returns how many groups were stopped.
+    pub fn stop_leftovers(&self, grace: Duration) -> usize {
+        let groups = self.live_groups();
+        for g in &groups {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline
+            && groups
+                .iter()
+                .any(|g| killpg(Pid::from_raw(*g), None).is_ok())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for g in &groups {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(&self.path);
+        groups.len()
+    }
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
 
 /// How long a process gets between SIGINT and SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(20);
@@ -107,6 +197,10 @@ pub async fn run(
         },
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let record = PROCESS_RECORD.try_with(|r| r.clone()).ok();
+    if let (Some(r), Some(g)) = (&record, pgid) {
+        r.started(g.as_raw());
+    }
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let mut out_task = tokio::spawn(pump(stdout, LogStream::Stdout, out.clone()));
@@ -158,6 +252,9 @@ pub async fn run(
         .await;
         out_task.abort();
         err_task.abort();
+    }
+    if let (Some(r), Some(g)) = (&record, pgid) {
+        r.ended(g.as_raw());
     }
     let status = status.map_err(|e| ProcessError::Io {
         program: program.clone(),

@@ -8,17 +8,17 @@
 //! It adds no logic of its own to an operation and never touches the terminal. A read that
 //! fails, and an operation that fails, become events the UI shows; serving goes on.
 
+use super::ops::{self, OpRequest};
 use super::proxmox::Client;
-use super::{Engine, applogs, detect, guest, pipeline, power, sync};
+use super::{Engine, applogs, detect, guest, pipeline, sync};
 use crate::domain::spec::{DeployInput, suggest_name};
-use crate::domain::{Catalog, DeploymentId, GuestType, Status};
+use crate::domain::{Catalog, DeploymentId, GuestType, Job, JobId, JobState, Op, Status};
 use crate::protocol::{
     ClusterSnapshot, DetailsSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, HistoryEntry,
     LogPageKind, LogWindow, NodeInfo, OpKind, Power, ProxmoxState, Request, SeqLine, Settings,
     ShellCommand,
 };
 use crate::store::{Db, Store, now_ms};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How often the store is looked at for changes (cheap: one pragma when nothing moved).
-const TICK: Duration = Duration::from_millis(200);
+const TICK: Duration = Duration::from_millis(50);
 /// Lines sent when a log is opened, and per page when the UI scrolls beyond what it keeps.
 const LOG_TAIL: usize = 1_000;
 const LOG_PAGE: usize = 1_000;
@@ -72,6 +72,10 @@ struct Serving {
     /// The newest review asked for while one ran; the ones in between are skipped.
     next_review: Option<Box<DeployInput>>,
     probe: Option<JoinHandle<()>>,
+    /// Jobs this UI queued, until their end is reported: (job, op, target).
+    watched: Vec<(JobId, OpKind, String)>,
+    /// The active jobs last sent.
+    last_jobs: Option<Vec<Job>>,
 }
 
 impl Serving {
@@ -136,6 +140,12 @@ impl Engine {
                     Some(request) => self.handle(request, &mut st, &watcher, &pipe_tx, &out).await,
                 },
                 Some(event) = pipe_rx.recv() => {
+                    if let EngineEvent::OpQueued { op, target, job } = &event {
+                        st.watched.push((job.id, *op, target.clone()));
+                        // Look at the store at the next tick even if nothing moved since: a
+                        // quick job may already have ended.
+                        st.last_version = None;
+                    }
                     // Log lines reach the UI from the store, by sequence number (`Follow`).
                     if !matches!(event, EngineEvent::Log { .. }) && !out.send(event) {
                         break;
@@ -213,6 +223,9 @@ impl Engine {
                 }
             }
         }
+        if !self.poll_jobs(watcher, st, out).await {
+            return false;
+        }
         if let Some(follow) = &mut st.follow {
             let (id, after) = (follow.id.clone(), follow.after);
             let page = watcher
@@ -242,6 +255,52 @@ impl Engine {
         true
     }
 
+    /// Sends the active jobs when they changed, and the end of every job this UI queued.
+    async fn poll_jobs(&self, watcher: &Db, st: &mut Serving, out: &Outbox) -> bool {
+        let active = match watcher.call(|s| s.active_jobs()).await {
+            Ok(a) => a,
+            Err(e) => return out.send(EngineEvent::Error(format!("reading the jobs: {e}"))),
+        };
+        if st.last_jobs.as_ref() != Some(&active) {
+            st.last_jobs = Some(active.clone());
+            if !out.send(EngineEvent::Jobs(active.clone())) {
+                return false;
+            }
+        }
+        let ended: Vec<(JobId, OpKind, String)> = st
+            .watched
+            .iter()
+            .filter(|(id, _, _)| !active.iter().any(|j| j.id == *id))
+            .cloned()
+            .collect();
+        for (id, op, target) in ended {
+            st.watched.retain(|(w, _, _)| *w != id);
+            let result = match watcher.call(move |s| s.job(id)).await {
+                Ok(j) => {
+                    let o = j.outcome.unwrap_or_default();
+                    if j.state == JobState::Succeeded {
+                        Ok(o.message)
+                    } else {
+                        Err(match o.next {
+                            Some(next) => format!("{}\nnext: {next}", o.message),
+                            None => o.message,
+                        })
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if !out.send(EngineEvent::OpFinished {
+                op,
+                target,
+                job: Some(id),
+                result,
+            }) {
+                return false;
+            }
+        }
+        true
+    }
+
     async fn handle(
         &self,
         request: Request,
@@ -265,118 +324,40 @@ impl Engine {
                     .clone()
                     .filter(|n| !n.trim().is_empty())
                     .unwrap_or_else(|| input.repo.clone());
-                self.spawn_op(OpKind::Deploy, target, pipe, out, |e, tx| async move {
-                    pipeline::deploy(&e, *input, tx)
-                        .await
-                        .map(|d| settled(&d))
-                        .map_err(|err| err.to_string())
-                });
+                let request = OpRequest::Deploy {
+                    input,
+                    options: pipeline::DeployOptions::default(),
+                };
+                self.spawn_submit(OpKind::Deploy, target, request, pipe);
             }
-            Request::Retry(id) => {
-                self.spawn_op(OpKind::Retry, id.0.clone(), pipe, out, |e, tx| async move {
-                    pipeline::retry(&e, &id.0, tx)
-                        .await
-                        .map(|d| settled(&d))
-                        .map_err(|err| err.to_string())
-                });
-            }
-            Request::Redeploy { id, git_ref } => {
-                self.spawn_op(
-                    OpKind::Redeploy,
-                    id.0.clone(),
-                    pipe,
-                    out,
-                    |e, tx| async move {
-                        pipeline::redeploy(&e, &id.0, git_ref, tx)
-                            .await
-                            .map(|d| settled(&d))
-                            .map_err(|err| err.to_string())
-                    },
-                );
-            }
-            Request::Rollback(id) => {
-                self.spawn_op(
-                    OpKind::Rollback,
-                    id.0.clone(),
-                    pipe,
-                    out,
-                    |e, tx| async move {
-                        pipeline::rollback(&e, &id.0, tx)
-                            .await
-                            .map(|d| settled(&d))
-                            .map_err(|err| err.to_string())
-                    },
-                );
-            }
-            Request::Destroy(id) => {
-                self.spawn_op(
-                    OpKind::Destroy,
-                    id.0.clone(),
-                    pipe,
-                    out,
-                    |e, tx| async move {
-                        pipeline::destroy(&e, &id.0, tx)
-                            .await
-                            .map(|d| settled(&d))
-                            .map_err(|err| err.to_string())
-                    },
-                );
-            }
+            Request::Retry(id) => self.submit_on(Op::Retry, id, pipe),
+            Request::Redeploy { id, git_ref } => self.submit_on(Op::Redeploy { git_ref }, id, pipe),
+            Request::Rollback(id) => self.submit_on(Op::Rollback, id, pipe),
+            Request::Destroy(id) => self.submit_on(Op::Destroy, id, pipe),
             Request::Power { id, action } => {
                 let op = match action {
-                    Power::Start => power::PowerOp::Start,
-                    Power::Stop => power::PowerOp::Stop,
-                    Power::Restart => power::PowerOp::Restart,
+                    Power::Start => Op::Start,
+                    Power::Stop => Op::Stop,
+                    Power::Restart => Op::Restart,
                 };
-                self.spawn_op(
-                    action.into(),
-                    id.0.clone(),
-                    pipe,
-                    out,
-                    move |e, tx| async move {
-                        power::power(&e, &id.0, op, tx)
-                            .await
-                            .map(|d| settled(&d))
-                            .map_err(|err| err.to_string())
-                    },
-                );
+                self.submit_on(op, id, pipe);
             }
-            Request::Forget(id) => {
-                self.spawn_op(
-                    OpKind::Forget,
-                    id.0.clone(),
-                    pipe,
-                    out,
-                    |e, _tx| async move {
-                        power::forget(&e, &id.0)
-                            .await
-                            .map(|d| {
-                                format!(
-                                    "{} ({}) is forgotten; its guest was not touched",
-                                    d.name, d.id
-                                )
-                            })
-                            .map_err(|err| err.to_string())
-                    },
-                );
-            }
-            Request::Sync => {
-                self.spawn_op(OpKind::Sync, String::new(), pipe, out, |e, _tx| async move {
-                    let r = sync::sync(&e).await.map_err(|err| err.to_string())?;
-                    let mut text = format!(
-                        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged",
-                        r.guests,
-                        r.imported.len(),
-                        r.updated.len(),
-                        r.missing.len(),
-                        r.returned.len(),
-                        r.unchanged
-                    );
-                    for w in &r.warnings {
-                        text.push_str("; ");
-                        text.push_str(w);
-                    }
-                    Ok(text)
+            Request::Forget(id) => self.submit_on(Op::Forget, id, pipe),
+            Request::Sync => self.spawn_submit(OpKind::Sync, String::new(), OpRequest::Sync, pipe),
+            Request::Cancel(id) => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    match ops::cancel(&engine, &id.0, "tui").await {
+                        Ok(j) if j.state == JobState::Cancelled => out.send(EngineEvent::Notice(
+                            format!("job {} ({}) was still queued: cancelled", j.id, j.kind()),
+                        )),
+                        Ok(j) => out.send(EngineEvent::Notice(format!(
+                            "job {} ({}) is asked to stop; terraform saves its state",
+                            j.id,
+                            j.kind()
+                        ))),
+                        Err(e) => out.send(EngineEvent::Error(format!("cancel: {e}"))),
+                    };
                 });
             }
             Request::LoadResources => {
@@ -536,23 +517,41 @@ impl Engine {
         }
     }
 
-    /// Runs one operation in its own task; its status events go through `pipe`, its end is
-    /// one `OpFinished`.
-    fn spawn_op<F, Fut>(
+    /// Queues an operation on a deployment (a task: submitting reads the store).
+    fn submit_on(&self, op: Op, id: DeploymentId, pipe: &mpsc::UnboundedSender<EngineEvent>) {
+        let kind = op.kind();
+        let request = OpRequest::On {
+            op,
+            target: id.0.clone(),
+        };
+        self.spawn_submit(kind, id.0, request, pipe);
+    }
+
+    /// Submits in a task (a deploy may detect its framework first); the answer is `OpQueued`,
+    /// or `OpFinished` with the refusal. The job's end comes from the store (`poll`).
+    fn spawn_submit(
         &self,
         op: OpKind,
         target: String,
+        request: OpRequest,
         pipe: &mpsc::UnboundedSender<EngineEvent>,
-        out: &Outbox,
-        run: F,
-    ) where
-        F: FnOnce(Engine, mpsc::UnboundedSender<EngineEvent>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<String, String>> + Send + 'static,
-    {
-        let (engine, pipe, out) = (self.clone(), pipe.clone(), out.clone());
+    ) {
+        let (engine, pipe) = (self.clone(), pipe.clone());
         tokio::spawn(async move {
-            let result = run(engine, pipe).await;
-            out.send(EngineEvent::OpFinished { op, target, result });
+            let event = match ops::submit(&engine, request, "tui").await {
+                Ok(s) => EngineEvent::OpQueued {
+                    op,
+                    target,
+                    job: Box::new(s.job),
+                },
+                Err(e) => EngineEvent::OpFinished {
+                    op,
+                    target,
+                    job: None,
+                    result: Err(e.to_string()),
+                },
+            };
+            let _ = pipe.send(event);
         });
     }
 
@@ -800,9 +799,17 @@ impl Engine {
             planned.name = Some(name);
             // The plan's own log lines are not the review's: they go nowhere.
             let (sink, _dropped) = mpsc::unbounded_channel();
-            let report = pipeline::plan(self, planned, pipeline::DeployOptions::default(), sink)
-                .await
-                .map_err(|e| e.to_string())?;
+            // A review is never cut short (it would leave its temporary record behind).
+            let (_keep, never) = tokio::sync::watch::channel(false);
+            let report = pipeline::plan(
+                self,
+                planned,
+                pipeline::DeployOptions::default(),
+                sink,
+                never,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             rows.push((
                 "node".into(),
                 format!(
@@ -904,15 +911,6 @@ impl Engine {
             args,
         })
     }
-}
-
-/// How an operation's result reads in the UI.
-fn settled(d: &crate::domain::Deployment) -> String {
-    let url = match (d.status, &d.url) {
-        (Status::Running, Some(url)) => format!(" at {url}"),
-        _ => String::new(),
-    };
-    format!("{} ({}) is {}{url}", d.name, d.id, d.status)
 }
 
 fn seq_lines(lines: Vec<(i64, crate::protocol::LogLine)>) -> Vec<SeqLine> {
@@ -1225,18 +1223,16 @@ mod tests {
         assert!(review.unwrap_err().starts_with("repo: "));
 
         // A real operation: destroying a PENDING deployment that never got a guest.
+        // It becomes a job of the worker (in this process for the test).
         s.send(Request::Destroy(id.clone()));
-        let (op, result) = s
-            .wait_for("the destroy's end", |e| match e {
-                EngineEvent::OpFinished { op, result, .. } => Some((*op, result.clone())),
+        let queued = s
+            .wait_for("the destroy queued", |e| match e {
+                EngineEvent::OpQueued { op, job, .. } => Some((*op, job.clone())),
                 _ => None,
             })
             .await;
-        assert_eq!(op, OpKind::Destroy);
-        assert!(
-            result.as_ref().is_ok_and(|t| t.contains("DELETED")),
-            "{result:?}"
-        );
+        assert_eq!(queued.0, OpKind::Destroy);
+        assert_eq!(queued.1.deployment.as_ref(), Some(&id));
         s.wait_for("DELETED in a snapshot", |e| match e {
             EngineEvent::Deployments(l) if l.iter().any(|d| d.status == Status::Deleted) => {
                 Some(())
@@ -1244,6 +1240,20 @@ mod tests {
             _ => None,
         })
         .await;
+        let (op, job, result) = s
+            .wait_for("the destroy's end", |e| match e {
+                EngineEvent::OpFinished {
+                    op, job, result, ..
+                } => Some((*op, *job, result.clone())),
+                _ => None,
+            })
+            .await;
+        assert_eq!(op, OpKind::Destroy);
+        assert_eq!(job, Some(queued.1.id));
+        assert!(
+            result.as_ref().is_ok_and(|t| t.contains("DELETED")),
+            "{result:?}"
+        );
         // A refused one comes back as an error, and serving goes on.
         s.send(Request::Retry(id.clone()));
         let refused = s

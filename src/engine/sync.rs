@@ -76,7 +76,7 @@ pub struct ClusterView {
 }
 
 /// One entry sync touched.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct SyncEntry {
     pub id: DeploymentId,
     pub name: String,
@@ -86,7 +86,7 @@ pub struct SyncEntry {
     pub changes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SyncReport {
     pub imported: Vec<SyncEntry>,
     pub updated: Vec<SyncEntry>,

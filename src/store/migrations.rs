@@ -83,6 +83,25 @@ const STEPS: &[&str] = &[
         allocated_at  INTEGER NOT NULL
     );
     "#,
+    // 3: jobs: every operation a user asks for, run by proxdeck's worker process.
+    r#"
+    CREATE TABLE jobs (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind             TEXT NOT NULL,
+        op               TEXT NOT NULL,
+        deployment_id    TEXT,
+        state            TEXT NOT NULL,
+        requested_by     TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        log_from         INTEGER NOT NULL DEFAULT 0,
+        outcome          TEXT
+    );
+    CREATE INDEX jobs_state ON jobs(state, id);
+    CREATE INDEX jobs_deployment ON jobs(deployment_id, id);
+    "#,
 ];
 
 pub const LATEST: i64 = STEPS.len() as i64;

@@ -8,6 +8,7 @@
 //! transition never lands. [`Db`] is the async handle the engine uses: every call runs on a
 //! blocking thread, never on the async workers.
 
+mod jobs;
 mod migrations;
 pub mod stats;
 
@@ -47,6 +48,12 @@ pub enum StoreError {
         "the database was written by a newer proxdeck (schema {found}, this one knows {known}); upgrade proxdeck"
     )]
     TooNew { found: i64, known: i64 },
+    /// A job is already queued or running for the deployment (or a sync for the cluster).
+    #[error("{0}")]
+    JobActive(String),
+    /// The job asked for does not exist, or has already ended.
+    #[error("{0}")]
+    NoJob(String),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
 }

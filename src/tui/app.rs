@@ -12,7 +12,9 @@
 //! a thread or the clock: every behaviour here is testable by calling methods and drawing into
 //! a `TestBackend`.
 
-use crate::domain::{Deployment, DeploymentId, Origin, Status};
+use crate::domain::{
+    Deployment, DeploymentId, Job, JobId, OpKind as Kind, Status, policy, present,
+};
 use crate::protocol::{
     ClusterSnapshot, EngineEvent, OpKind, Power, ProxmoxState, Request, Settings, ShellCommand,
     Statistics,
@@ -72,7 +74,8 @@ enum Then {
         target: String,
         request: Request,
     },
-    Quit,
+    /// Ask the deployment's job to stop.
+    Cancel(DeploymentId),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,8 +124,10 @@ pub struct App {
     /// Shown one at a time, oldest first, each dismissed by the user.
     errors: VecDeque<String>,
     flash: Option<Flash>,
-    /// Operations this UI started that have not finished: (kind, target).
-    pending: Vec<(OpKind, String)>,
+    /// Operations this UI started that have not finished: (kind, target, job once queued).
+    pending: Vec<(OpKind, String, Option<JobId>)>,
+    /// The queued and running jobs of the worker, whoever started them.
+    jobs: Vec<Job>,
     /// Select the deployment with this name when it shows up (a deploy just started).
     select_on_arrival: Option<String>,
     outbox: Vec<Request>,
@@ -150,6 +155,7 @@ impl App {
             errors: VecDeque::new(),
             flash: None,
             pending: Vec::new(),
+            jobs: Vec::new(),
             select_on_arrival: None,
             outbox: Vec::new(),
             effects: Vec::new(),
@@ -586,7 +592,7 @@ impl App {
 
     fn run_op(&mut self, op: OpKind, target: String, request: Request) {
         let name = self.name_of(&target);
-        self.pending.push((op, target));
+        self.pending.push((op, target, None));
         self.outbox.push(request);
         let what = if op == OpKind::Sync {
             "sync started…".to_string()
@@ -609,33 +615,57 @@ impl App {
         self.dirty = true;
     }
 
+    /// Quitting never stops work: jobs run in proxdeck's worker, not in this process. What goes
+    /// on is said after the terminal is restored ([`App::farewell`]).
     fn request_quit(&mut self) {
-        if self.pending.is_empty()
-            || matches!(&self.overlay, Some(Overlay::Confirm(c)) if c.then == Then::Quit)
-        {
-            // `tui::run` sends `Request::Shutdown` on every way out, errors included.
-            self.should_quit = true;
-            return;
-        }
-        let running: Vec<String> = self
-            .pending
+        // `tui::run` sends `Request::Shutdown` on every way out, errors included.
+        self.should_quit = true;
+    }
+
+    /// What to print when the dashboard has closed: the jobs that go on in the worker.
+    pub fn farewell(&self) -> Option<String> {
+        let named: Vec<(Job, String)> = self
+            .jobs
             .iter()
-            .map(|(op, t)| {
-                if *op == OpKind::Sync {
-                    "sync".to_string()
-                } else {
-                    format!("{} {}", op.as_str(), self.name_of(t))
-                }
+            .map(|j| {
+                let name = j
+                    .deployment
+                    .as_ref()
+                    .map(|id| self.name_of(&id.0))
+                    .unwrap_or_default();
+                (j.clone(), name)
             })
             .collect();
-        self.ask(
-            "Quit while work runs?".into(),
-            vec![
-                format!("Running in this proxdeck: {}.", running.join(", ")),
-                "Quitting stops them; an interrupted deployment is marked FAILED and `proxdeck retry` resumes it.".into(),
-            ],
-            Then::Quit,
-        );
+        present::work_goes_on(&named)
+    }
+
+    /// The active job of a deployment, if any.
+    fn job_of(&self, d: &Deployment) -> Option<&Job> {
+        self.jobs
+            .iter()
+            .find(|j| j.deployment.as_ref() == Some(&d.id))
+    }
+
+    /// Runs `op` on `d` when the shared rules allow it, else says why in their words.
+    fn allowed(&mut self, op: Kind, d: &Deployment) -> bool {
+        if let Some(j) = self.job_of(d) {
+            self.note(
+                &format!(
+                    "{} has work already: {} (c cancels it)",
+                    present::who(d),
+                    present::job_phrase(j)
+                ),
+                false,
+            );
+            return false;
+        }
+        match policy::check(op, d) {
+            Ok(()) => true,
+            Err(refusal) => {
+                self.note(&refusal.0, false);
+                false
+            }
+        }
     }
 
     fn on_confirm(&mut self, action: Action) {
@@ -644,7 +674,10 @@ impl App {
         };
         match action {
             Action::Yes => match confirm.then {
-                Then::Quit => self.should_quit = true,
+                Then::Cancel(id) => {
+                    self.outbox.push(Request::Cancel(id));
+                    self.note("asking the job to stop…", true);
+                }
                 Then::Op {
                     op,
                     target,
@@ -656,8 +689,12 @@ impl App {
         }
     }
 
-    /// What a deployment action does to `d`, checked here first so the user reads why not
-    /// without a round trip (the engine checks again).
+    /// What a deployment action does to `d`, checked here first against the shared rules
+    /// (`domain::policy`) so the user reads why not, in the CLI's words, without a round trip
+    /// (the worker checks again).
+    // Each arm checks its rule first and says why not: collapsing them into guards would hide
+    // that the check has an effect (the note).
+    #[allow(clippy::collapsible_match)]
     fn deployment_action(&mut self, action: Action, d: &Deployment) {
         let who = format!("{} ({})", d.name, d.id);
         let id = d.id.clone();
@@ -679,28 +716,12 @@ impl App {
                 }
             }
             Action::Retry => {
-                if matches!(d.status, Status::Failed | Status::Pending)
-                    && d.origin != Origin::Imported
-                {
+                if self.allowed(Kind::Retry, d) {
                     self.run_op(OpKind::Retry, target, Request::Retry(id));
-                } else {
-                    self.note(
-                        &format!("{who} is {}: retry is for FAILED deployments", d.status),
-                        false,
-                    );
                 }
             }
             Action::Redeploy => {
-                if d.origin == Origin::Imported {
-                    self.note(
-                        &format!("{who} was imported: proxdeck did not deploy an app there"),
-                        false,
-                    );
-                } else if !matches!(d.status, Status::Running | Status::Stopped | Status::Failed)
-                    || d.ip.is_none()
-                {
-                    self.note(&format!("{who} is {}: redeploy needs a guest with an app (RUNNING, STOPPED or FAILED after provisioning)", d.status), false);
-                } else {
+                if self.allowed(Kind::Redeploy, d) {
                     self.run_op(
                         OpKind::Redeploy,
                         target,
@@ -708,10 +729,9 @@ impl App {
                     );
                 }
             }
-            Action::Rollback => match &d.previous_commit {
-                Some(commit)
-                    if matches!(d.status, Status::Running | Status::Stopped | Status::Failed) =>
-                {
+            Action::Rollback => {
+                if self.allowed(Kind::Rollback, d) {
+                    let commit = d.previous_commit.clone().unwrap_or_default();
                     self.ask(
                         format!("Roll back {}?", d.name),
                         vec![
@@ -721,40 +741,19 @@ impl App {
                         Then::Op { op: OpKind::Rollback, target, request: Request::Rollback(id) },
                     );
                 }
-                Some(_) => self.note(
-                    &format!("{who} is {}: wait for it to settle", d.status),
-                    false,
-                ),
-                None => self.note(
-                    &format!("{who} has no previous commit to roll back to"),
-                    false,
-                ),
-            },
+            }
             Action::Start | Action::Stop | Action::Restart => {
-                let (power, op) = match action {
-                    Action::Start => (Power::Start, OpKind::Start),
-                    Action::Stop => (Power::Stop, OpKind::Stop),
-                    _ => (Power::Restart, OpKind::Restart),
+                let (power, op, kind) = match action {
+                    Action::Start => (Power::Start, OpKind::Start, Kind::Start),
+                    Action::Stop => (Power::Stop, OpKind::Stop, Kind::Stop),
+                    _ => (Power::Restart, OpKind::Restart, Kind::Restart),
                 };
+                if !self.allowed(kind, d) {
+                    return;
+                }
                 let request = Request::Power { id, action: power };
-                if d.origin == Origin::Host {
-                    self.note(&format!("{who} runs on a host proxdeck did not create: power it where it is managed"), false);
-                } else if !matches!(d.status, Status::Running | Status::Stopped) {
-                    self.note(
-                        &format!(
-                            "{who} is {}: start, stop and restart work on RUNNING or STOPPED ones",
-                            d.status
-                        ),
-                        false,
-                    );
-                } else if action == Action::Start {
-                    if d.status == Status::Running {
-                        self.note(&format!("{who} is already RUNNING"), false);
-                    } else {
-                        self.run_op(op, target, request);
-                    }
-                } else if action == Action::Stop && d.status == Status::Stopped {
-                    self.note(&format!("{who} is already STOPPED"), false);
+                if action == Action::Start {
+                    self.run_op(op, target, request);
                 } else {
                     let guest = guest_words(d);
                     let what = if action == Action::Stop {
@@ -774,20 +773,8 @@ impl App {
                 }
             }
             Action::Destroy => {
-                if d.origin == Origin::Imported {
-                    self.note(&format!("{who} was imported by sync: proxdeck does not destroy it (F forgets the entry; the guest stays)"), false);
-                } else if d.status == Status::Deleted {
-                    self.note(&format!("{who} is already DELETED"), false);
-                } else if !d.status.is_settled() {
-                    self.note(
-                        &format!(
-                            "{who} is {}: wait for the work in flight to finish",
-                            d.status
-                        ),
-                        false,
-                    );
-                } else {
-                    let what = if d.origin == Origin::Host {
+                if self.allowed(Kind::Destroy, d) {
+                    let what = if d.origin == crate::domain::Origin::Host {
                         format!(
                             "The app and its service are removed from {}; the host stays.",
                             d.ip.as_deref().unwrap_or("the host")
@@ -811,8 +798,7 @@ impl App {
                 }
             }
             Action::Forget => {
-                let gone = d.status == Status::Deleted || d.missing_since.is_some();
-                if d.origin == Origin::Imported || gone {
+                if self.allowed(Kind::Forget, d) {
                     self.ask(
                         format!("Forget {}?", d.name),
                         vec![
@@ -826,13 +812,23 @@ impl App {
                             request: Request::Forget(id),
                         },
                     );
-                } else {
-                    self.note(
-                        &format!("{who} is a deployment proxdeck made: d destroys it"),
-                        false,
-                    );
                 }
             }
+            Action::Cancel => match self.job_of(d).cloned() {
+                Some(j) => {
+                    let what = if j.state == crate::domain::JobState::Queued {
+                        "It has not started: it leaves the queue and nothing is done.".to_string()
+                    } else {
+                        "It stops gracefully: terraform saves its state, the provisioning run is stopped; `retry` continues from there.".to_string()
+                    };
+                    self.ask(
+                        format!("Cancel {} of {}?", j.kind(), d.name),
+                        vec![format!("{who}: {}.", present::job_phrase(&j)), what],
+                        Then::Cancel(id),
+                    );
+                }
+                None => self.note(&format!("{who} has no queued or running job"), false),
+            },
             _ => {}
         }
     }
@@ -1123,12 +1119,36 @@ impl App {
                 }
             }
             EngineEvent::ShellReady(cmd) => self.effects.push(Effect::Shell(cmd.clone())),
-            EngineEvent::OpFinished { op, target, result } => {
-                if let Some(i) = self
+            EngineEvent::OpQueued { op, target, job } => {
+                if let Some(p) = self
                     .pending
-                    .iter()
-                    .position(|(o, t)| o == op && t == target)
+                    .iter_mut()
+                    .find(|(o, t, j)| o == op && t == target && j.is_none())
                 {
+                    p.2 = Some(job.id);
+                }
+                let name = self.name_of(target);
+                self.note(&present::queued_note(*op, &name, job), true);
+            }
+            EngineEvent::Jobs(jobs) => {
+                self.jobs = jobs.clone();
+                self.dirty = true;
+            }
+            EngineEvent::Notice(text) => self.note(text, true),
+            EngineEvent::OpFinished {
+                op,
+                target,
+                job,
+                result,
+            } => {
+                let mine = match job {
+                    Some(id) => self.pending.iter().position(|(_, _, j)| *j == Some(*id)),
+                    None => self
+                        .pending
+                        .iter()
+                        .position(|(o, t, j)| o == op && t == target && j.is_none()),
+                };
+                if let Some(i) = mine {
                     self.pending.remove(i);
                 }
                 let name = self.name_of(target);
@@ -1183,6 +1203,7 @@ impl App {
         self.render_header(frame, header);
         let cx = Ctx {
             deployments: &self.deployments,
+            jobs: &self.jobs,
             loaded: self.loaded,
             theme: &self.theme,
             now_ms,
@@ -1376,6 +1397,7 @@ fn is_deployment_action(action: Action) -> bool {
             | Action::Restart
             | Action::Destroy
             | Action::Forget
+            | Action::Cancel
     )
 }
 

@@ -3,6 +3,7 @@
 //! `TestBackend` (insta snapshots), fed with engine events: empty, typical, failing, long logs.
 
 use super::*;
+use crate::domain::Origin;
 use crate::domain::{DeploymentId, GuestType, Stage, Status};
 use crate::protocol::{
     DayCount, DetailsSnapshot, Detected, FrameworkStats, GuestEntry, GuestInfo, HistoryEntry,
@@ -604,19 +605,63 @@ fn destroy_asks_naming_the_deployment_then_runs_and_tracks_it() {
         app.take_requests(),
         vec![Request::Destroy(DeploymentId("a1b2c3".into()))]
     );
-    // Quitting now would interrupt it: asked first.
-    app.on_ui_event(ch('q'));
-    assert!(!app.should_quit());
+    // The worker queues it; the UI says so, and shows the job on the deployment.
+    let job = crate::domain::Job {
+        id: crate::domain::JobId(12),
+        op: crate::domain::Op::Destroy,
+        deployment: Some(DeploymentId("a1b2c3".into())),
+        state: crate::domain::JobState::Running,
+        requested_by: "me via tui".into(),
+        created_at: 0,
+        started_at: Some(0),
+        finished_at: None,
+        cancel_requested: false,
+        log_from: 0,
+        outcome: None,
+        position: None,
+    };
+    app.apply(&EngineEvent::OpQueued {
+        op: OpKind::Destroy,
+        target: "a1b2c3".into(),
+        job: Box::new(job.clone()),
+    });
+    assert!(
+        app.flash().unwrap().contains("started as job #12"),
+        "{:?}",
+        app.flash()
+    );
+    app.apply(&EngineEvent::Jobs(vec![job]));
+    // Another action on it is refused while the job runs; `c` asks to cancel it.
+    app.on_ui_event(ch('t'));
+    assert!(
+        app.flash().unwrap().contains("destroy running"),
+        "{:?}",
+        app.flash()
+    );
+    assert!(app.take_requests().is_empty());
+    app.on_ui_event(ch('c'));
     assert_eq!(app.mode(), Mode::Confirm);
-    app.on_ui_event(key(KeyCode::Esc));
+    app.on_ui_event(ch('y'));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Cancel(DeploymentId("a1b2c3".into()))]
+    );
+    // Quitting never stops work: it quits at once and says what goes on.
+    assert_eq!(
+        app.farewell().unwrap(),
+        "1 job goes on in proxdeck's worker: destroy api-prod (running). `proxdeck jobs` lists them; `proxdeck logs -f ID` follows one."
+    );
     app.apply(&EngineEvent::OpFinished {
+        job: Some(crate::domain::JobId(12)),
         op: OpKind::Destroy,
         target: "a1b2c3".into(),
         result: Ok("api-prod (a1b2c3) is DELETED".into()),
     });
     assert!(app.flash().unwrap().contains("DELETED"));
+    app.apply(&EngineEvent::Jobs(Vec::new()));
+    assert_eq!(app.farewell(), None);
     app.on_ui_event(ch('q'));
-    assert!(app.should_quit(), "nothing runs any more");
+    assert!(app.should_quit());
 }
 
 #[test]
@@ -632,8 +677,8 @@ fn actions_that_do_not_apply_say_why_without_asking_the_engine() {
     select(&mut app, "a1b2c3");
     app.on_ui_event(ch('t'));
     assert!(app.flash().unwrap().contains("retry is for FAILED"));
-    app.on_ui_event(ch('u'));
-    assert!(app.flash().unwrap().contains("already RUNNING"));
+    app.on_ui_event(ch('c'));
+    assert!(app.flash().unwrap().contains("no queued or running job"));
     select(&mut app, "zz0old");
     app.on_ui_event(ch('s'));
     assert!(app.flash().unwrap().contains("deleted"));
@@ -648,6 +693,7 @@ fn actions_that_do_not_apply_say_why_without_asking_the_engine() {
         vec![Request::Retry(DeploymentId("k3x9ta".into()))]
     );
     app.apply(&EngineEvent::OpFinished {
+        job: None,
         op: OpKind::Retry,
         target: "k3x9ta".into(),
         result: Err("k3x9ta: stage terraform-apply failed: 403\nnext: fix it".into()),
@@ -771,7 +817,10 @@ fn command_line_completes_and_runs() {
     app.on_ui_event(ch(':'));
     typed(&mut app, "q");
     app.on_ui_event(key(KeyCode::Enter));
-    assert_eq!(app.mode(), Mode::Confirm, "sync still runs");
+    assert!(
+        app.should_quit(),
+        "quitting never waits for work: the worker has it"
+    );
 }
 
 #[test]
@@ -842,6 +891,7 @@ fn resources_import_and_power_known_guests_only() {
     app.on_ui_event(ch('i'));
     assert_eq!(app.take_requests(), vec![Request::Sync]);
     app.apply(&EngineEvent::OpFinished {
+        job: None,
         op: OpKind::Sync,
         target: String::new(),
         result: Ok("5 guests: 1 imported".into()),

@@ -125,6 +125,8 @@ pub enum Action {
     Restart,
     Destroy,
     Forget,
+    /// Ask the selected deployment's queued or running job to stop.
+    Cancel,
     Resources,
     Stats,
     Sync,
@@ -276,6 +278,7 @@ const DASHBOARD: &[Binding] = &[
     b(&[Key::char('x')], "x", Action::Stop, "stop", false),
     b(&[Key::char('X')], "X", Action::Restart, "restart", false),
     b(&[Key::char('F')], "F", Action::Forget, "forget", false),
+    b(&[Key::char('c')], "c", Action::Cancel, "cancel job", false),
     b(
         &[Key::char('p')],
         "p",
@@ -519,6 +522,7 @@ const DETAILS: &[Binding] = &[
     b(&[Key::char('x')], "x", Action::Stop, "stop", false),
     b(&[Key::char('X')], "X", Action::Restart, "restart", false),
     b(&[Key::char('F')], "F", Action::Forget, "forget", false),
+    b(&[Key::char('c')], "c", Action::Cancel, "cancel job", false),
     NAV[0],
     NAV[1],
     NAV[2],
@@ -679,8 +683,11 @@ mod tests {
                 "{ev:?}"
             );
         }
-        // A plain `c` is not Ctrl-C, and Esc goes back rather than quitting.
-        assert_eq!(action_for(Mode::Dashboard, &plain('c')), None);
+        // A plain `c` is not Ctrl-C (it cancels a job), and Esc goes back rather than quitting.
+        assert_eq!(
+            action_for(Mode::Dashboard, &plain('c')),
+            Some(Action::Cancel)
+        );
         assert_eq!(
             action_for(Mode::Dashboard, &press(KeyCode::Esc, KeyModifiers::NONE)),
             Some(Action::Back)

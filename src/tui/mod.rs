@@ -76,10 +76,12 @@ enum Inbox {
 }
 
 /// Runs the TUI until the user quits. `requests` goes to the engine; `events` comes from it.
+/// Returns what to tell the user once the terminal is restored: the jobs that go on in the
+/// worker (quitting never stops them).
 pub fn run(
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
     events: mpsc::Receiver<EngineEvent>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let theme = Theme::from_env();
     let offset = chrono::Local::now().offset().local_minus_utc();
     let app = App::new(theme).with_utc_offset(offset);
@@ -98,7 +100,7 @@ fn with_terminal(
     inbox: &Receiver<Inbox>,
     requests: &tokio::sync::mpsc::UnboundedSender<Request>,
     mut app: App,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let mut terminal = match ratatui::try_init() {
         Ok(terminal) => terminal,
         Err(err) => {
@@ -120,7 +122,7 @@ fn with_terminal(
         });
     capture_mouse(false);
     ratatui::restore();
-    result
+    result.map(|()| app.farewell())
 }
 
 fn event_loop(

@@ -84,7 +84,7 @@ fn interrupted_deployments_are_recovered_and_busy_ones_are_not_run_twice() {
     let orphan = store.find("orphan").unwrap();
     assert!(orphan.error.unwrap().contains("interrupted"));
 
-    // The held deployment can be neither retried nor destroyed from here.
+    // The held deployment can be neither retried nor destroyed from here: work is in flight.
     for args in [["retry", "busy"], ["destroy", "busy"]] {
         let mut args = args.to_vec();
         if args[0] == "destroy" {
@@ -94,7 +94,7 @@ fn interrupted_deployments_are_recovered_and_busy_ones_are_not_run_twice() {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("another proxdeck process"),
+            stderr.contains("busy (busy22) is PROVISIONING"),
             "{args:?}: {stderr}"
         );
     }

@@ -513,7 +513,7 @@ fn ctrl_c_during_apply_stops_terraform_cleanly_and_retry_continues() {
     assert!(
         deploy
             .log_tail()
-            .contains("cancelling: terraform is asked to stop"),
+            .contains("terraform is asked to stop and save its state"),
         "{}",
         deploy.log_tail()
     );

@@ -4,56 +4,33 @@
 //! to try again. The terraform part copes with an empty state, a running or locked guest
 //! (retries with backoff within `timeouts.terraform_destroy_secs`) and a guest already gone.
 
-use super::{DeployError, load_env, next_step, redactor, secrets_path};
+use super::{DeployError, load_env, next_step, secrets_path};
 use crate::domain::{Deployment, Stage, Status};
 use crate::engine::Engine;
 use crate::engine::report::Reporter;
 use crate::engine::terraform::{self, TerraformError};
-use crate::protocol::{EngineEvent, LogStream};
+use crate::protocol::LogStream;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
-/// Destroys a deployment's guest with `terraform destroy` and marks it DELETED.
-pub async fn destroy(
+/// Destroys a deployment's guest with `terraform destroy` and marks it DELETED (the destroy
+/// job; `policy` has allowed it).
+pub async fn run_destroy(
     engine: &Engine,
-    id_or_name: &str,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    reporter: &Reporter,
+    d: Deployment,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
-    let key = id_or_name.to_string();
-    let found = engine.db.call(move |s| s.find(&key)).await?;
-    let _job = crate::engine::jobs::JobLock::acquire(&engine.paths, &found.id)?;
-    // Read again under the lock: another process may have just finished with it.
-    let id = found.id.clone();
-    let d = engine.db.call(move |s| s.get(&id)).await?;
-    if d.status == Status::Deleted {
-        return Err(DeployError::Refused(format!(
-            "{} ({}) is already deleted",
-            d.name, d.id
-        )));
-    }
-    if !d.status.is_settled() {
-        return Err(DeployError::Refused(format!(
-            "{} ({}) is {}: work is in flight; wait for it to finish, then destroy",
-            d.name, d.id, d.status
-        )));
-    }
     let env = load_env(engine, &d.id);
-    let reporter = Reporter::new(
-        d.id.clone(),
-        engine.db.clone(),
-        events,
-        redactor(engine, &env),
-    );
-    engine.audit("destroy", &d.id, serde_json::json!({"name": d.name}));
     reporter.stage(Stage::Destroy).await?;
     reporter.transition(Status::Destroying, None).await?;
 
     // A deployment on an existing host: remove the app over SSH, leave the host alone.
     if d.origin == crate::domain::Origin::Host {
-        return super::app::destroy_host(engine, &reporter, &d, &env).await;
+        return super::app::destroy_host(engine, reporter, &d, &env).await;
     }
 
-    let result = destroy_guest(engine, &reporter, &d).await;
+    let result = destroy_guest(engine, reporter, &d, cancel).await;
 
     if let Err(cause) = result {
         let next = next_step(Stage::Destroy, &d.id);
@@ -106,7 +83,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// state is already empty (nothing to do), a guest that is running or locked (retried with
 /// backoff until `timeouts.terraform_destroy_secs` is spent), and a guest already gone from
 /// the cluster (confirmed through the Proxmox API, then dropped from the state).
-async fn destroy_guest(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Result<(), String> {
+async fn destroy_guest(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: &Deployment,
+    cancel: watch::Receiver<bool>,
+) -> Result<(), String> {
     let ws = engine.paths.workspace(&d.id);
     let say = |text: String| async move { reporter.info(text).await.map_err(|e| e.to_string()) };
     if !ws.join(crate::engine::workspace::MAIN_TF).is_file() {
@@ -120,7 +102,6 @@ async fn destroy_guest(engine: &Engine, reporter: &Reporter, d: &Deployment) -> 
     }
     let proxmox = engine.config.proxmox().map_err(|e| e.to_string())?;
     let tf = super::infra::terraform_for(engine, proxmox, &d.id).map_err(|e| e.to_string())?;
-    let cancel = super::cancel_signal();
     let (tx, forward) = reporter.pipe();
     let r = tf.init(tx, cancel.clone()).await;
     let _ = forward.await;
@@ -168,7 +149,7 @@ async fn destroy_guest(engine: &Engine, reporter: &Reporter, d: &Deployment) -> 
             }
         }
         let retryable = matches!(err, TerraformError::Failed { .. }) && busy_or_locked(&cause);
-        if !retryable || super::cancel_requested() {
+        if !retryable || *cancel.borrow() {
             return Err(cause);
         }
         let now = Instant::now();

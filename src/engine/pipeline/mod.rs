@@ -24,9 +24,9 @@ mod preflight;
 mod redeploy;
 mod render;
 
-pub use destroy::destroy;
+pub use destroy::run_destroy;
 pub use plan::{PlanReport, RenderReport, plan, render_workspace};
-pub use redeploy::{redeploy, rollback};
+pub use redeploy::{run_redeploy, run_rollback};
 
 use super::Engine;
 use super::report::{Redactor, Reporter};
@@ -38,7 +38,7 @@ use crate::domain::spec::{DeployInput, SpecError, suggest_name};
 use crate::domain::{
     Catalog, Deployment, DeploymentId, Framework, GuestType, Origin, Stage, Status,
 };
-use crate::protocol::{EngineEvent, LogStream};
+use crate::protocol::LogStream;
 use crate::store::{StoreError, now_ms};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -188,44 +188,13 @@ pub struct DeployOptions {
     pub os_template: Option<String>,
 }
 
-/// Cancellation for this process: `request_cancel` (the CLI's Ctrl-C handler) asks running
-/// stages to stop gracefully (terraform gets SIGINT, saves its state and releases its lock).
-static CANCEL: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
-
-fn cancel_sender() -> &'static watch::Sender<bool> {
-    CANCEL.get_or_init(|| watch::channel(false).0)
-}
-
-/// Asks every running stage of this process to stop gracefully.
-pub fn request_cancel() {
-    cancel_sender().send_replace(true);
-}
-
-/// True once `request_cancel` was called.
-pub fn cancel_requested() -> bool {
-    *cancel_sender().borrow()
-}
-
-/// What stages watch for cancellation.
-pub(super) fn cancel_signal() -> watch::Receiver<bool> {
-    cancel_sender().subscribe()
-}
-
-/// Validates, records and runs a new deployment to RUNNING.
-pub async fn deploy(
-    engine: &Engine,
-    input: DeployInput,
-    events: mpsc::UnboundedSender<EngineEvent>,
-) -> Result<Deployment, DeployError> {
-    deploy_with(engine, input, DeployOptions::default(), events).await
-}
-
-/// [`deploy`], with choices beyond the request.
-pub async fn deploy_with(
+/// Validates a request, records it as PENDING with its environment (in the secrets file) and
+/// choices, and writes the first lines of its log. The front end does this before it queues
+/// the deploy job, so bad input is refused at once and nothing runs yet.
+pub async fn record_new(
     engine: &Engine,
     input: DeployInput,
     options: DeployOptions,
-    events: mpsc::UnboundedSender<EngineEvent>,
 ) -> Result<Deployment, DeployError> {
     let (spec, mut d, detected) = prepare(engine, input, &options).await?;
     // An id collision is astronomically rare; try a few fresh ones rather than fail.
@@ -237,9 +206,6 @@ pub async fn deploy_with(
             Err(e) => return Err(e.into()),
         }
     }
-    // Nobody else can know the new id yet, but other processes check this lock before
-    // treating an in-flight deployment as interrupted.
-    let _job = super::jobs::JobLock::acquire(&engine.paths, &d.id)?;
     save_env(engine, &d.id, &spec.env).map_err(|e| {
         DeployError::Refused(format!("cannot store the environment variables: {e}"))
     })?;
@@ -249,11 +215,7 @@ pub async fn deploy_with(
     choices
         .save(&engine.paths.workspace(&d.id))
         .map_err(|e| DeployError::Refused(format!("cannot store the deployment's choices: {e}")))?;
-    engine.audit(
-        "deploy",
-        &d.id,
-        serde_json::json!({"name": d.name, "repo": d.repo, "framework": d.framework, "type": d.guest_type}),
-    );
+    let (events, _nobody) = mpsc::unbounded_channel();
     let reporter = Reporter::new(
         d.id.clone(),
         engine.db.clone(),
@@ -282,7 +244,18 @@ pub async fn deploy_with(
             ))
             .await?;
     }
-    run(engine, &reporter, d, spec.env).await
+    Ok(d)
+}
+
+/// Runs a recorded PENDING deployment's stages to RUNNING (the deploy job).
+pub async fn run_deploy(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: Deployment,
+    cancel: watch::Receiver<bool>,
+) -> Result<Deployment, DeployError> {
+    let env = load_env(engine, &d.id);
+    run(engine, reporter, d, env, cancel).await
 }
 
 /// Validates a request and builds its deployment, not yet recorded: Proxmox settings, the
@@ -416,40 +389,22 @@ pub(super) async fn prepare(
     Ok((spec, d, detected))
 }
 
-/// Runs a FAILED deployment's stages again; each is idempotent.
-pub async fn retry(
+/// Runs a FAILED (or never-run PENDING) deployment's stages again; each is idempotent.
+pub async fn run_retry(
     engine: &Engine,
-    id_or_name: &str,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    reporter: &Reporter,
+    d: Deployment,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
-    let key = id_or_name.to_string();
-    let found = engine.db.call(move |s| s.find(&key)).await?;
     // A deployment on an existing host needs no Proxmox settings.
-    if found.origin != Origin::Host {
+    if d.origin != Origin::Host {
         engine.config.proxmox()?;
     }
-    let _job = super::jobs::JobLock::acquire(&engine.paths, &found.id)?;
-    // Read again under the lock: another process may have just finished with it.
-    let id = found.id.clone();
-    let d = engine.db.call(move |s| s.get(&id)).await?;
-    if d.status != Status::Failed && d.status != Status::Pending {
-        return Err(DeployError::Refused(format!(
-            "{} is {}; only a FAILED or interrupted PENDING deployment can be retried",
-            d.name, d.status
-        )));
-    }
     let env = load_env(engine, &d.id);
-    engine.audit("retry", &d.id, serde_json::json!({"name": d.name}));
-    let reporter = Reporter::new(
-        d.id.clone(),
-        engine.db.clone(),
-        events,
-        redactor(engine, &env),
-    );
     reporter
         .info(format!("retrying {} ({})", d.name, d.id))
         .await?;
-    run(engine, &reporter, d, env).await
+    run(engine, reporter, d, env, cancel).await
 }
 
 async fn run(
@@ -457,8 +412,9 @@ async fn run(
     reporter: &Reporter,
     d: Deployment,
     env: Vec<(String, String)>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
-    match stages(engine, reporter, &d, env).await {
+    match stages(engine, reporter, &d, env, cancel).await {
         Ok(d) => Ok(d),
         Err(failure) => Err(record_failure(engine, reporter, &d.id, failure).await),
     }
@@ -532,7 +488,9 @@ pub(super) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// A fresh run's context: nothing learnt yet; cancellation follows [`request_cancel`].
+    /// A fresh run's context: nothing learnt yet; `cancel` turning true asks its processes to
+    /// stop gracefully (the job was cancelled).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         engine: &'a Engine,
         reporter: &'a Reporter,
@@ -541,8 +499,8 @@ impl<'a> Ctx<'a> {
         proxmox: ProxmoxConfig,
         env: Vec<(String, String)>,
         node: String,
+        cancel: watch::Receiver<bool>,
     ) -> Ctx<'a> {
-        let cancel = cancel_signal();
         Ctx {
             engine,
             reporter,
@@ -608,6 +566,7 @@ async fn stages(
     reporter: &Reporter,
     d: &Deployment,
     env: Vec<(String, String)>,
+    cancel: watch::Receiver<bool>,
 ) -> StageResult<Deployment> {
     let framework = catalog_framework(d)?;
     let proxmox = if d.origin == Origin::Host {
@@ -617,7 +576,16 @@ async fn stages(
     }
     .map_err(|e| fail(Stage::Preflight)(&e))?;
     let node = d.node.clone().unwrap_or_else(|| proxmox.node.clone());
-    let mut cx = Ctx::new(engine, reporter, d.clone(), framework, proxmox, env, node);
+    let mut cx = Ctx::new(
+        engine,
+        reporter,
+        d.clone(),
+        framework,
+        proxmox,
+        env,
+        node,
+        cancel,
+    );
 
     cx.stage(Stage::Preflight).await?;
     cx.transition(Status::Provisioning).await?;

@@ -26,7 +26,7 @@ use crate::protocol::EngineEvent;
 use crate::store::StoreError;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// What `deploy --plan` found.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +56,7 @@ pub async fn plan(
     input: DeployInput,
     options: DeployOptions,
     events: mpsc::UnboundedSender<EngineEvent>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<PlanReport, DeployError> {
     let (spec, mut d, detected) = prepare(engine, input, &options).await?;
     if d.origin == Origin::Host {
@@ -99,7 +100,7 @@ pub async fn plan(
                 ))
                 .await?;
         }
-        let mut cx = context(engine, &reporter, &d).map_err(|f| stage_error(&d, f))?;
+        let mut cx = context(engine, &reporter, &d, cancel).map_err(|f| stage_error(&d, f))?;
         let summary = plan_stages(&mut cx).await.map_err(|f| stage_error(&d, f))?;
         Ok(PlanReport {
             name: d.name.clone(),
@@ -125,6 +126,7 @@ fn context<'a>(
     engine: &'a Engine,
     reporter: &'a Reporter,
     d: &Deployment,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Ctx<'a>, Failure> {
     let framework = Catalog::builtin()
         .get(&d.framework)
@@ -146,6 +148,7 @@ fn context<'a>(
         proxmox,
         Vec::new(),
         node,
+        cancel,
     ))
 }
 

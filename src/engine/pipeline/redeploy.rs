@@ -10,16 +10,15 @@
 
 use super::{
     Ctx, DeployError, StageResult, catalog_framework, fail, load_env, on_guest,
-    proxmox_or_placeholder, record_failure, redactor,
+    proxmox_or_placeholder, record_failure,
 };
 use crate::domain::spec::validate_ref;
 use crate::domain::{Deployment, Stage, Status};
 use crate::engine::Engine;
 use crate::engine::detect;
 use crate::engine::report::Reporter;
-use crate::protocol::EngineEvent;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 /// What to build on the guest.
 enum Build {
@@ -30,12 +29,13 @@ enum Build {
 }
 
 /// Fetches the deployment's ref (or `git_ref`, which then becomes its ref), rebuilds and
-/// restarts the app on the same guest.
-pub async fn redeploy(
+/// restarts the app on the same guest (the redeploy job; `policy` has allowed it).
+pub async fn run_redeploy(
     engine: &Engine,
-    id_or_name: &str,
+    reporter: &Reporter,
+    d: Deployment,
     git_ref: Option<String>,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
     let git_ref = git_ref
         .map(|r| r.trim().to_string())
@@ -43,46 +43,26 @@ pub async fn redeploy(
     if let Some(r) = &git_ref {
         validate_ref(r).map_err(|m| DeployError::Refused(format!("ref: {m}")))?;
     }
-    rebuild(engine, id_or_name, Build::Latest(git_ref), events).await
+    rebuild(engine, reporter, d, Build::Latest(git_ref), cancel).await
 }
 
-/// Returns the app to the commit deployed before the current one.
-pub async fn rollback(
+/// Returns the app to the commit deployed before the current one (the rollback job).
+pub async fn run_rollback(
     engine: &Engine,
-    id_or_name: &str,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    reporter: &Reporter,
+    d: Deployment,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
-    rebuild(engine, id_or_name, Build::Previous, events).await
+    rebuild(engine, reporter, d, Build::Previous, cancel).await
 }
 
 async fn rebuild(
     engine: &Engine,
-    id_or_name: &str,
+    reporter: &Reporter,
+    mut d: Deployment,
     build: Build,
-    events: mpsc::UnboundedSender<EngineEvent>,
+    cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
-    let key = id_or_name.to_string();
-    let found = engine.db.call(move |s| s.find(&key)).await?;
-    let _job = crate::engine::jobs::JobLock::acquire(&engine.paths, &found.id)?;
-    // Read again under the lock: another process may have just finished with it.
-    let id = found.id.clone();
-    let mut d = engine.db.call(move |s| s.get(&id)).await?;
-    let verb = match build {
-        Build::Latest(_) => "redeploy",
-        Build::Previous => "roll back",
-    };
-    if !matches!(d.status, Status::Running | Status::Stopped | Status::Failed) {
-        return Err(DeployError::Refused(format!(
-            "{} ({}) is {}; only a RUNNING, STOPPED or FAILED deployment can {verb}",
-            d.name, d.id, d.status
-        )));
-    }
-    if d.ip.is_none() {
-        return Err(DeployError::Refused(format!(
-            "{} ({}) has no guest address yet: `proxdeck retry {}` creates the guest first",
-            d.name, d.id, d.id
-        )));
-    }
     let checkout = match &build {
         Build::Previous => Some(d.previous_commit.clone().ok_or_else(|| {
             DeployError::Refused(format!(
@@ -93,12 +73,6 @@ async fn rebuild(
         Build::Latest(_) => None,
     };
     let env = load_env(engine, &d.id);
-    let reporter = Reporter::new(
-        d.id.clone(),
-        engine.db.clone(),
-        events,
-        redactor(engine, &env),
-    );
     if let Build::Latest(Some(r)) = &build
         && *r != d.git_ref
     {
@@ -129,19 +103,10 @@ async fn rebuild(
             }
         ),
     };
-    engine.audit(
-        if checkout.is_some() {
-            "rollback"
-        } else {
-            "redeploy"
-        },
-        &d.id,
-        serde_json::json!({"name": d.name, "ref": d.git_ref, "commit": checkout, "from": d.commit}),
-    );
     reporter.info(what).await?;
-    match stages(engine, &reporter, &d, env, checkout).await {
+    match stages(engine, reporter, &d, env, checkout, cancel).await {
         Ok(done) => Ok(done),
-        Err(failure) => Err(record_failure(engine, &reporter, &d.id, failure).await),
+        Err(failure) => Err(record_failure(engine, reporter, &d.id, failure).await),
     }
 }
 
@@ -151,11 +116,21 @@ async fn stages(
     d: &Deployment,
     env: Vec<(String, String)>,
     checkout: Option<String>,
+    cancel: watch::Receiver<bool>,
 ) -> StageResult<Deployment> {
     let framework = catalog_framework(d)?;
     let proxmox = proxmox_or_placeholder(engine).map_err(|e| fail(Stage::Preflight)(&e))?;
     let node = d.node.clone().unwrap_or_default();
-    let mut cx = Ctx::new(engine, reporter, d.clone(), framework, proxmox, env, node);
+    let mut cx = Ctx::new(
+        engine,
+        reporter,
+        d.clone(),
+        framework,
+        proxmox,
+        env,
+        node,
+        cancel,
+    );
     cx.ip = d.ip.clone();
     cx.checkout = checkout;
     if cx.checkout.is_none() {

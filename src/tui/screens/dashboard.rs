@@ -10,7 +10,7 @@
 //! read the clock: `now` is passed in, so the same state always draws the same screen.
 
 use super::Ctx;
-use crate::domain::{Deployment, DeploymentId, Status};
+use crate::domain::{Deployment, DeploymentId, Status, present};
 use crate::tui::keys::Action;
 use crate::tui::widgets::text::{SPINNER, format_clock, wrap};
 use ratatui::Frame;
@@ -607,7 +607,20 @@ impl Column {
             Column::Vmid => d.vmid.map_or_else(dash, |v| Cell::from(v.to_string())),
             Column::Ip => d.ip.as_deref().map_or_else(dash, Cell::from),
             Column::Status => {
-                Cell::from(Span::styled(d.status.as_str(), cx.theme.status(d.status)))
+                let job = cx
+                    .jobs
+                    .iter()
+                    .find(|j| j.deployment.as_ref() == Some(&d.id));
+                let text = match job {
+                    Some(j) if j.state == crate::domain::JobState::Queued => {
+                        match (present::status_text(d, Some(j)).as_str(), j.position) {
+                            ("QUEUED", Some(p)) => format!("QUEUED #{p}"),
+                            (s, _) => format!("{s} ⋯"),
+                        }
+                    }
+                    _ => d.status.as_str().to_string(),
+                };
+                Cell::from(Span::styled(text, cx.theme.status(d.status)))
             }
             Column::Age => Cell::from(format_age(cx.now_ms - d.created_at)),
             Column::Stage => d.stage.map_or_else(dash, |s| Cell::from(s.as_str())),

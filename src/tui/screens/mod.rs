@@ -25,6 +25,8 @@ use crate::tui::theme::Theme;
 /// What every screen may read while it draws.
 pub struct Ctx<'a> {
     pub deployments: &'a [Deployment],
+    /// The queued and running jobs (a deployment has at most one).
+    pub jobs: &'a [crate::domain::Job],
     /// False until the engine's first snapshot arrived ("loading" rather than "empty").
     pub loaded: bool,
     pub theme: &'a Theme,

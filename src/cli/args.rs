@@ -1,0 +1,294 @@
+//! The command line's words: clap definitions of every subcommand and flag. What each one
+//! does lives in the other `cli` modules; nothing here runs anything.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "proxdeck",
+    version,
+    about = "A private Platform-as-a-Service for Proxmox VE, in the terminal.",
+    long_about = "A private Platform-as-a-Service for Proxmox VE, in the terminal.\n\n\
+        Without a command, proxdeck opens the dashboard (TUI)."
+)]
+pub struct Cli {
+    /// Config file (default: config.toml in the XDG config dir).
+    #[arg(long, global = true, env = "PROXDECK_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Data dir: database, Terraform workspaces, keys, audit log (default: the XDG data dir).
+    #[arg(long, global = true, env = "PROXDECK_DATA_DIR", value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a Git repository onto a new guest (`--plan`: show what would be created, stop).
+    Deploy(DeployArgs),
+    /// Write the Terraform workspace a deploy with the same flags would use (main.tf,
+    /// terraform.tfvars.json; no credentials) into a folder, to read, keep or run by hand.
+    Render(RenderArgs),
+    /// Run a failed deployment's stages again (each stage is idempotent).
+    Retry(OpArgs),
+    /// List deployments.
+    List(JsonArgs),
+    /// Show one deployment: fields, status history.
+    Show(IdArgs),
+    /// Print a deployment's log (`--app`: the app's own log, read over SSH).
+    Logs(LogsArgs),
+    /// Destroy a deployment's guest (terraform destroy); the record stays as DELETED.
+    Destroy(DestroyArgs),
+    /// List the framework catalog.
+    Frameworks(JsonArgs),
+    /// Print proxdeck's SSH public key (generated on first use), to authorize it on hosts.
+    SshKey,
+    /// Fetch, rebuild and restart a deployment on the same guest (the commit before is kept).
+    Redeploy(RedeployArgs),
+    /// Return a deployment to the commit deployed before the current one.
+    Rollback(OpArgs),
+    /// Configuration: write a commented template, show the path, check it.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Start a deployment's guest through the Proxmox API (waits for the task).
+    Start(OpArgs),
+    /// Shut a deployment's guest down cleanly (forced off after 60 s).
+    Stop(OpArgs),
+    /// Reboot a deployment's guest (starts it when it is stopped).
+    Restart(OpArgs),
+    /// Every VM and container of the cluster: node, status, CPU, memory, disk, uptime, and
+    /// whether proxdeck manages it.
+    Resources(JsonArgs),
+    /// Import the cluster's guests proxdeck does not know, update known ones, mark gone ones.
+    Sync(SyncArgs),
+    /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays.
+    Forget(OpArgs),
+    /// Running, queued and recent jobs (every operation is a job run by proxdeck's worker).
+    Jobs(JobsArgs),
+    /// Ask a deployment's queued or running job (or job #N) to stop: terraform saves its
+    /// state, the provisioning run is stopped; `retry` continues from there.
+    Cancel(CancelArgs),
+    /// Run queued jobs (started on demand by the other commands, detached from the terminal).
+    #[command(hide = true)]
+    Worker,
+    /// Check the config, Proxmox (TLS, credentials, privileges, node, storage, bridge,
+    /// template), terraform, git and the data dir.
+    Doctor(JsonArgs),
+    /// Statistics: totals, success rate, deployments per day, time per stage, per framework
+    /// (guests imported by sync are not deployments and are not counted).
+    Stats(JsonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a commented config template (mode 0600).
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the config file's path.
+    Path,
+    /// Load and check the configuration.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An operation on one deployment: queued as a job, followed to its end unless `--detach`.
+#[derive(Debug, Args)]
+pub struct OpArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Queue the job, print its number and return (the worker goes on; `proxdeck logs -f ID`
+    /// follows it).
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Queue the sync and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// How many recent jobs to list besides the running and queued ones.
+    #[arg(long, short = 'n', default_value_t = 20, value_name = "N")]
+    pub recent: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Deployment id or name (its active job), or a job number (#12).
+    pub target: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// The app's own log (its service's journal, or the supervisor's log file), over SSH.
+    #[arg(long)]
+    pub app: bool,
+    /// Keep printing new lines: the deployment log until its job has ended (Ctrl-C stops
+    /// following; the job goes on); with --app until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// With --app: how many of the last lines to print first.
+    #[arg(long, short = 'n', default_value_t = 200, value_name = "N")]
+    pub lines: u32,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RedeployArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Deploy this branch, tag or commit from now on (default: the deployment's ref).
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Git repository: https://, ssh://, git://, file:// URL, user@host:path, or owner/repo (GitHub).
+    #[arg(long)]
+    pub repo: String,
+    /// Branch, tag or commit (default: the repository's default branch).
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Framework id (`proxdeck frameworks` lists them); default: detected from the
+    /// repository's files.
+    #[arg(long)]
+    pub framework: Option<String>,
+    /// Guest type: lxc or vm.
+    #[arg(long = "type", default_value = "lxc", value_name = "TYPE")]
+    pub guest_type: String,
+    /// Name (a DNS label; default: from the repository name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// CPU cores.
+    #[arg(long)]
+    pub cores: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u32>,
+    /// Disk in GiB.
+    #[arg(long, value_name = "GIB")]
+    pub disk: Option<u32>,
+    /// The app's port (default: the framework's).
+    #[arg(long)]
+    pub port: Option<u32>,
+    /// Proxmox node (default: proxmox.node from the config).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Environment variable for the app, KEY=VALUE (repeatable). Values are secrets: never
+    /// stored in the database, masked in logs.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// A file of KEY=VALUE lines (`export`, quotes and # comments allowed); --env wins over it.
+    #[arg(long = "env-file", value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Deploy onto an existing host or guest (ADDRESS[:SSH_PORT]) instead of creating one:
+    /// no Terraform; destroy removes the app and leaves the host.
+    #[arg(long, value_name = "ADDRESS[:PORT]")]
+    pub host: Option<String>,
+    /// SSH user (default: guest.ssh_user); a user other than root needs passwordless sudo.
+    #[arg(long = "ssh-user", value_name = "USER")]
+    pub ssh_user: Option<String>,
+    /// Your own SSH private key instead of proxdeck's (`proxdeck ssh-key`).
+    #[arg(long = "ssh-key", value_name = "PATH")]
+    pub ssh_key: Option<PathBuf>,
+    /// Replace the framework's install command.
+    #[arg(long, value_name = "CMD")]
+    pub install: Option<String>,
+    /// Replace the framework's build command ("" skips the build).
+    #[arg(long, value_name = "CMD")]
+    pub build: Option<String>,
+    /// Replace the framework's start command (runs in the foreground; $PORT is the port).
+    #[arg(long, value_name = "CMD")]
+    pub start: Option<String>,
+    /// The health check's HTTP path (default: the framework's).
+    #[arg(long = "health-path", value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// The HTTP status the health check expects (default: any 2xx or 3xx).
+    #[arg(long = "health-status", value_name = "CODE")]
+    pub health_status: Option<u32>,
+    /// The container's OS template (a volume id, e.g. local:vztmpl/debian-12-...tar.zst)
+    /// instead of guest.os_template.
+    #[arg(long = "os-template", value_name = "VOLID")]
+    pub os_template: Option<String>,
+    /// Show what would be created (Terraform's plan: resources, CPU, memory, disk, node,
+    /// bridge) and stop: nothing is created, and no deployment is recorded.
+    #[arg(long)]
+    pub plan: bool,
+    /// Queue the deploy, print its id and job number and return; the worker goes on without
+    /// this terminal (`proxdeck logs -f ID` follows it).
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// The folder to write main.tf and terraform.tfvars.json into (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}

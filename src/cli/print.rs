@@ -1,0 +1,311 @@
+//! What the command line prints that is not a job's log: tables and details of deployments
+//! (with their jobs), the framework catalog, statistics, the config commands and the destroy
+//! confirmation. Wording shared with the TUI comes from `domain::present`.
+
+use super::{Cli, CliError, ConfigCommand, config_path, load_config, open_engine, print_json};
+use crate::config;
+use crate::domain::{Catalog, Deployment, Job, Origin, present};
+use std::io::{IsTerminal, Write};
+
+pub(super) fn confirm_destroy(d: &Deployment) -> Result<(), CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(format!(
+            "destroying {} ({}) needs confirmation: run it on a terminal, or pass --yes",
+            d.name, d.id
+        )));
+    }
+    eprint!(
+        "Destroy {} ({}){}? This deletes the guest. Type the name to confirm: ",
+        d.name,
+        d.id,
+        d.vmid.map(|v| format!(", vmid {v}")).unwrap_or_default()
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    if answer.trim() == d.name {
+        Ok(())
+    } else {
+        Err(CliError::failed("not confirmed; nothing was destroyed"))
+    }
+}
+
+pub(super) fn frameworks(json: bool) -> Result<(), CliError> {
+    let catalog = Catalog::builtin();
+    if json {
+        return print_json(&catalog.frameworks);
+    }
+    println!(
+        "{:<10} {:<10} {:<9} {:>5}  START",
+        "ID", "NAME", "LANGUAGE", "PORT"
+    );
+    for f in &catalog.frameworks {
+        println!(
+            "{:<10} {:<10} {:<9} {:>5}  {}",
+            f.id, f.name, f.language, f.default_port, f.start
+        );
+    }
+    Ok(())
+}
+
+/// The `list` table; a deployment's active job shows in the STATUS (QUEUED) and JOB columns.
+pub(super) fn print_table(list: &[Deployment], jobs: &[Job]) {
+    println!(
+        "{:<7} {:<20} {:<9} {:<4} {:<8} {:<6} {:<15} {:<13} {:<15} JOB",
+        "ID", "NAME", "FRAMEWORK", "TYPE", "NODE", "VMID", "IP", "STATUS", "STAGE"
+    );
+    for d in list {
+        let job = jobs.iter().find(|j| j.deployment.as_ref() == Some(&d.id));
+        let host = d.origin == Origin::Host;
+        println!(
+            "{:<7} {:<20} {:<9} {:<4} {:<8} {:<6} {:<15} {:<13} {:<15} {}",
+            d.id.0,
+            d.name,
+            d.framework,
+            if host { "host" } else { d.guest_type.as_str() },
+            if host {
+                "-"
+            } else {
+                d.node.as_deref().unwrap_or("-")
+            },
+            d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            d.ip.as_deref().unwrap_or("-"),
+            present::status_text(d, job),
+            d.stage.map(|s| s.as_str()).unwrap_or("-"),
+            job.map(present::job_phrase).unwrap_or_else(|| "-".into()),
+        );
+    }
+}
+
+pub(super) fn print_details(
+    d: &Deployment,
+    history: &[crate::store::StatusChange],
+    job: Option<&Job>,
+) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("id         {}", d.id);
+    println!("name       {}", d.name);
+    println!("status     {}", present::status_text(d, job));
+    if let Some(j) = job {
+        println!(
+            "job        {} {} (asked by {}; `proxdeck cancel {}` stops it)",
+            j.id,
+            present::job_phrase(j),
+            j.requested_by,
+            d.id
+        );
+    }
+    println!("stage      {}", d.stage.map(|s| s.as_str()).unwrap_or("-"));
+    println!("url        {}", opt(&d.url));
+    println!("repo       {}", d.repo);
+    println!(
+        "ref        {}",
+        if d.git_ref.is_empty() {
+            "(default branch)"
+        } else {
+            &d.git_ref
+        }
+    );
+    println!("commit     {}", opt(&d.commit));
+    if let Some(p) = &d.previous_commit {
+        println!("previous   {p} (`proxdeck rollback` returns to it)");
+    }
+    if d.origin == Origin::Host {
+        println!(
+            "host       {} (an existing host: destroy removes the app, not the host)",
+            opt(&d.ip)
+        );
+    }
+    if d.ssh_user.is_some() || d.ssh_port.is_some() || d.overrides.ssh_key.is_some() {
+        println!(
+            "ssh        user {}, port {}, key {}",
+            d.ssh_user.as_deref().unwrap_or("(config)"),
+            d.ssh_port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "(config)".into()),
+            d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
+        );
+    }
+    for (what, value) in [
+        ("install", &d.overrides.install),
+        ("build", &d.overrides.build),
+        ("start", &d.overrides.start),
+        ("health", &d.overrides.health_path),
+    ] {
+        if let Some(v) = value {
+            println!("{what:<10} {v}");
+        }
+    }
+    if let Some(s) = d.overrides.health_status {
+        println!("expects    HTTP {s}");
+    }
+    println!("framework  {}", d.framework);
+    println!("type       {}", d.guest_type);
+    println!("node       {}", opt(&d.node));
+    println!(
+        "vmid       {}",
+        d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+    );
+    println!("ip         {}", opt(&d.ip));
+    println!(
+        "resources  {} cores, {} MiB, {} GiB, port {}",
+        d.cores, d.memory_mib, d.disk_gib, d.port
+    );
+    if !d.env_names.is_empty() {
+        println!("env        {}", d.env_names.join(", "));
+    }
+    if let Some(e) = &d.error {
+        println!("error      {e}");
+    }
+    println!("history");
+    for h in history {
+        let t = chrono::DateTime::from_timestamp_millis(h.at)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        println!(
+            "  {t}  {:<12} {}{}",
+            h.status,
+            h.stage.map(|s| s.as_str()).unwrap_or(""),
+            h.message
+                .as_deref()
+                .map(|m| format!("  {m}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+pub(super) fn config_command(cli: &Cli, c: &ConfigCommand) -> Result<(), CliError> {
+    let path = config_path(cli);
+    match c {
+        ConfigCommand::Path => {
+            println!("{}", path.display());
+            Ok(())
+        }
+        ConfigCommand::Check => {
+            let config = load_config(cli)?;
+            match config.proxmox() {
+                Ok(p) => println!(
+                    "{}: ok (proxmox {} node {}{})",
+                    path.display(),
+                    p.endpoint,
+                    p.node,
+                    if p.fingerprint.is_some() {
+                        ", TLS pinned by fingerprint"
+                    } else if p.insecure {
+                        ", TLS NOT VERIFIED (insecure)"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(e) => println!("{}: ok, but {e}", path.display()),
+            }
+            Ok(())
+        }
+        ConfigCommand::Init { force } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            if path.exists() && !force {
+                return Err(CliError::usage(format!(
+                    "{} exists; pass --force to overwrite it",
+                    path.display()
+                )));
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| CliError::failed(format!("{}: {e}", dir.display())))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+            f.write_all(config::TEMPLATE.as_bytes())
+                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+            // An overwritten file keeps its old mode: make it private in any case.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| CliError::failed(format!("{}: {e}", path.display())))?;
+            println!(
+                "wrote {}; edit [proxmox] before the first deploy",
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `proxdeck stats [--json]`: the same numbers as the TUI's statistics screen.
+pub(super) async fn stats_command(cli: &Cli, json: bool) -> Result<(), CliError> {
+    const DAYS: u32 = 14;
+    let engine = open_engine(cli)?;
+    let offset = chrono::Local::now().offset().local_minus_utc();
+    let stats = engine
+        .db
+        .call(move |s| s.statistics(crate::store::now_ms(), DAYS, offset))
+        .await?;
+    if json {
+        return print_json(&stats);
+    }
+    let rate = stats
+        .success_rate
+        .map_or_else(|| "-".to_string(), |r| format!("{:.0}%", r * 100.0));
+    println!(
+        "deployments {}  active {}  in flight {}  succeeded {}  failed {}  success rate {rate}",
+        stats.total, stats.active, stats.in_flight, stats.succeeded, stats.failed
+    );
+    println!("\nper day (last {DAYS})");
+    let most = stats
+        .per_day
+        .iter()
+        .map(|d| d.deployments)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for d in &stats.per_day {
+        let bar = "#".repeat(((d.deployments * 40) / most) as usize);
+        let failed = if d.failed > 0 {
+            format!(" ({} failed)", d.failed)
+        } else {
+            String::new()
+        };
+        println!("  {}  {:>4} {bar}{failed}", d.day, d.deployments);
+    }
+    if !stats.stages.is_empty() {
+        println!("\ntime per stage         runs      mean    median       max");
+        for t in &stats.stages {
+            println!(
+                "  {:<18} {:>6} {:>9} {:>9} {:>9}",
+                t.stage.as_str(),
+                t.runs,
+                seconds(t.mean_ms),
+                seconds(t.median_ms),
+                seconds(t.max_ms)
+            );
+        }
+    }
+    if !stats.frameworks.is_empty() {
+        println!("\nframework     deployments  active  succeeded  failed  mean time to RUNNING");
+        for f in &stats.frameworks {
+            println!(
+                "  {:<12} {:>11} {:>7} {:>10} {:>7}  {}",
+                f.framework,
+                f.deployments,
+                f.active,
+                f.succeeded,
+                f.failed,
+                f.mean_deploy_ms.map_or_else(|| "-".to_string(), seconds)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}

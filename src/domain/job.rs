@@ -1,0 +1,253 @@
+//! Jobs: every operation a user asks for (deploy, retry, redeploy, rollback, destroy, start,
+//! stop, restart, forget, sync) is a `Job` row in the store, run by proxdeck's worker process.
+//! Owns the operation's kind and arguments ([`Op`]), the job's states and their meaning, and
+//! the typed outcome a finished job leaves. Pure data: the store persists it, the engine runs
+//! it, the front ends show it.
+
+use super::DeploymentId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A job's number in the store (increasing: queue order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What kind of operation a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Deploy,
+    Retry,
+    Redeploy,
+    Rollback,
+    Destroy,
+    Start,
+    Stop,
+    Restart,
+    Forget,
+    Sync,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 10] = [
+        OpKind::Deploy,
+        OpKind::Retry,
+        OpKind::Redeploy,
+        OpKind::Rollback,
+        OpKind::Destroy,
+        OpKind::Start,
+        OpKind::Stop,
+        OpKind::Restart,
+        OpKind::Forget,
+        OpKind::Sync,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Deploy => "deploy",
+            OpKind::Retry => "retry",
+            OpKind::Redeploy => "redeploy",
+            OpKind::Rollback => "rollback",
+            OpKind::Destroy => "destroy",
+            OpKind::Start => "start",
+            OpKind::Stop => "stop",
+            OpKind::Restart => "restart",
+            OpKind::Forget => "forget",
+            OpKind::Sync => "sync",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OpKind> {
+        OpKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Operations about one deployment (all but sync).
+    pub fn has_target(self) -> bool {
+        self != OpKind::Sync
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An operation with its arguments, as a job stores it. No secrets: env values stay in the
+/// deployment's secrets file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Op {
+    /// Run a deployment recorded as PENDING (the front end validated and recorded it).
+    Deploy,
+    /// Run a FAILED (or interrupted PENDING) deployment's stages again.
+    Retry,
+    /// Fetch the ref (or this new one, which becomes the deployment's), rebuild, restart.
+    Redeploy {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        git_ref: Option<String>,
+    },
+    /// Back to the commit deployed before.
+    Rollback,
+    /// Remove the guest (or the app from an existing host); the record stays as DELETED.
+    Destroy,
+    Start,
+    Stop,
+    Restart,
+    /// Drop an entry proxdeck owns no guest for.
+    Forget,
+    /// Import the cluster's guests, update known ones.
+    Sync,
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Deploy => OpKind::Deploy,
+            Op::Retry => OpKind::Retry,
+            Op::Redeploy { .. } => OpKind::Redeploy,
+            Op::Rollback => OpKind::Rollback,
+            Op::Destroy => OpKind::Destroy,
+            Op::Start => OpKind::Start,
+            Op::Stop => OpKind::Stop,
+            Op::Restart => OpKind::Restart,
+            Op::Forget => OpKind::Forget,
+            Op::Sync => OpKind::Sync,
+        }
+    }
+}
+
+/// Where a job is in its life. `Queued → Running → Succeeded | Failed | Cancelled`; a queued
+/// job can also be cancelled before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// Queued or running: the job still has work to do.
+    pub fn is_active(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a finished job ended, in words a user can act on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// One line: what happened (`shop (k3x9ta) is RUNNING at http://...`), or why it failed.
+    pub message: String,
+    /// What the user can do next, after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// The exit code a CLI following the job ends with: 0 done, 1 failed, 2 refused input.
+    pub code: i32,
+    /// What the operation reports beyond the message, for `--json` (sync: its report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// One job, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub op: Op,
+    /// The deployment it is about (none for sync).
+    pub deployment: Option<DeploymentId>,
+    pub state: JobState,
+    /// Who asked: `user@host via cli|tui`.
+    pub requested_by: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Somebody asked the job to stop.
+    pub cancel_requested: bool,
+    /// The deployment's last log sequence number when the job was queued: its own lines
+    /// come after it.
+    pub log_from: i64,
+    pub outcome: Option<Outcome>,
+    /// For a queued job: its place in the queue (1 = next to start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+}
+
+impl Job {
+    pub fn kind(&self) -> OpKind {
+        self.op.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip_through_json_without_extra_fields() {
+        for op in [
+            Op::Deploy,
+            Op::Redeploy { git_ref: None },
+            Op::Redeploy {
+                git_ref: Some("v2".into()),
+            },
+            Op::Sync,
+        ] {
+            let text = serde_json::to_string(&op).unwrap();
+            assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op, "{text}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Op::Redeploy { git_ref: None }).unwrap(),
+            r#"{"op":"redeploy"}"#
+        );
+        for k in OpKind::ALL {
+            assert_eq!(OpKind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn only_queued_and_running_are_active() {
+        assert!(JobState::Queued.is_active() && JobState::Running.is_active());
+        for s in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+            assert!(!s.is_active());
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+    }
+}
