@@ -70,7 +70,14 @@ impl WorkerLock {
             .write(true)
             .open(lock_path(paths))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(WorkerLock { _file: file })),
+            Ok(()) => {
+                // Who holds it, for people and tests looking at the data dir.
+                use std::io::Write;
+                let mut f = &file;
+                let _ = file.set_len(0);
+                let _ = writeln!(f, "{}", std::process::id());
+                Ok(Some(WorkerLock { _file: file }))
+            }
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e),
         }

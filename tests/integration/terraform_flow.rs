@@ -386,7 +386,7 @@ fn render_plan_failed_apply_and_destroy_through_the_binary() {
 }
 
 /// The built-in LXC template's variables again, and one slow step (slow only the first time).
-fn slow_template() -> String {
+pub(crate) fn slow_template() -> String {
     let vars_end = FAILING_TEMPLATE
         .find("resource \"terraform_data\" \"guest\"")
         .unwrap();

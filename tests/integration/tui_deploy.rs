@@ -57,7 +57,7 @@ fn config_text(
 
 /// The command line tmux runs: the binary with the harness's environment (the same as
 /// `Proxdeck::run` gives it), then a marker with its exit status.
-fn shell_line(proxdeck: &Proxdeck) -> String {
+pub(crate) fn shell_line(proxdeck: &Proxdeck) -> String {
     let cmd = proxdeck.command(Vec::<String>::new());
     let mut words = vec!["env".to_string()];
     for (key, _) in std::env::vars_os() {
