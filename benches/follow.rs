@@ -113,7 +113,9 @@ async fn run(lines: usize) {
         let tui = tui.clone();
         tokio::spawn(async move { tui.serve(req_rx, ev_tx).await })
     };
-    req_tx.send(Request::OpenLog(id.clone())).expect("serve runs");
+    req_tx
+        .send(Request::OpenLog(id.clone()))
+        .expect("serve runs");
     let tui_reader = {
         let seen = seen_tui.clone();
         std::thread::spawn(move || {
@@ -150,7 +152,13 @@ async fn run(lines: usize) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     worker
         .db
-        .call(move |s| s.finish_job(job.id, proxdeck::domain::JobState::Succeeded, &Default::default()))
+        .call(move |s| {
+            s.finish_job(
+                job.id,
+                proxdeck::domain::JobState::Succeeded,
+                &Default::default(),
+            )
+        })
         .await
         .expect("job ends");
     follower.await.expect("follower ends");

@@ -122,6 +122,9 @@ pub struct ProcessSpec {
     /// Removed from the inherited environment.
     pub env_remove: Vec<String>,
     pub timeout: Duration,
+    /// A record of its own the process group is also written to while it runs (terraform:
+    /// one per workspace, so a later run finds a leftover one).
+    pub record: Option<PathBuf>,
 }
 
 impl ProcessSpec {
@@ -133,6 +136,7 @@ impl ProcessSpec {
             env: Vec::new(),
             env_remove: Vec::new(),
             timeout: Duration::from_secs(3600),
+            record: None,
         }
     }
 
@@ -198,8 +202,11 @@ pub async fn run(
     })?;
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let record = PROCESS_RECORD.try_with(|r| r.clone()).ok();
-    if let (Some(r), Some(g)) = (&record, pgid) {
-        r.started(g.as_raw());
+    let own = spec.record.clone().map(|path| ProcessRecord { path });
+    for r in record.iter().chain(own.iter()) {
+        if let Some(g) = pgid {
+            r.started(g.as_raw());
+        }
     }
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -253,8 +260,10 @@ pub async fn run(
         out_task.abort();
         err_task.abort();
     }
-    if let (Some(r), Some(g)) = (&record, pgid) {
-        r.ended(g.as_raw());
+    for r in record.iter().chain(own.iter()) {
+        if let Some(g) = pgid {
+            r.ended(g.as_raw());
+        }
     }
     let status = status.map_err(|e| ProcessError::Io {
         program: program.clone(),

@@ -33,6 +33,11 @@ pub const STATE_MARKER: &str = ".proxdeck-state.json";
 /// The per-run CLI config inside a workspace.
 pub const CLI_CONFIG: &str = ".terraformrc.json";
 
+/// The process groups of terraform runs in a workspace, while they run (see `process`).
+pub const RUN_RECORD: &str = ".proxdeck-terraform.procs";
+/// How long a run waits for a state lock another run holds (`-lock-timeout`).
+const LOCK_WAIT: &str = "-lock-timeout=60s";
+
 /// Commands that only read (`output`, `show`, `state`) get at most this long.
 const QUICK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -59,12 +64,49 @@ pub enum TerraformError {
         "terraform {command} was cancelled; it stopped cleanly (state saved, lock released), so a retry continues from there"
     )]
     Cancelled { command: &'static str },
+    #[error(
+        "the deployment's Terraform state is locked by {who} since {created} ({operation}, lock {id}): another terraform run holds it. Wait for it to end (`proxdeck jobs` lists proxdeck's own), then try again; if no run is left (its machine went away), release it with `terraform force-unlock {id}` in {workspace}"
+    )]
+    Locked {
+        who: String,
+        created: String,
+        operation: String,
+        id: String,
+        workspace: String,
+    },
     #[error("cannot prepare the terraform run: {0}")]
     Setup(String),
     #[error("terraform output is not what the template promised: {0}")]
     Outputs(String),
     #[error("cannot read terraform's plan: {0}")]
     Plan(String),
+}
+
+/// Terraform's "Error acquiring the state lock" (with its `Lock Info:` block), in proxdeck's
+/// words: who holds it, since when, for what, and what to do.
+pub fn lock_error(detail: &str, workspace: &std::path::Path) -> Option<TerraformError> {
+    if !detail.contains("Error acquiring the state lock") {
+        return None;
+    }
+    let field = |name: &str| {
+        detail
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "unknown".to_string())
+    };
+    let operation = field("Operation");
+    Some(TerraformError::Locked {
+        who: field("Who"),
+        created: field("Created"),
+        operation: operation
+            .strip_prefix("OperationType")
+            .map(|o| format!("terraform {}", o.to_ascii_lowercase()))
+            .unwrap_or(operation),
+        id: field("ID"),
+        workspace: workspace.display().to_string(),
+    })
 }
 
 /// Per-command time limits.
@@ -511,6 +553,7 @@ impl Terraform {
     fn spec(&self, args: &[&str], timeout: Duration) -> ProcessSpec {
         let mut spec = ProcessSpec::new(&self.binary, args);
         spec.cwd = Some(self.workspace.clone());
+        spec.record = Some(self.workspace.join(RUN_RECORD));
         spec.env = self.env.clone();
         // Variables from the user's shell must not change what proxdeck deploys, nor mix
         // other credentials with the ones proxdeck passes.
@@ -560,6 +603,7 @@ impl Terraform {
         out: mpsc::UnboundedSender<Output>,
         cancel: watch::Receiver<bool>,
     ) -> Result<(), TerraformError> {
+        self.stop_leftover(&out).await;
         let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
         let forward = tokio::spawn(async move {
             let mut errors: Vec<String> = Vec::new();
@@ -598,6 +642,7 @@ impl Terraform {
         out: mpsc::UnboundedSender<Output>,
         cancel: watch::Receiver<bool>,
     ) -> Result<Progress, TerraformError> {
+        self.stop_leftover(&out).await;
         let started = Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel::<Output>();
         let sink = out.clone();
@@ -626,11 +671,36 @@ impl Terraform {
         if status.success() {
             return Ok(progress);
         }
+        let detail = progress.error_detail();
+        if let Some(locked) = lock_error(&detail, &self.workspace) {
+            return Err(locked);
+        }
         Err(TerraformError::Failed {
             command,
             code: status.code().unwrap_or(-1),
-            detail: progress.error_detail(),
+            detail,
         })
+    }
+
+    /// Stops a terraform run left in this workspace by a proxdeck that stopped (killed, its
+    /// machine restarted): SIGINT, so it saves its state and releases its lock, a grace
+    /// period, then SIGKILL. Says so in the log.
+    async fn stop_leftover(&self, out: &mpsc::UnboundedSender<Output>) {
+        let record = process::ProcessRecord {
+            path: self.workspace.join(RUN_RECORD),
+        };
+        let live = record.live_groups();
+        if live.is_empty() {
+            return;
+        }
+        let _ = out.send(Output {
+            stream: LogStream::Info,
+            lines: vec![format!(
+                "a terraform run left in this workspace still runs (process group {}): asking it to stop and save its state first",
+                live.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")
+            )],
+        });
+        let _ = tokio::task::spawn_blocking(move || record.stop_leftovers(process::GRACE)).await;
     }
 
     /// Collects a read-only command's stdout (for JSON it prints on one line), failing with
@@ -692,7 +762,14 @@ impl Terraform {
         self.run_json(
             "plan",
             "terraform_plan_secs",
-            &["plan", "-input=false", "-no-color", "-json", &out_arg],
+            &[
+                "plan",
+                "-input=false",
+                "-no-color",
+                "-json",
+                LOCK_WAIT,
+                &out_arg,
+            ],
             self.limits.plan,
             out,
             cancel,
@@ -723,6 +800,7 @@ impl Terraform {
                     "-input=false",
                     "-no-color",
                     "-json",
+                    LOCK_WAIT,
                     "-auto-approve",
                     PLAN_FILE,
                 ],
@@ -752,6 +830,7 @@ impl Terraform {
                     "-input=false",
                     "-no-color",
                     "-json",
+                    LOCK_WAIT,
                     "-auto-approve",
                 ],
                 self.limits.destroy,
@@ -1037,6 +1116,21 @@ pub fn has_state(workspace: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_state_lock_is_told_in_proxdecks_words() {
+        // terraform 1.11's diagnostic when another run holds the local state's lock.
+        let detail = ": Error acquiring the state lock: Error message: resource temporarily unavailable\nLock Info:\n  ID:        f130a376-f7aa-f3e6-89c9-bd7e3a6b31a1\n  Path:      terraform.tfstate\n  Operation: OperationTypeApply\n  Who:       root@vm\n  Version:   1.11.4\n  Created:   2026-11-30 22:38:25.589482771 +0000 UTC\n  Info:      \n\n\nTerraform acquires a state lock to protect the state from being written\nby multiple users at the same time.";
+        let e = lock_error(detail, std::path::Path::new("/data/workspaces/k3x9ta")).unwrap();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("the deployment's Terraform state is locked by root@vm since 2026-11-30 22:38:25.589482771 +0000 UTC (terraform apply, lock f130a376-f7aa-f3e6-89c9-bd7e3a6b31a1)"),
+            "{text}"
+        );
+        assert!(text.contains("terraform force-unlock f130a376-f7aa-f3e6-89c9-bd7e3a6b31a1` in /data/workspaces/k3x9ta"), "{text}");
+        assert!(!text.contains("Terraform acquires a state lock"), "{text}");
+        assert!(lock_error(": Error: something else", std::path::Path::new("/w")).is_none());
+    }
 
     #[test]
     fn outputs_are_parsed() {
