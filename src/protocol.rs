@@ -338,6 +338,8 @@ pub struct DetailsSnapshot {
     pub stages: Vec<(Stage, i64)>,
     /// What the user can do about the last failure.
     pub next_step: Option<String>,
+    /// The job queued or running for it, if any.
+    pub job: Option<Job>,
 }
 
 /// Statistics over the deployments proxdeck made (imported entries are not deployments).

@@ -1,22 +1,22 @@
 //! `Engine::serve`: the engine's side of the TUI. Requests arrive on a tokio channel; events
 //! leave on a std channel the UI thread reads. Owns the watch on the store (`PRAGMA
-//! data_version`, so changes made by other proxdeck processes show too), the log the UI
+//! data_version`, so work done by the worker for any front end shows too), the log the UI
 //! follows (by sequence number, from the store: what a user sees is what the store holds),
-//! the app-log stream, the Proxmox connection probe, and the dispatch of every request to the
-//! engine's operations, each in its own task, each ending with one `OpFinished`.
+//! the jobs this UI queued until they end, the app-log stream and the Proxmox connection probe.
+//! Operations are queued through `ops` (`OpQueued`, then `OpFinished` from the store); reads
+//! come from `reads`; the shell from `shell`.
 //!
 //! It adds no logic of its own to an operation and never touches the terminal. A read that
 //! fails, and an operation that fails, become events the UI shows; serving goes on.
 
 use super::ops::{self, OpRequest};
 use super::proxmox::Client;
-use super::{Engine, applogs, detect, guest, pipeline, sync};
-use crate::domain::spec::{DeployInput, suggest_name};
-use crate::domain::{Catalog, DeploymentId, GuestType, Job, JobId, JobState, Op, Status};
+use super::{Engine, applogs, detect, pipeline, reads, sync};
+use crate::domain::spec::DeployInput;
+use crate::domain::{Catalog, DeploymentId, Job, JobId, JobState, Op};
 use crate::protocol::{
-    ClusterSnapshot, DetailsSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, HistoryEntry,
-    LogPageKind, LogWindow, NodeInfo, OpKind, Power, ProxmoxState, Request, SeqLine, Settings,
-    ShellCommand,
+    ClusterSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, LogPageKind, NodeInfo, OpKind,
+    Power, ProxmoxState, Request, SeqLine, Settings,
 };
 use crate::store::{Db, Store, now_ms};
 use std::sync::Arc;
@@ -27,9 +27,8 @@ use tokio::task::JoinHandle;
 
 /// How often the store is looked at for changes (cheap: one pragma when nothing moved).
 const TICK: Duration = Duration::from_millis(50);
-/// Lines sent when a log is opened, and per page when the UI scrolls beyond what it keeps.
+/// Lines sent when a log is opened (later pages: `reads::LOG_PAGE`).
 const LOG_TAIL: usize = 1_000;
-const LOG_PAGE: usize = 1_000;
 /// New lines of a followed log sent per look at the store, at most.
 const LOG_FOLLOW_BATCH: usize = 5_000;
 /// How often Proxmox is asked whether it answers.
@@ -181,7 +180,7 @@ impl Engine {
         };
         let (engine, out) = (self.clone(), out.clone());
         st.review = Some(tokio::spawn(async move {
-            let result = engine.review(&input).await;
+            let result = reads::review(&engine, &input).await;
             out.send(EngineEvent::Reviewed { input, result });
         }));
     }
@@ -386,37 +385,10 @@ impl Engine {
             Request::LoadDetails(id) => {
                 let (db, out) = (watcher.clone(), out.clone());
                 tokio::spawn(async move {
-                    let read = db
-                        .call(move |s| {
-                            let d = s.get(&id)?;
-                            let history = s.history(&id)?;
-                            let stages = s.stage_history(&id)?;
-                            Ok((d, history, stages))
-                        })
-                        .await;
-                    let event = match read {
-                        Ok((d, history, stages)) => {
-                            let next_step = (d.status == Status::Failed)
-                                .then(|| d.stage.map(|stage| pipeline::next_step(stage, &d.id)))
-                                .flatten();
-                            EngineEvent::Details(Box::new(DetailsSnapshot {
-                                deployment: d,
-                                history: history
-                                    .into_iter()
-                                    .map(|h| HistoryEntry {
-                                        status: h.status,
-                                        stage: h.stage,
-                                        at: h.at,
-                                        message: h.message,
-                                    })
-                                    .collect(),
-                                stages,
-                                next_step,
-                            }))
-                        }
+                    out.send(match reads::details(&db, id).await {
+                        Ok(d) => EngineEvent::Details(Box::new(d)),
                         Err(e) => EngineEvent::Error(format!("details: {e}")),
-                    };
-                    out.send(event);
+                    });
                 });
             }
             Request::OpenLog(id) => {
@@ -440,42 +412,17 @@ impl Engine {
                 }
             }
             Request::LoadLog { id, window } => {
-                let key = id.clone();
-                let half = LOG_PAGE / 2;
-                let read = watcher
-                    .call(move |s| {
-                        Ok(match window {
-                            LogWindow::Before(seq) => {
-                                let lines = s.logs_before(&key, seq, LOG_PAGE)?;
-                                let at_start = lines.len() < LOG_PAGE;
-                                (lines, at_start, false)
-                            }
-                            LogWindow::After(seq) => {
-                                let lines = s.logs(&key, seq, LOG_PAGE)?;
-                                let at_end = lines.len() < LOG_PAGE;
-                                (lines, false, at_end)
-                            }
-                            LogWindow::Around(seq) => {
-                                let mut lines = s.logs_before(&key, seq, half)?;
-                                let at_start = lines.len() < half;
-                                let after = s.logs(&key, seq - 1, half)?;
-                                let at_end = after.len() < half;
-                                lines.extend(after);
-                                (lines, at_start, at_end)
-                            }
-                        })
-                    })
-                    .await;
-                match read {
-                    Ok((lines, at_start, at_end)) => out.send(EngineEvent::LogPage {
+                let event = match reads::log_window(watcher, id.clone(), window).await {
+                    Ok(w) => EngineEvent::LogPage {
                         id,
                         kind: LogPageKind::Window(window),
-                        lines: seq_lines(lines),
-                        at_start,
-                        at_end,
-                    }),
-                    Err(e) => out.send(EngineEvent::Error(format!("reading the log: {e}"))),
+                        lines: seq_lines(w.lines),
+                        at_start: w.at_start,
+                        at_end: w.at_end,
+                    },
+                    Err(e) => EngineEvent::Error(format!("reading the log: {e}")),
                 };
+                out.send(event);
             }
             Request::FindInLog {
                 id,
@@ -508,7 +455,7 @@ impl Engine {
             Request::PrepareShell(id) => {
                 let (engine, out) = (self.clone(), out.clone());
                 tokio::spawn(async move {
-                    match engine.prepare_shell(&id).await {
+                    match super::shell::prepare(&engine, &id).await {
                         Ok(cmd) => out.send(EngineEvent::ShellReady(cmd)),
                         Err(e) => out.send(EngineEvent::Error(format!("shell: {e}"))),
                     };
@@ -653,264 +600,6 @@ impl Engine {
             out.send(EngineEvent::AppLogEnded { id, error });
         });
     }
-
-    /// What a deploy of `input` would create, as (label, value) rows: the request validated,
-    /// the name resolved as the pipeline would, and for a new guest the plan's summary
-    /// (`pipeline::plan`: preflight, render, `terraform plan`; nothing stays recorded). A
-    /// failure is the reason the deploy would fail.
-    async fn review(&self, input: &DeployInput) -> Result<Vec<(String, String)>, String> {
-        let catalog = Catalog::builtin();
-        let spec = input.validate(catalog).map_err(|e| e.to_string())?;
-        if spec.host.is_none() {
-            self.config.proxmox().map_err(|e| e.to_string())?;
-        }
-        let name = match &spec.name {
-            Some(n) => {
-                let key = n.clone();
-                let taken = self
-                    .db
-                    .call(move |s| s.name_taken(&key))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if taken {
-                    return Err(format!(
-                        "name: a deployment named {n:?} already exists; pick another name"
-                    ));
-                }
-                n.clone()
-            }
-            None => {
-                let base = suggest_name(&spec.repo);
-                let probe = base.clone();
-                let free = self
-                    .db
-                    .call(move |s| {
-                        for i in 1..100 {
-                            let c = if i == 1 {
-                                probe.clone()
-                            } else {
-                                format!("{}-{i}", probe.chars().take(58).collect::<String>())
-                            };
-                            if !s.name_taken(&c)? {
-                                return Ok(Some(c));
-                            }
-                        }
-                        Ok(None)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                free.unwrap_or(base)
-            }
-        };
-        let mut rows: Vec<(String, String)> = Vec::new();
-        let mut row = |label: &str, value: String| rows.push((label.to_string(), value));
-        row("name", name.clone());
-        row(
-            "repository",
-            format!(
-                "{} @ {}",
-                spec.repo,
-                spec.git_ref.as_deref().unwrap_or("the default branch")
-            ),
-        );
-        let fw = spec.framework.as_deref().and_then(|f| catalog.get(f));
-        row(
-            "framework",
-            match fw {
-                Some(f) => format!("{} ({}, {})", f.name, f.language, f.runtime),
-                None => "detected from the repository's files when the deploy starts".into(),
-            },
-        );
-        let port = spec.port.or(fw.map(|f| f.default_port));
-        row(
-            "app",
-            format!(
-                "port {}, health check GET {}",
-                port.map_or_else(|| "(the framework's)".to_string(), |p| p.to_string()),
-                spec.overrides
-                    .health_path
-                    .clone()
-                    .or(fw.map(|f| f.health_path.clone()))
-                    .unwrap_or_else(|| "/".into())
-            ),
-        );
-        let guest = &self.config.guest;
-        match &spec.host {
-            Some(h) => row(
-                "host",
-                format!(
-                    "existing host {}:{} (no Terraform, no Proxmox)",
-                    h.host,
-                    h.ssh_port.unwrap_or(guest.ssh_port)
-                ),
-            ),
-            None => {
-                row(
-                    "guest",
-                    match spec.guest_type {
-                        GuestType::Lxc => "LXC container".to_string(),
-                        GuestType::Vm => "VM cloned from the cloud-init template".to_string(),
-                    },
-                );
-                let vlan = guest
-                    .vlan
-                    .map(|v| format!(", VLAN {v}"))
-                    .unwrap_or_default();
-                row(
-                    "network",
-                    match (&self.config.network.pool, &self.config.network.gateway) {
-                        (Some(pool), gw) => format!(
-                            "{}{vlan}: a static address from {pool}{}",
-                            guest.bridge,
-                            gw.map(|g| format!(", gateway {g}")).unwrap_or_default()
-                        ),
-                        (None, _) => format!("{}{vlan}: DHCP", guest.bridge),
-                    },
-                );
-            }
-        }
-        row(
-            "ssh",
-            format!(
-                "as {}, port {}, {}",
-                spec.ssh_user
-                    .clone()
-                    .unwrap_or_else(|| guest.ssh_user.clone()),
-                spec.host
-                    .as_ref()
-                    .and_then(|h| h.ssh_port)
-                    .unwrap_or(guest.ssh_port),
-                spec.ssh_key
-                    .as_deref()
-                    .map_or_else(|| "proxdeck's key".to_string(), |k| format!("key {k}"))
-            ),
-        );
-        row(
-            "env",
-            if spec.env.is_empty() {
-                "none".to_string()
-            } else {
-                let names: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
-                format!("{} (values kept secret)", names.join(", "))
-            },
-        );
-        if spec.host.is_none() {
-            let mut planned = input.clone();
-            planned.name = Some(name);
-            // The plan's own log lines are not the review's: they go nowhere.
-            let (sink, _dropped) = mpsc::unbounded_channel();
-            // A review is never cut short (it would leave its temporary record behind).
-            let (_keep, never) = tokio::sync::watch::channel(false);
-            let report = pipeline::plan(
-                self,
-                planned,
-                pipeline::DeployOptions::default(),
-                sink,
-                never,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            rows.push((
-                "node".into(),
-                format!(
-                    "{}{}",
-                    report.node.as_deref().unwrap_or("-"),
-                    report
-                        .vmid
-                        .map(|v| format!(", vmid {v}"))
-                        .unwrap_or_default()
-                ),
-            ));
-            for (i, line) in report.plan.lines().into_iter().enumerate() {
-                let label = if i == 0 { "terraform" } else { "" };
-                rows.push((label.to_string(), line.trim().to_string()));
-            }
-        }
-        Ok(rows)
-    }
-
-    /// An `ssh` command into the deployment's guest that trusts only the host key pinned in
-    /// the store: proxdeck connects first (which checks the key against the pin, or pins it
-    /// on first contact), then writes that key into a known_hosts file of its own.
-    async fn prepare_shell(&self, id: &DeploymentId) -> Result<ShellCommand, String> {
-        let key = id.clone();
-        let d = self
-            .db
-            .call(move |s| s.get(&key))
-            .await
-            .map_err(|e| e.to_string())?;
-        if d.status == Status::Deleted {
-            return Err(format!(
-                "{} ({}) is deleted: there is no guest",
-                d.name, d.id
-            ));
-        }
-        let ip = d.ip.clone().ok_or_else(|| {
-            format!(
-                "{} ({}) has no address yet: it never got that far",
-                d.name, d.id
-            )
-        })?;
-        let g = guest::resolve(self, &d, &ip)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (notes, _ignored) = mpsc::unbounded_channel();
-        let session = guest::connect(self, &g, notes)
-            .await
-            .map_err(|e| e.to_string())?;
-        let alias = format!("proxdeck-{}", d.id.0);
-        let line = tokio::task::spawn_blocking(move || {
-            let (bytes, _) = session
-                .host_key()
-                .ok_or_else(|| "the guest sent no host key".to_string())?;
-            let key = ssh_key::PublicKey::from_bytes(bytes).map_err(|e| e.to_string())?;
-            key.to_openssh().map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let dir = self.paths.root.join("known_hosts");
-        let file = dir.join(&d.id.0);
-        write_private(&dir, &file, &format!("{alias} {line}\n"))
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        let t = &g.target;
-        let args = vec![
-            "-i".to_string(),
-            g.keys.private.display().to_string(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", file.display()),
-            "-o".into(),
-            "GlobalKnownHostsFile=/dev/null".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=yes".into(),
-            "-o".into(),
-            format!("HostKeyAlias={alias}"),
-            "-o".into(),
-            "CheckHostIP=no".into(),
-            "-o".into(),
-            "UpdateHostKeys=no".into(),
-            "-p".into(),
-            t.port.to_string(),
-            "-l".into(),
-            t.user.clone(),
-            "-t".into(),
-            "--".into(),
-            t.host.clone(),
-        ];
-        self.audit(
-            "shell",
-            &d.id,
-            serde_json::json!({"name": d.name, "target": t.label()}),
-        );
-        Ok(ShellCommand {
-            id: d.id.clone(),
-            name: d.name.clone(),
-            target: format!("{}@{}", t.user, t.label()),
-            program: "ssh".into(),
-            args,
-        })
-    }
 }
 
 fn seq_lines(lines: Vec<(i64, crate::protocol::LogLine)>) -> Vec<SeqLine> {
@@ -972,27 +661,12 @@ fn local_offset_secs() -> i32 {
     chrono::Local::now().offset().local_minus_utc()
 }
 
-/// Writes `text` to `file` (mode 0600) in `dir` (mode 0700).
-fn write_private(dir: &std::path::Path, file: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(file)?;
-    f.write_all(text.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::domain::{Deployment, Stage};
-    use crate::protocol::{LogLine, LogStream};
+    use crate::domain::{Deployment, Stage, Status};
+    use crate::protocol::{LogLine, LogStream, LogWindow};
     use std::time::Instant;
 
     const WAIT: Duration = Duration::from_secs(20);

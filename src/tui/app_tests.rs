@@ -1245,6 +1245,7 @@ fn snapshot_details() {
             (Stage::TerraformApply, t0 + 20 * SEC),
         ],
         next_step: Some("read terraform's output (`proxdeck logs k3x9ta`), fix the cause on Proxmox or in the config, then `proxdeck retry k3x9ta` or `proxdeck destroy k3x9ta`".into()),
+        job: None,
     })));
     both(&mut app, "details_failed");
 }

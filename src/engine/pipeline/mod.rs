@@ -326,25 +326,7 @@ pub(super) async fn prepare(
 
     let name = match &spec.name {
         Some(n) => n.clone(),
-        None => {
-            let base = suggest_name(&spec.repo);
-            let candidates: Vec<String> = std::iter::once(base.clone())
-                .chain(
-                    (2..100).map(|i| format!("{}-{i}", base.chars().take(58).collect::<String>())),
-                )
-                .collect();
-            engine
-                .db
-                .call(move |s| {
-                    for c in candidates {
-                        if !s.name_taken(&c)? {
-                            return Ok(c);
-                        }
-                    }
-                    Err(StoreError::NameTaken(base))
-                })
-                .await?
-        }
+        None => super::reads::free_name(&engine.db, &suggest_name(&spec.repo)).await?,
     };
     let now = now_ms();
     let mut d = Deployment {

@@ -180,7 +180,23 @@ fn detail_lines(s: &DetailsSnapshot, cx: &Ctx, width: usize) -> Vec<Line<'static
     };
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let time = |ms: i64| format_time(ms, cx.utc_offset, true);
-    field("status", d.status.to_string(), theme.status(d.status));
+    field(
+        "status",
+        crate::domain::present::status_text(d, s.job.as_ref()),
+        theme.status(d.status),
+    );
+    if let Some(j) = &s.job {
+        field(
+            "job",
+            format!(
+                "{} {} (asked by {}; c cancels it)",
+                j.id,
+                crate::domain::present::job_phrase(j),
+                j.requested_by
+            ),
+            Style::new(),
+        );
+    }
     field(
         "stage",
         d.stage.map_or("-".into(), |s| s.to_string()),
@@ -380,6 +396,7 @@ mod tests {
                 (Stage::Preflight, 1_000),
             ],
             next_step: None,
+            job: None,
         };
         let runs = stage_runs(&s);
         assert_eq!(
