@@ -69,12 +69,15 @@ pub enum Command {
     /// Reboot a deployment's guest (starts it when it is stopped).
     Restart(IdArgs),
     /// Every VM and container of the cluster: node, status, CPU, memory, disk, uptime, and
-    /// whether proxdeck manages it.
-    Resources(JsonArgs),
+    /// whether proxdeck manages it (orphans: guests carrying the id of no live deployment).
+    Resources(ResourcesArgs),
     /// Import the cluster's guests proxdeck does not know, update known ones, mark gone ones.
     Sync(JsonArgs),
     /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays.
-    Forget(IdArgs),
+    Forget(ForgetArgs),
+    /// Delete an orphan guest (one carrying the id of no live deployment of this proxdeck)
+    /// through the Proxmox API; `resources --orphans` lists them.
+    RemoveOrphan(RemoveOrphanArgs),
     /// Check the config, Proxmox (TLS, credentials, privileges, node, storage, bridge,
     /// template), terraform, git and the data dir.
     Doctor(JsonArgs),
@@ -147,6 +150,45 @@ pub struct RedeployArgs {
 pub struct DestroyArgs {
     /// Deployment id or name.
     pub id: String,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// For a guest or host that cannot be reached any more: record DELETED even when the
+    /// removal cannot be done or confirmed, naming what may be left behind.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Also drop a deployment proxdeck made whose guest or host cannot be reached; names what
+    /// may be left behind.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResourcesArgs {
+    /// Only the orphans: guests carrying the id of no live deployment of this proxdeck.
+    #[arg(long)]
+    pub orphans: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveOrphanArgs {
+    /// The orphan guest's vmid.
+    pub vmid: u32,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -443,7 +485,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             let (tx, printer) = spawn_printer(a.json);
             let cancel = cancel_on_ctrl_c();
-            let result = pipeline::destroy(&engine, &d.id.0, tx).await;
+            let options = pipeline::DestroyOptions { force: a.force };
+            let result = pipeline::destroy_with(&engine, &d.id.0, options, tx).await;
             cancel.abort();
             let _ = printer.await;
             finish(result, a.json)
@@ -548,9 +591,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             cluster::power_command(&cli, &a.id, crate::engine::power::PowerOp::Restart, a.json)
                 .await
         }
-        Command::Resources(a) => cluster::resources(&cli, a.json).await,
+        Command::Resources(a) => cluster::resources(&cli, a.orphans, a.json).await,
         Command::Sync(a) => cluster::sync_command(&cli, a.json).await,
-        Command::Forget(a) => cluster::forget(&cli, &a.id, a.json).await,
+        Command::Forget(a) => cluster::forget(&cli, &a.id, a.force, a.json).await,
+        Command::RemoveOrphan(a) => cluster::remove_orphan(&cli, a.vmid, a.yes, a.json).await,
         Command::Doctor(a) => cluster::doctor(&cli, a.json).await,
         Command::Stats(a) => stats_command(&cli, a.json).await,
         Command::SshKey => {

@@ -8,6 +8,7 @@ mod support;
 mod e2e;
 mod frameworks;
 mod harness;
+mod identity;
 mod provisioning;
 mod proxmox;
 mod recovery;
