@@ -7,6 +7,7 @@ mod support;
 
 mod e2e;
 mod frameworks;
+mod hardening;
 mod harness;
 mod identity;
 mod provisioning;
