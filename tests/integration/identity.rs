@@ -135,6 +135,219 @@ fn kill_everything(proxdeck: &mut std::process::Child) {
     let _ = proxdeck.wait();
 }
 
+/// A deploy killed (SIGKILL, proxdeck and terraform's group) right after terraform created
+/// the container and before it saved it: the deployment is FAILED (interrupted), the guest
+/// exists with its mark, no state holds it.
+struct Killed {
+    _work: tempfile::TempDir,
+    root: PathBuf,
+    data_dir: PathBuf,
+    pve: FakePve,
+    ssh: SshHost,
+    _git: GitServer,
+    _app: AppGuard,
+    proxdeck: Proxdeck,
+    name: String,
+    id: String,
+}
+
+impl Killed {
+    fn new(prefix: &str) -> Killed {
+        let work = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let root = work.path().to_path_buf();
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let data_dir = root.join("data");
+        let app_root = root.join("apps");
+        let name = format!("adopt-{}", random_hex(6));
+        let app = AppGuard::new(app_root.join(&name).join("run/app.pid"));
+        // The container is created, then the provisioner lingers: terraform has not saved
+        // it yet.
+        let templates = template_dir(&root, |t| {
+            t.replace(CREATE, "pve_ct.py\\\" create && sleep 300\"")
+        });
+        let pve = FakePve::start(loopback()).expect("start fakepve");
+        let guest = loopback();
+        let ssh = SshHost::start(guest, &data_dir.join("keys/id_ed25519.pub")).expect("start sshd");
+        let git = GitServer::start(loopback()).expect("start git daemon");
+        let sample = git.add_flask_app("adopt-sample").unwrap();
+        let port = free_port_any().unwrap().to_string();
+        let config_path = root.join("config.toml");
+        write_private(
+            &config_path,
+            &config(
+                &pve,
+                &pve.ca_file(),
+                &templates,
+                guest,
+                ssh.port(),
+                &app_root,
+                60,
+            ),
+        )
+        .unwrap();
+        let proxdeck = Proxdeck::new(config_path, data_dir.clone(), &root);
+        let out = std::fs::File::create(root.join("deploy.out")).unwrap();
+        let mut deploy = proxdeck
+            .command([
+                "deploy",
+                "--repo",
+                &sample.git_url,
+                "--framework",
+                "flask",
+                "--name",
+                &name,
+                "--port",
+                &port,
+                "--install",
+                "true",
+                "--start",
+                START,
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start proxdeck deploy");
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while pve.container(NODE, 20000).unwrap().is_none() {
+            if Instant::now() > deadline || deploy.try_wait().unwrap().is_some() {
+                kill_everything(&mut deploy);
+                panic!(
+                    "the container never appeared:\n{}\n--- fakepve ---\n{}",
+                    std::fs::read_to_string(root.join("deploy.out")).unwrap_or_default(),
+                    pve.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        kill_everything(&mut deploy);
+
+        // The next proxdeck finds the deployment interrupted; the guest exists, no state
+        // holds it.
+        let listed = proxdeck.run(&["list", "--json"], QUICK).unwrap();
+        assert!(
+            listed.stderr.contains("was interrupted"),
+            "{}",
+            listed.describe()
+        );
+        let list = json_of(&listed, "list");
+        let d = &list.as_array().unwrap()[0];
+        assert_eq!(d["status"], "FAILED", "{d}");
+        let id = d["id"].as_str().unwrap().to_string();
+        assert_eq!(marked(&pve, &id), [20000]);
+        let killed = Killed {
+            _work: work,
+            root,
+            data_dir,
+            pve,
+            ssh,
+            _git: git,
+            _app: app,
+            proxdeck,
+            name,
+            id,
+        };
+        assert!(
+            !killed.state().contains("terraform_data"),
+            "the killed run saved its guest after all: {}",
+            killed.state()
+        );
+        killed
+    }
+
+    fn state(&self) -> String {
+        std::fs::read_to_string(
+            self.data_dir
+                .join("workspaces")
+                .join(&self.id)
+                .join("terraform.tfstate"),
+        )
+        .unwrap_or_default()
+    }
+
+    fn context(&self, what: &str) -> String {
+        let logs = self
+            .proxdeck
+            .run(&["logs", &self.name], QUICK)
+            .map(|d| d.stdout)
+            .unwrap_or_default();
+        format!(
+            "{what}\n--- proxdeck logs ---\n{logs}\n--- fakepve ---\n{}\n--- sshd ---\n{}",
+            self.pve.log_tail(),
+            self.ssh.log_tail()
+        )
+    }
+
+    /// `retry`, which must end RUNNING on vmid 20000 with one guest.
+    fn retry(&self) -> Finished {
+        let retried = self
+            .proxdeck
+            .run(&["retry", &self.name, "--json"], DEPLOY)
+            .unwrap();
+        if !retried.success() {
+            panic!(
+                "{}",
+                self.context(&format!("retry: {}", retried.describe()))
+            );
+        }
+        let r = json_of(&retried, "retry");
+        assert_eq!(r["status"], "RUNNING", "{r}");
+        assert_eq!(r["vmid"], 20000, "{r}");
+        assert!(
+            retried
+                .stderr
+                .contains("which carries this deployment's id"),
+            "{}",
+            retried.describe()
+        );
+        assert!(
+            !retried.stderr.contains("reserved vmid 20001"),
+            "{}",
+            retried.describe()
+        );
+        assert_eq!(
+            marked(&self.pve, &self.id),
+            [20000],
+            "a second guest was made"
+        );
+        assert_eq!(self.pve.containers(NODE).unwrap().len(), 1);
+        assert!(self.state().contains("terraform_data"), "{}", self.state());
+        let orphans = json_of(
+            &self
+                .proxdeck
+                .run(&["resources", "--orphans", "--json"], QUICK)
+                .unwrap(),
+            "orphans",
+        );
+        assert_eq!(orphans, json!([]));
+        retried
+    }
+
+    /// `destroy`: DELETED once Proxmox confirms the guest gone.
+    fn destroy(&self) {
+        let destroyed = self
+            .proxdeck
+            .run(&["destroy", &self.name, "--yes", "--json"], QUICK)
+            .unwrap();
+        if !destroyed.success() {
+            panic!(
+                "{}",
+                self.context(&format!("destroy: {}", destroyed.describe()))
+            );
+        }
+        assert_eq!(json_of(&destroyed, "destroy")["status"], "DELETED");
+        assert!(
+            destroyed
+                .stderr
+                .contains("Proxmox confirms: vmid 20000 is gone"),
+            "{}",
+            destroyed.describe()
+        );
+        assert!(self.pve.containers(NODE).unwrap().is_empty());
+    }
+}
+
 #[test]
 fn a_guest_left_by_a_killed_apply_is_adopted_not_duplicated_and_destroy_confirms_it_gone() {
     if skip_without(
@@ -149,166 +362,66 @@ fn a_guest_left_by_a_killed_apply_is_adopted_not_duplicated_and_destroy_confirms
     ) {
         return;
     }
-    let work = tempfile::Builder::new()
-        .prefix("proxdeck-adopt-")
-        .tempdir()
-        .unwrap();
-    let root = work.path();
-    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let data_dir = root.join("data");
-    let app_root = root.join("apps");
-    let name = format!("adopt-{}", random_hex(6));
-    let _app = AppGuard::new(app_root.join(&name).join("run/app.pid"));
-    // The container is created, then the provisioner lingers: terraform has not saved it yet.
-    let templates = template_dir(root, |t| {
-        t.replace(CREATE, "pve_ct.py\\\" create && sleep 300\"")
-    });
-    let pve = FakePve::start(loopback()).expect("start fakepve");
-    let guest = loopback();
-    let ssh = SshHost::start(guest, &data_dir.join("keys/id_ed25519.pub")).expect("start sshd");
-    let git = GitServer::start(loopback()).expect("start git daemon");
-    let sample = git.add_flask_app("adopt-sample").unwrap();
-    let port = free_port_any().unwrap().to_string();
-    let config_path = root.join("config.toml");
-    write_private(
-        &config_path,
-        &config(
-            &pve,
-            &pve.ca_file(),
-            &templates,
-            guest,
-            ssh.port(),
-            &app_root,
-            60,
-        ),
-    )
-    .unwrap();
-    let proxdeck = Proxdeck::new(config_path, data_dir.clone(), root);
-    let context = |what: &str| {
-        let logs = proxdeck
-            .run(&["logs", &name], QUICK)
-            .map(|d| d.stdout)
-            .unwrap_or_default();
-        format!(
-            "{what}\n--- proxdeck logs ---\n{logs}\n--- fakepve ---\n{}\n--- sshd ---\n{}",
-            pve.log_tail(),
-            ssh.log_tail()
-        )
-    };
-
-    let out = std::fs::File::create(root.join("deploy.out")).unwrap();
-    let mut deploy = proxdeck
-        .command([
-            "deploy",
-            "--repo",
-            &sample.git_url,
-            "--framework",
-            "flask",
-            "--name",
-            &name,
-            "--port",
-            &port,
-            "--install",
-            "true",
-            "--start",
-            START,
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("start proxdeck deploy");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while pve.container(NODE, 20000).unwrap().is_none() {
-        if Instant::now() > deadline || deploy.try_wait().unwrap().is_some() {
-            kill_everything(&mut deploy);
-            panic!(
-                "{}",
-                context(&format!(
-                    "the container never appeared:\n{}",
-                    std::fs::read_to_string(root.join("deploy.out")).unwrap_or_default()
-                ))
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    kill_everything(&mut deploy);
-    let ws_state = |id: &str| {
-        data_dir
-            .join("workspaces")
-            .join(id)
-            .join("terraform.tfstate")
-    };
-
-    // The next proxdeck finds the deployment interrupted; the guest exists, no state holds it.
-    let listed = proxdeck.run(&["list", "--json"], QUICK).unwrap();
-    assert!(
-        listed.stderr.contains("was interrupted"),
-        "{}",
-        listed.describe()
-    );
-    let list = json_of(&listed, "list");
-    let d = &list.as_array().unwrap()[0];
-    assert_eq!(d["status"], "FAILED", "{d}");
-    let id = d["id"].as_str().unwrap().to_string();
-    assert_eq!(marked(&pve, &id), [20000]);
-    let state = std::fs::read_to_string(ws_state(&id)).unwrap_or_default();
-    assert!(
-        !state.contains("terraform_data"),
-        "the killed run saved its guest after all: {state}"
-    );
-
-    // retry: the same vmid, the guest adopted, still one guest; RUNNING.
-    let retried = proxdeck.run(&["retry", &name, "--json"], DEPLOY).unwrap();
-    if !retried.success() {
-        panic!("{}", context(&format!("retry: {}", retried.describe())));
-    }
-    let r = json_of(&retried, "retry");
-    assert_eq!(r["status"], "RUNNING", "{r}");
-    assert_eq!(r["vmid"], 20000, "{r}");
+    let k = Killed::new("proxdeck-adopt-");
+    let retried = k.retry();
     assert!(
         retried
             .stderr
-            .contains("which carries this deployment's id")
-            && retried.stderr.contains(
-                "adopting it with `terraform import terraform_data.container pve1/20000`"
-            ),
+            .contains("adopting it with `terraform import terraform_data.container pve1/20000`")
+            && !retried.stderr.contains("import failed"),
         "{}",
         retried.describe()
     );
-    assert!(
-        !retried.stderr.contains("reserved vmid 20001"),
-        "{}",
-        retried.describe()
-    );
-    assert_eq!(marked(&pve, &id), [20000], "a second guest was made");
-    assert_eq!(pve.containers(NODE).unwrap().len(), 1);
-    let state = std::fs::read_to_string(ws_state(&id)).unwrap();
-    assert!(state.contains("terraform_data.container") || state.contains("\"container\""));
-    let orphans = json_of(
-        &proxdeck
-            .run(&["resources", "--orphans", "--json"], QUICK)
+    // Adopted, not made again: the container was not created a second time.
+    assert_eq!(
+        k.pve
+            .request_count(Some("POST"), "/nodes/pve1/lxc")
             .unwrap(),
-        "orphans",
+        1
     );
-    assert_eq!(orphans, json!([]));
+    k.destroy();
+}
 
-    // destroy: DELETED once Proxmox confirms the guest gone.
-    let destroyed = proxdeck
-        .run(&["destroy", &name, "--yes", "--json"], QUICK)
-        .unwrap();
-    if !destroyed.success() {
-        panic!("{}", context(&format!("destroy: {}", destroyed.describe())));
+#[test]
+fn a_guest_whose_template_cannot_import_it_is_replaced_not_duplicated() {
+    if skip_without(
+        "a_guest_whose_template_cannot_import_it_is_replaced_not_duplicated",
+        &[
+            Part::Fakepve,
+            Part::Sshd,
+            Part::Terraform,
+            Part::Git,
+            Part::GuestPython,
+        ],
+    ) {
+        return;
     }
-    assert_eq!(json_of(&destroyed, "destroy")["status"], "DELETED");
+    let k = Killed::new("proxdeck-replace-");
+    // Now the template's vmid output cannot be read right after an import (no try()), and
+    // the create does not linger any more.
+    template_dir(&k.root, |t| {
+        t.replace(
+            "try(terraform_data.container.output.vmid, null)",
+            "terraform_data.container.output.vmid",
+        )
+        .replace(" && sleep 300", "")
+    });
+    let retried = k.retry();
     assert!(
-        destroyed
-            .stderr
-            .contains("Proxmox confirms: vmid 20000 is gone"),
+        retried.stderr.contains("the import failed")
+            && retried.stderr.contains("removing CT 20000 instead")
+            && retried.stderr.contains("deleting CT 20000"),
         "{}",
-        destroyed.describe()
+        retried.describe()
     );
-    assert!(pve.containers(NODE).unwrap().is_empty());
+    // Removed, then made once more: still one guest.
+    assert_eq!(
+        k.pve
+            .request_count(Some("POST"), "/nodes/pve1/lxc")
+            .unwrap(),
+        2
+    );
+    k.destroy();
 }
 
 #[test]

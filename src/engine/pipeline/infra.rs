@@ -198,16 +198,33 @@ async fn adopt_or_remove(
             let (tx, forward) = cx.reporter.pipe();
             let result = tf.import(address, &import_id, tx, cx.cancel.clone()).await;
             cx.finish_forward(forward).await?;
-            result.map_err(|e| fail(stage)(&e))?;
-            imported = true;
-            continue;
+            match result {
+                Ok(()) => {
+                    imported = true;
+                    continue;
+                }
+                // Cancelled, out of time, or the state is locked: stop here; the next run
+                // tries again.
+                Err(e @ (TerraformError::Cancelled { .. } | TerraformError::TimedOut { .. })) => {
+                    return Err(fail(stage)(&e));
+                }
+                Err(e) if e.to_string().contains("state lock") => return Err(fail(stage)(&e)),
+                // The template's resource cannot take it in: a fresh guest replaces it.
+                Err(e) => {
+                    cx.info(format!(
+                        "the import failed ({e}): removing {label} instead; terraform creates the guest again"
+                    ))
+                    .await?;
+                }
+            }
+        } else {
+            cx.info(format!(
+                "{label} on {node} carries this deployment's id, but it is not the guest this run keeps (the state holds {}, the reserved vmid is {}): removing it, so the deployment never has two guests",
+                held.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                cx.d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
+            ))
+            .await?;
         }
-        cx.info(format!(
-            "{label} on {node} carries this deployment's id, but it is not the guest this run keeps (the state holds {}, the reserved vmid is {}): removing it, so the deployment never has two guests",
-            held.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
-            cx.d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
-        ))
-        .await?;
         let mut lines = Vec::new();
         let removed =
             identity::remove_guest(&client, &node, kind, vmid, &mut |l| lines.push(l)).await;
