@@ -593,17 +593,7 @@ impl Config {
             },
             app_root: {
                 let root = g.app_root.unwrap_or_else(|| "/opt/proxdeck".to_string());
-                if !root.starts_with('/')
-                    || root.len() < 2
-                    || root.chars().any(|c| c.is_control())
-                    || root.contains("..")
-                {
-                    return Err(invalid(
-                        "guest.app_root",
-                        format!("{root:?} must be an absolute path without '..'"),
-                    ));
-                }
-                root.trim_end_matches('/').to_string()
+                validate_app_root(&root).map_err(|m| invalid("guest.app_root", m))?
             },
             vmid_range: match g.vmid_range {
                 Some(r) => parse_vmid_range(&r)?,
@@ -807,6 +797,38 @@ fn check_username(u: &str) -> Result<(), ConfigError> {
 
 /// A SHA-256 certificate fingerprint as Proxmox shows it (`AB:CD:...`, 32 bytes), with or
 /// without colons, any case.
+/// The folder apps live in on their guests (`guest.app_root`), checked the way the
+/// provisioning and removal scripts check each app's folder (`APP_ROOT/NAME`): an absolute
+/// path of letters, digits, '_', '-', '.' and '/', without '..', below `/` (so the app's
+/// folder is at least two levels down). Shared by the config and the script renderers, so a
+/// root the config accepts is never refused on the guest (where a refusal would also make
+/// the deployment impossible to destroy). Returns it without trailing slashes.
+pub fn validate_app_root(root: &str) -> Result<String, String> {
+    let trimmed = root.trim_end_matches('/');
+    if !root.starts_with('/') {
+        return Err(format!(
+            "{root:?} must be an absolute path, e.g. /opt/proxdeck"
+        ));
+    }
+    if trimmed.is_empty() {
+        return Err(format!(
+            "{root:?} is the root folder; apps need a folder of their own, e.g. /opt/proxdeck"
+        ));
+    }
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_./-".contains(*c)))
+    {
+        return Err(format!(
+            "{root:?} holds {c:?}; use letters, digits, '_', '-', '.' and '/' (the provisioning scripts refuse anything else)"
+        ));
+    }
+    if trimmed.contains("..") || trimmed.contains("//") {
+        return Err(format!("{root:?} must not contain '..' or '//'"));
+    }
+    Ok(trimmed.to_string())
+}
+
 pub fn parse_fingerprint(f: &str) -> Result<[u8; 32], ConfigError> {
     let hex: String = f
         .trim()
@@ -1238,6 +1260,9 @@ mod tests {
             ("[proxmox]\napi_token = \"a@b!c=d\"", "proxmox.endpoint"),
             ("[guest]\ndatastore = \"a b\"", "guest.datastore"),
             ("[guest]\napp_root = \"relative\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/opt/my apps\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/srv/$HOME\"", "guest.app_root"),
             ("[guest]\nvlan = 5000", "guest.vlan"),
             (
                 "[network]\npool = \"10.0.0.0/33\"\ngateway = \"10.0.0.1\"",

@@ -58,12 +58,15 @@ pub enum Command {
     /// Reboot a deployment's guest (starts it when it is stopped).
     Restart(OpArgs),
     /// Every VM and container of the cluster: node, status, CPU, memory, disk, uptime, and
-    /// whether proxdeck manages it.
-    Resources(JsonArgs),
+    /// whether proxdeck manages it (orphans: guests carrying the id of no live deployment).
+    Resources(ResourcesArgs),
     /// Import the cluster's guests proxdeck does not know, update known ones, mark gone ones.
     Sync(SyncArgs),
     /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays.
-    Forget(OpArgs),
+    Forget(ForgetArgs),
+    /// Delete an orphan guest (one carrying the id of no live deployment of this proxdeck)
+    /// through the Proxmox API; `resources --orphans` lists them.
+    RemoveOrphan(RemoveOrphanArgs),
     /// Running, queued and recent jobs (every operation is a job run by proxdeck's worker).
     Jobs(JobsArgs),
     /// Ask a deployment's queued or running job (or job #N) to stop: terraform saves its
@@ -110,6 +113,44 @@ pub struct OpArgs {
     /// follows it).
     #[arg(long)]
     pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Also drop a deployment proxdeck made whose guest or host cannot be reached; names what
+    /// may be left behind.
+    #[arg(long)]
+    pub force: bool,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResourcesArgs {
+    /// Only the orphans: guests carrying the id of no live deployment of this proxdeck.
+    #[arg(long)]
+    pub orphans: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveOrphanArgs {
+    /// The orphan guest's vmid.
+    pub vmid: u32,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -194,6 +235,10 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// For a guest or host that cannot be reached any more: record DELETED even when the
+    /// removal cannot be done or confirmed, naming what may be left behind.
+    #[arg(long)]
+    pub force: bool,
     /// Queue the job and return.
     #[arg(long)]
     pub detach: bool,

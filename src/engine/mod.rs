@@ -7,7 +7,9 @@
 pub mod applogs;
 pub mod detect;
 pub mod guest;
+pub mod guest_state;
 pub mod health;
+pub mod identity;
 pub mod jobs;
 pub mod logfile;
 pub mod ops;

@@ -6,9 +6,11 @@
 //! Owns the matching and the plan; the store applies it in one transaction
 //! ([`Store::apply_sync`](crate::store::Store::apply_sync)). It must never delete anything on
 //! Proxmox, never import templates, and never mark entries missing from a view it knows to be
-//! partial (credentials that cannot see every guest).
+//! partial (credentials that cannot see every guest). Guests that carry the id of no live
+//! deployment of this proxdeck (`identity::orphans`) are shown as orphans and never imported.
 
 use super::Engine;
+use super::identity;
 use super::proxmox::api::{GuestKind, Node, Resource};
 use super::proxmox::{Client, ProxmoxError};
 use crate::domain::{Deployment, DeploymentId, Origin, Status};
@@ -27,6 +29,8 @@ pub enum SyncError {
     Proxmox(#[from] ProxmoxError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the installation id: {0}")]
+    Installation(#[from] std::io::Error),
     #[error(
         "{identity} sees no privileges on Proxmox (a privilege-separated API token without ACL entries sees empty lists, not errors); grant it a role, e.g. `pveum acl modify / --tokens '{token}' --roles PVEAuditor` (PVEVMAdmin to deploy), then sync again"
     )]
@@ -66,6 +70,17 @@ pub struct Guest {
     pub managed: bool,
     /// The proxdeck entry for this guest (managed, or imported by sync).
     pub deployment: Option<Tracked>,
+    /// Set when the guest carries the id of no live deployment of this proxdeck
+    /// (`identity::orphans`): `proxdeck remove-orphan VMID` removes it.
+    pub orphan: Option<OrphanNote>,
+}
+
+/// Why a guest is an orphan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrphanNote {
+    /// The deployment id the guest carries.
+    pub deployment: DeploymentId,
+    pub why: String,
 }
 
 /// Every node and guest of the cluster.
@@ -96,6 +111,9 @@ pub struct SyncReport {
     pub unchanged: usize,
     pub templates_skipped: usize,
     pub guests: usize,
+    /// Guests carrying the id of no live deployment of this proxdeck: not imported;
+    /// `proxdeck remove-orphan VMID` removes one.
+    pub orphans: Vec<identity::Orphan>,
     pub warnings: Vec<String>,
 }
 
@@ -152,6 +170,7 @@ fn guest_of(r: &Resource, tracked: Option<&Deployment>) -> Option<Guest> {
             origin: d.origin,
             status: d.status,
         }),
+        orphan: None,
     })
 }
 
@@ -161,9 +180,21 @@ pub async fn resources(engine: &Engine) -> Result<ClusterView, SyncError> {
     let (nodes, guests) = tokio::try_join!(client.nodes(), client.guests())?;
     let list = engine.db.call(|s| s.list()).await?;
     let known = by_vmid(&list);
+    let installation = identity::installation(&engine.paths)?;
+    let orphans: HashMap<u32, identity::Orphan> = identity::orphans(&guests, &list, &installation)
+        .into_iter()
+        .map(|o| (o.vmid, o))
+        .collect();
     let mut guests: Vec<Guest> = guests
         .iter()
         .filter_map(|r| guest_of(r, r.vmid.and_then(|v| known.get(&v).copied())))
+        .map(|mut g| {
+            g.orphan = orphans.get(&g.vmid).map(|o| OrphanNote {
+                deployment: o.deployment.clone(),
+                why: o.why.clone(),
+            });
+            g
+        })
         .collect();
     guests.sort_by_key(|g| g.vmid);
     let mut nodes = nodes;
@@ -363,7 +394,18 @@ pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
     let can_see_all = perms.holds("/vms", "VM.Audit");
     let guests = client.guests().await?;
     let list = engine.db.call(|s| s.list()).await?;
+    // Orphans (guests of this proxdeck's deployments that are gone) are reported, not
+    // imported: `proxdeck remove-orphan` removes them.
+    let installation = identity::installation(&engine.paths)?;
+    let orphans = identity::orphans(&guests, &list, &installation);
+    let total = guests.len();
+    let guests: Vec<Resource> = guests
+        .into_iter()
+        .filter(|g| !orphans.iter().any(|o| g.vmid == Some(o.vmid)))
+        .collect();
     let (changes, mut report) = plan(&guests, &list, can_see_all, now_ms());
+    report.guests = total;
+    report.orphans = orphans;
     let planned = changes.imports.len();
     let imported = engine.db.call(move |s| s.apply_sync(&changes)).await?;
     // Another sync may have imported some of these meanwhile; report what this one did, with

@@ -7,7 +7,9 @@ mod support;
 
 mod e2e;
 mod frameworks;
+mod hardening;
 mod harness;
+mod identity;
 mod jobs;
 mod provisioning;
 mod proxmox;

@@ -198,7 +198,7 @@ OPS = {
     # PVE's time and tickets: time_scale (0: tasks end at once), ticket_ttl, lock_wait, ...
     'set': lambda pve, a: [setattr(pve, k, v) for k, v in a['attrs'].items()] and None,
     'fail': lambda pve, a: pve.fail(a['method'], a['suffix'], status=a.get('status'), message=a.get('message'),
-                                    error=a.get('error'), times=a.get('times')),
+                                    html=bool(a.get('html')), error=a.get('error'), times=a.get('times')),
     'clear_failures': lambda pve, a: pve.failures.clear(),
     'slow_network': lambda pve, a: pve.slow_network(a['latency'], a.get('jitter', 0.0), a.get('node')),
     'flaky_network': lambda pve, a: pve.flaky_network(a.get('drop_rate', 0.0), a.get('hang_rate', 0.0),

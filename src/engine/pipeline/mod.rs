@@ -24,7 +24,7 @@ mod preflight;
 mod redeploy;
 mod render;
 
-pub use destroy::run_destroy;
+pub use destroy::{DestroyOptions, run_destroy};
 pub use plan::{PlanReport, RenderReport, plan, render_workspace};
 pub use redeploy::{run_redeploy, run_rollback};
 
@@ -107,11 +107,11 @@ pub fn next_step(stage: Stage, id: &DeploymentId) -> String {
             "read the provisioning output (`proxdeck logs {id}`), fix the app or its commands, then `proxdeck retry {id}`"
         ),
         Stage::HealthCheck => format!(
-            "the app did not answer: check that it listens on 0.0.0.0 and the deployment's port, then `proxdeck retry {id}`"
+            "the app did not answer or kept exiting: read its own log (`proxdeck logs {id} --app`), check that it listens on 0.0.0.0 and the deployment's port, then `proxdeck retry {id}`"
         ),
         Stage::Done => format!("`proxdeck show {id}`"),
         Stage::Destroy => format!(
-            "read terraform's output (`proxdeck logs {id}`); if the guest is locked or busy, wait and run `proxdeck destroy {id}` again"
+            "read terraform's output (`proxdeck logs {id}`); if the guest is locked or busy, wait and run `proxdeck destroy {id}` again; if Proxmox or the guest cannot be reached any more, `proxdeck destroy {id} --force` records it DELETED and names what may be left behind"
         ),
     }
 }
