@@ -38,7 +38,8 @@ pub enum Command {
     Show(IdArgs),
     /// Print a deployment's log (`--app`: the app's own log, read over SSH).
     Logs(LogsArgs),
-    /// Destroy a deployment's guest (terraform destroy); the record stays as DELETED.
+    /// Destroy a deployment's guest (terraform destroy, then confirmed with Proxmox); the
+    /// record stays as DELETED.
     Destroy(DestroyArgs),
     /// List the framework catalog.
     Frameworks(JsonArgs),
@@ -62,7 +63,8 @@ pub enum Command {
     Resources(ResourcesArgs),
     /// Import the cluster's guests proxdeck does not know, update known ones, mark gone ones.
     Sync(SyncArgs),
-    /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays.
+    /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays
+    /// (`--force`: also a deployment whose guest or host cannot be reached).
     Forget(ForgetArgs),
     /// Delete an orphan guest (one carrying the id of no live deployment of this proxdeck)
     /// through the Proxmox API; `resources --orphans` lists them.

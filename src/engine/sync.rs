@@ -399,9 +399,10 @@ pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
     let installation = identity::installation(&engine.paths)?;
     let orphans = identity::orphans(&guests, &list, &installation);
     let total = guests.len();
+    let orphaned: std::collections::HashSet<u32> = orphans.iter().map(|o| o.vmid).collect();
     let guests: Vec<Resource> = guests
         .into_iter()
-        .filter(|g| !orphans.iter().any(|o| g.vmid == Some(o.vmid)))
+        .filter(|g| g.vmid.is_none_or(|v| !orphaned.contains(&v)))
         .collect();
     let (changes, mut report) = plan(&guests, &list, can_see_all, now_ms());
     report.guests = total;
