@@ -645,6 +645,7 @@ fn cluster_snapshot(view: sync::ClusterView) -> ClusterSnapshot {
                 uptime: g.uptime,
                 template: g.template,
                 managed: g.managed,
+                orphan_of: g.orphan.map(|o| o.deployment),
                 entry: g.deployment.map(|t| GuestEntry {
                     id: t.id,
                     name: t.name,

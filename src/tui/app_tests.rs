@@ -232,6 +232,7 @@ fn cluster() -> ClusterSnapshot {
             uptime: if status == "running" { 5 * 3_600 } else { 0 },
             template: vmid == 9000,
             managed: entry.is_some_and(|(_, _, o)| o != Origin::Imported),
+            orphan_of: None,
             entry: entry.map(|(id, name, origin)| GuestEntry {
                 id: DeploymentId(id.into()),
                 name: name.into(),
