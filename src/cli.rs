@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 mod cluster;
+mod logs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -116,16 +117,25 @@ pub struct IdArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Deployment id or name.
-    pub id: String,
+    #[arg(required_unless_present = "prune")]
+    pub id: Option<String>,
     /// The app's own log (its service's journal, or the supervisor's log file), over SSH.
     #[arg(long)]
     pub app: bool,
     /// Keep printing new lines until Ctrl-C (the deployment log: until it settles).
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// With --app: how many of the last lines to print first.
-    #[arg(long, short = 'n', default_value_t = 200, value_name = "N")]
-    pub lines: u32,
+    /// Print only the last N lines (default: the whole log; with --app: 200).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub lines: Option<u32>,
+    /// Only lines written since WHEN: a duration back from now (90s, 10m, 2h, 3d, 1w) or a
+    /// time (2026-11-30T14:00:00Z, 2026-11-30 14:00, 2026-11-30; local time unless it says).
+    #[arg(long, value_name = "WHEN", value_parser = logs::parse_since, conflicts_with = "app")]
+    pub since: Option<i64>,
+    /// Remove the logs of deployments deleted more than `[logs] keep_deleted_days` ago, fold
+    /// the rest into compact batches, and give the freed space back to the file system.
+    #[arg(long, conflicts_with_all = ["id", "app", "follow", "lines", "since"])]
+    pub prune: bool,
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -479,50 +489,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Ok(())
             }
         }
-        Command::Logs(a) if a.app => {
+        Command::Logs(a) if a.prune => {
             let engine = open_engine(&cli)?;
-            app_logs(&engine, a).await
+            logs::prune(&engine, a.json).await
         }
         Command::Logs(a) => {
             let engine = open_engine(&cli)?;
-            let key = a.id.clone();
-            let d = engine.db.call(move |s| s.find(&key)).await?;
-            let mut after = 0;
-            let mut out = std::io::stdout().lock();
-            loop {
-                let id = d.id.clone();
-                let page = engine.db.call(move |s| s.logs(&id, after, 5000)).await?;
-                let Some((last, _)) = page.last() else {
-                    if !a.follow {
-                        break;
-                    }
-                    // Following: until the deployment settles and its last lines are out.
-                    let id = d.id.clone();
-                    let now = engine.db.call(move |s| s.get(&id)).await?;
-                    if !now.status.is_in_flight() {
-                        let id = d.id.clone();
-                        let tail = engine.db.call(move |s| s.logs(&id, after, 1)).await?;
-                        if tail.is_empty() {
-                            break;
-                        }
-                        continue;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    continue;
-                };
-                after = *last;
-                for (_, l) in &page {
-                    let line = if a.json {
-                        serde_json::json!({"at": l.at, "stream": l.stream.as_str(), "stage": l.stage, "line": l.text}).to_string()
-                    } else {
-                        format_line(l)
-                    };
-                    if writeln!(out, "{line}").is_err() {
-                        return Ok(()); // the reader went away (e.g. `| head`)
-                    }
-                }
+            let id = a.id.clone().unwrap_or_default();
+            if a.app {
+                app_logs(&engine, a, &id).await
+            } else {
+                logs::deployment_logs(&engine, a, &id).await
             }
-            Ok(())
         }
         Command::Redeploy(a) => {
             let engine = open_engine(&cli)?;
@@ -567,7 +545,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// `logs ID --app [-f]`: the app's own log over SSH; with -f until Ctrl-C.
-async fn app_logs(engine: &Engine, a: &LogsArgs) -> Result<(), CliError> {
+async fn app_logs(engine: &Engine, a: &LogsArgs, id: &str) -> Result<(), CliError> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
@@ -603,7 +581,9 @@ async fn app_logs(engine: &Engine, a: &LogsArgs) -> Result<(), CliError> {
             }
         }
     });
-    let result = crate::engine::applogs::app_logs(engine, &a.id, a.lines, a.follow, stop, tx).await;
+    let result =
+        crate::engine::applogs::app_logs(engine, id, a.lines.unwrap_or(200), a.follow, stop, tx)
+            .await;
     let _ = printer.await;
     signals.abort();
     result.map_err(|e| match e {
@@ -892,6 +872,17 @@ fn config_command(cli: &Cli, c: &ConfigCommand) -> Result<(), CliError> {
         }
         ConfigCommand::Check => {
             let config = load_config(cli)?;
+            let placeholders = config.placeholders();
+            if !placeholders.is_empty() {
+                for p in &placeholders {
+                    eprintln!("{p}");
+                }
+                return Err(CliError::usage(format!(
+                    "{}: not ready: {} setting(s) above still hold the template's examples; edit them, then run `proxdeck config check` again",
+                    path.display(),
+                    placeholders.len()
+                )));
+            }
             match config.proxmox() {
                 Ok(p) => println!(
                     "{}: ok (proxmox {} node {}{})",

@@ -65,6 +65,9 @@ pub struct Engine {
     /// Deployments found interrupted (in flight, nobody working on them) when the data dir was
     /// opened; they are now FAILED. Clients tell the user.
     pub recovered: Vec<crate::domain::Deployment>,
+    /// The logs of deployments deleted longer ago than `[logs] keep_deleted_days`, removed
+    /// when the data dir was opened.
+    pub expired: crate::store::Pruned,
 }
 
 impl Engine {
@@ -77,11 +80,19 @@ impl Engine {
         restrict_dir(&paths.root);
         let mut store = Store::open(&paths.database())?;
         let recovered = jobs::recover_interrupted(&paths, &mut store)?;
+        // Retention runs at every start: one indexed query when there is nothing to remove.
+        let expired = store
+            .expire_deleted_logs(config.logs.keep_deleted)
+            .unwrap_or_else(|e| {
+                tracing::warn!("removing the logs of deleted deployments: {e}");
+                crate::store::Pruned::default()
+            });
         Ok(Engine {
             config: Arc::new(config),
             paths,
             db: Db::new(store),
             recovered,
+            expired,
         })
     }
 
