@@ -230,7 +230,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Ok(())
             }
         }
-        Command::Logs(a) => logs::logs(&open_engine(&cli)?, a).await,
+        Command::Logs(a) if a.prune => logs::prune(&open_engine(&cli)?, a.json).await,
+        Command::Logs(a) => {
+            let engine = open_engine(&cli)?;
+            let id = a.id.clone().unwrap_or_default();
+            if a.app {
+                logs::app_logs(&engine, a, &id).await
+            } else {
+                logs::deployment_logs(&engine, a, &id).await
+            }
+        }
         Command::Resources(a) => cluster::resources(&cli, a.orphans, a.json).await,
         Command::Doctor(a) => cluster::doctor(&cli, a.json).await,
         Command::Stats(a) => print::stats_command(&cli, a.json).await,

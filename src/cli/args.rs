@@ -199,7 +199,8 @@ pub struct IdArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Deployment id or name.
-    pub id: String,
+    #[arg(required_unless_present = "prune")]
+    pub id: Option<String>,
     /// The app's own log (its service's journal, or the supervisor's log file), over SSH.
     #[arg(long)]
     pub app: bool,
@@ -207,9 +208,17 @@ pub struct LogsArgs {
     /// following; the job goes on); with --app until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// With --app: how many of the last lines to print first.
-    #[arg(long, short = 'n', default_value_t = 200, value_name = "N")]
-    pub lines: u32,
+    /// Print only the last N lines (default: the whole log; with --app: 200).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub lines: Option<u32>,
+    /// Only lines written since WHEN: a duration back from now (90s, 10m, 2h, 3d, 1w) or a
+    /// time (2026-11-30T14:00:00Z, 2026-11-30 14:00, 2026-11-30; local time unless it says).
+    #[arg(long, value_name = "WHEN", value_parser = super::logs::parse_since, conflicts_with = "app")]
+    pub since: Option<i64>,
+    /// Remove the logs of deployments deleted more than `[logs] keep_deleted_days` ago, fold
+    /// the rest into compact batches, and give the freed space back to the file system.
+    #[arg(long, conflicts_with_all = ["id", "app", "follow", "lines", "since"])]
+    pub prune: bool,
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,

@@ -116,23 +116,10 @@ pub fn next_step(stage: Stage, id: &DeploymentId) -> String {
     }
 }
 
-/// A fresh short id: six characters from an alphabet without look-alikes.
+/// A fresh short id ([`DeploymentId::random`]); `Store::insert_deployment` refuses one that
+/// is taken, and the callers draw again.
 pub fn new_id() -> DeploymentId {
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    let mut bytes = [0u8; 6];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // No OS randomness: fall back to the clock, still unique enough for one user's list.
-        let t = now_ms() as u64;
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (t >> (i * 7)) as u8;
-        }
-    }
-    DeploymentId(
-        bytes
-            .iter()
-            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-            .collect(),
-    )
+    DeploymentId::random()
 }
 
 /// Env values are secrets: kept in a 0600 file in the data dir, never in the database.
