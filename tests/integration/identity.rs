@@ -134,15 +134,27 @@ fn kill_everything(proxdeck: &mut std::process::Child, data_dir: &std::path::Pat
     {
         pids.push(worker);
     }
-    for pid in pids {
-        let kids = children(pid);
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    for pid in &pids {
+        let kids = children(*pid);
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         for child in kids {
             let _ = killpg(Pid::from_raw(child as i32), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(child as i32), Signal::SIGKILL);
         }
     }
     let _ = proxdeck.wait();
+    // Dead, not dying: the worker's lock is released only once it is gone (or a zombie).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && pids.iter().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                !s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        })
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A deploy killed (SIGKILL, proxdeck and terraform's group) right after terraform created
