@@ -7,9 +7,11 @@ mod support;
 
 mod e2e;
 mod frameworks;
+mod guest_rig;
 mod harness;
 mod provisioning;
 mod proxmox;
+mod real_guests;
 mod recovery;
 mod runner;
 mod templates;

@@ -325,3 +325,78 @@ pub fn php(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
         .to_string();
     finish(git, name, &dir, unique("php"), "index.php", template)
 }
+
+/// MERN: one package with Express, React and Mongoose (what detection calls MERN). It never
+/// gets as far as running here (MongoDB's packages are out of reach), so it stays small.
+pub fn mern(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
+    full_stack(git, name, work, "mern", "react")
+}
+
+/// MEAN: Express, Angular and Mongoose in one package.
+pub fn mean(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
+    full_stack(git, name, work, "mean", "@angular/core")
+}
+
+fn full_stack(
+    git: &GitServer,
+    name: &str,
+    work: &Path,
+    kind: &str,
+    client: &str,
+) -> Result<Sample> {
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let pkg = serde_json::json!({
+        "name": name,
+        "version": "1.0.0",
+        "private": true,
+        "scripts": {"start": "node server.js"},
+        "dependencies": {"express": "^5.1.0", "mongoose": "^8.0.0", client: "*"},
+    });
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::to_string_pretty(&pkg)?,
+    )?;
+    let template =
+        "const express = require(\"express\");\nconst mongoose = require(\"mongoose\");\n\
+        const app = express();\napp.get(\"/\", (req, res) => res.send(\"@BODY@\"));\n\
+        mongoose.connect(process.env.MONGODB_URI).then(() => app.listen(process.env.PORT));\n"
+            .to_string();
+    finish(git, name, &dir, unique(kind), "server.js", template)
+}
+
+/// Laravel, as `composer create-project laravel/laravel` lays it out where it matters to
+/// detection and to the recipe (artisan, composer.json, public/index.php). Its dependencies
+/// come from Packagist, which is out of reach here: the deploy stops at `composer install`.
+pub fn laravel(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
+    let dir = work.join(name);
+    std::fs::create_dir_all(dir.join("public"))?;
+    let composer = serde_json::json!({
+        "name": "laravel/laravel",
+        "type": "project",
+        "require": {"php": "^8.2", "laravel/framework": "^12.0"},
+        "autoload": {"psr-4": {"App\\": "app/"}},
+    });
+    std::fs::write(
+        dir.join("composer.json"),
+        serde_json::to_string_pretty(&composer)?,
+    )?;
+    std::fs::write(
+        dir.join("artisan"),
+        "#!/usr/bin/env php\n<?php\nrequire __DIR__.'/vendor/autoload.php';\n",
+    )?;
+    std::fs::write(
+        dir.join(".env.example"),
+        "APP_NAME=Laravel\nAPP_KEY=\nDB_CONNECTION=sqlite\n",
+    )?;
+    let template =
+        "<?php\nrequire __DIR__.'/../vendor/autoload.php';\necho \"@BODY@\";\n".to_string();
+    finish(
+        git,
+        name,
+        &dir,
+        unique("laravel"),
+        "public/index.php",
+        template,
+    )
+}
