@@ -357,7 +357,8 @@ fn node_frameworks_on_fresh_debian_13_guests() {
             let app = deploy(c, express, "ex13", "express", &[]);
             let logs = c.run(&["logs", "ex13"], QUICK).stdout;
             assert!(
-                logs.contains("the app needs 18.0.0 or newer"),
+                logs.contains("node: the app needs Node.js 18.0.0 or newer")
+                    && logs.contains("Node.js: the nodejs package of Debian GNU/Linux 13"),
                 "no Node check in\n{logs}"
             );
             app.lifecycle("listening on")

@@ -132,11 +132,13 @@ impl Cluster {
 #[derive(Debug, Clone, Default)]
 pub struct Timing {
     pub total: Duration,
-    /// Preflight, render and terraform (which boots the guest).
+    /// Preflight, render and terraform (which boots the guest), and a VM's first boot
+    /// (cloud-init) the recipe waits for.
     pub guest: Duration,
     /// SSH until the recipe's first step.
     pub ssh: Duration,
-    /// Package installs (`==> installing ... (apt)`), and waiting for apt's lists.
+    /// Package installs (`==> installing ... (apt)`) and apt's lists (fetched before the
+    /// Node check, or before the installs).
     pub apt: Duration,
     /// The app's dependencies (`==> dependencies`, and a Python app's virtualenv).
     pub dependencies: Duration,
@@ -166,7 +168,12 @@ impl Timing {
                 "ssh" => Some(Phase::Ssh),
                 "health-check" | "done" => Some(Phase::Health),
                 "provision" => text.strip_prefix("==> ").map(|step| {
-                    if step.starts_with("installing ") || step.starts_with("runtime:") {
+                    if step.starts_with("waiting for cloud-init") {
+                        Phase::Guest
+                    } else if step.starts_with("installing ")
+                        || step.starts_with("runtime:")
+                        || step.starts_with("node:")
+                    {
                         Phase::Apt
                     } else if step.starts_with("dependencies") || step.starts_with("virtualenv") {
                         Phase::Deps

@@ -178,9 +178,19 @@ pub fn rootfs(release: Release, cloud: bool) -> Result<PathBuf> {
     if fresh(&path) {
         return Ok(path);
     }
+    // A build that was killed half way left its folder: only the lock holder builds.
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.building-"))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let mirror = debian_mirror();
     let building = base.join(format!("{name}.building-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&building);
     eprintln!(
         "real guests: building the {name} root filesystem with debootstrap from {mirror} \
          (once; cached at {})",

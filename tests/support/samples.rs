@@ -4,9 +4,9 @@
 //! Every sample answers `GET /` with a text unique to it (`Sample::body`), so a test knows it
 //! reached this very app; `Sample::change` commits a new body for redeploy tests.
 //!
-//! Also the checks for the tools the samples and their recipes need (node, nginx, Apache with
-//! PHP, MariaDB, Django in the test venv), with the suite's skip rule: a missing tool skips
-//! the test here and fails it under `CI=true`.
+//! Also the checks for the tools that make the samples (node with npx, Django in the test
+//! venv), with the suite's skip rule: a missing tool skips the test here and fails it under
+//! `CI=true`.
 
 use super::git::GitServer;
 use super::net::random_hex;
@@ -17,15 +17,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// A tool a sample or its recipe needs on this machine (the "guest" is this machine).
+/// A tool that makes samples on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
-    /// node, npm and npx (samples are made with npx; the Node recipes run npm).
+    /// node, npm and npx (samples are made with npx and npm).
     Node,
-    /// nginx (the static and Laravel recipes run their own instance).
-    Nginx,
-    /// Apache with mod_php and MariaDB (the LAMP recipe).
-    Lamp,
     /// Django in the test venv (`django-admin startproject` makes the sample).
     Django,
 }
@@ -45,31 +41,6 @@ impl Tool {
                     if !on_path(t) {
                         return Err(format!("{t} is missing: apt-get install nodejs npm"));
                     }
-                }
-                Ok(())
-            }
-            Tool::Nginx => {
-                if Path::new("/usr/sbin/nginx").exists() {
-                    Ok(())
-                } else {
-                    Err("nginx is missing: apt-get install nginx".into())
-                }
-            }
-            Tool::Lamp => {
-                let php = std::fs::read_dir("/usr/lib/apache2/modules")
-                    .map(|d| {
-                        d.flatten()
-                            .any(|e| e.file_name().to_string_lossy().starts_with("libphp"))
-                    })
-                    .unwrap_or(false);
-                if !Path::new("/usr/sbin/apache2").exists() || !php {
-                    return Err("Apache with PHP is missing: apt-get install apache2 libapache2-mod-php php-mysql".into());
-                }
-                if !on_path("mariadbd") || !on_path("mariadb-install-db") {
-                    return Err("MariaDB is missing: apt-get install mariadb-server".into());
-                }
-                if !on_path("composer") {
-                    return Err("composer is missing: apt-get install composer unzip".into());
                 }
                 Ok(())
             }
