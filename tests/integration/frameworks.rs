@@ -156,8 +156,10 @@ struct Installed {
 impl Drop for Installed {
     fn drop(&mut self) {
         self.app.stop();
+        // This machine's processes only: the real guests' users may have the same uid.
         let _ = Command::new("pkill")
-            .args(["-KILL", "-u", &self.user])
+            .args(["-KILL", "--ns", &std::process::id().to_string()])
+            .args(["--nslist", "pid", "-u", &self.user])
             .stderr(Stdio::null())
             .status();
         let _ = Command::new("userdel")

@@ -11,6 +11,9 @@
 //!   --keep-unit`. Guests share this machine's network namespace, so each one's sshd listens
 //!   on the guest's own loopback address (127.x.y.z) and the rig's SSH port; its apps must use
 //!   ports of their own. Fresh host keys and machine id per guest, as `pct create` makes.
+//!   Unlike Proxmox's unprivileged containers, the guests' uids are this machine's (a user
+//!   namespace needs a delegated cgroup hierarchy, which a cgroup v1 machine without systemd
+//!   does not give): what acts on a uid here (`pkill -u`) must keep to its own PID namespace.
 //!   Powering off (a clean shutdown) and booting again keeps what was installed.
 //! - [`Rig`]: boots and removes guests when the stand-in templates ask for them
 //!   (`pve_ct.py`, `pve_vm.py`, after they created or before they delete the guest on
@@ -677,6 +680,10 @@ fn sweep_stale_guests() {
     }
 }
 
+/// The rig's guests by vmid; each behind its own lock, so that a slow power cycle of one does
+/// not hold up the others.
+type Guests = Mutex<HashMap<u64, Arc<Mutex<Guest>>>>;
+
 /// Boots and removes real guests for the stand-in templates, on request over a unix socket.
 ///
 /// Requests (one JSON line, answered by one JSON line `{"ok": true, ...}` or
@@ -689,7 +696,7 @@ fn sweep_stale_guests() {
 pub struct Rig {
     dir: tempfile::TempDir,
     ssh_port: u16,
-    guests: Arc<Mutex<HashMap<u64, Guest>>>,
+    guests: Arc<Guests>,
     booted: Arc<Mutex<Vec<(u64, String)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -706,7 +713,7 @@ impl Rig {
         let listener = UnixListener::bind(&socket)?;
         listener.set_nonblocking(true)?;
         let ssh_port = free_port_any()?;
-        let guests: Arc<Mutex<HashMap<u64, Guest>>> = Arc::new(Mutex::new(HashMap::new()));
+        let guests: Arc<Guests> = Arc::new(Mutex::new(HashMap::new()));
         let booted = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (g, b, s) = (guests.clone(), booted.clone(), stop.clone());
@@ -759,14 +766,16 @@ impl Rig {
 
     /// Runs `f` on the guest of `vmid`.
     pub fn with_guest<T>(&self, vmid: u64, f: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
-        let mut guests = self.lock();
-        let guest = guests
-            .get_mut(&vmid)
+        let guest = self
+            .lock()
+            .get(&vmid)
+            .cloned()
             .with_context(|| format!("the rig has no guest for vmid {vmid}"))?;
-        f(guest)
+        let mut guest = guest.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guest)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Guest>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Mutex<Guest>>>> {
         self.guests.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -778,7 +787,7 @@ impl Drop for Rig {
             let _ = t.join();
         }
         // Each guest powers off and is removed as it drops; in parallel, as they are many.
-        let guests: Vec<Guest> = self.lock().drain().map(|(_, g)| g).collect();
+        let guests: Vec<Arc<Mutex<Guest>>> = self.lock().drain().map(|(_, g)| g).collect();
         std::thread::scope(|scope| {
             for g in guests {
                 scope.spawn(move || drop(g));
@@ -788,12 +797,7 @@ impl Drop for Rig {
 }
 
 /// One connection: one request, one answer.
-fn serve(
-    stream: UnixStream,
-    guests: &Mutex<HashMap<u64, Guest>>,
-    booted: &Mutex<Vec<(u64, String)>>,
-    ssh_port: u16,
-) {
+fn serve(stream: UnixStream, guests: &Guests, booted: &Mutex<Vec<(u64, String)>>, ssh_port: u16) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut line = String::new();
@@ -814,7 +818,7 @@ fn serve(
 
 fn handle(
     request: &Value,
-    guests: &Mutex<HashMap<u64, Guest>>,
+    guests: &Guests,
     booted: &Mutex<Vec<(u64, String)>>,
     ssh_port: u16,
 ) -> Result<Value> {
@@ -860,7 +864,7 @@ fn handle(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push((vmid, machine.clone()));
-            lock().insert(vmid, guest);
+            lock().insert(vmid, Arc::new(Mutex::new(guest)));
             Ok(json!({"ok": true, "machine": machine, "release": release.codename()}))
         }
         "delete" => {
