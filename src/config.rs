@@ -578,15 +578,13 @@ impl Config {
                 v => v,
             },
             os_template: {
-                let t = g.os_template.unwrap_or_else(|| {
-                    "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".to_string()
-                });
+                let t = g
+                    .os_template
+                    .unwrap_or_else(|| DEFAULT_OS_TEMPLATE.to_string());
                 if !t.contains(':') || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(invalid(
                         "guest.os_template",
-                        format!(
-                            "{t:?} is not a volume id like local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
-                        ),
+                        format!("{t:?} is not a volume id like {DEFAULT_OS_TEMPLATE}"),
                     ));
                 }
                 t
@@ -1127,6 +1125,10 @@ fn permission_warning(path: &Path) -> Option<String> {
     }
 }
 
+/// The container template of new guests unless `guest.os_template` names another: Debian 13,
+/// what Proxmox VE 9 offers (its Node.js is 20.19; Debian 12's is 18).
+pub const DEFAULT_OS_TEMPLATE: &str = "local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst";
+
 /// The commented template `proxdeck config init` writes.
 pub const TEMPLATE: &str = r#"# proxdeck configuration.
 # Environment variables with the Terraform provider's names override this file:
@@ -1161,8 +1163,10 @@ datastore = "local-lvm"
 # Network bridge, and an optional VLAN tag.
 bridge = "vmbr0"
 # vlan = 20
-# Container template (pveam list local).
-os_template = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+# Container template (pveam list local; `pveam available --section system` lists what to
+# download). Debian 13 offers Node.js 20.19, which current Vite and Next.js need; Debian 12's
+# is 18.
+os_template = "local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst"
 os_type = "debian"
 swap_mib = 512
 # How proxdeck logs into guests, and where apps live there.
@@ -1317,6 +1321,13 @@ mod tests {
         assert!(!p.insecure);
         assert_eq!(c.guest.ssh_user, "root");
         assert_eq!(c.timeouts.health, Duration::from_secs(120));
+        // Debian 13 by default, in the template and without one.
+        assert_eq!(c.guest.os_template, DEFAULT_OS_TEMPLATE);
+        assert!(DEFAULT_OS_TEMPLATE.contains("/debian-13-standard_"));
+        assert_eq!(
+            Config::parse("", &env(&[])).unwrap().guest.os_template,
+            DEFAULT_OS_TEMPLATE
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod support;
 
 mod e2e;
 mod frameworks;
+mod guest_rig;
 mod hardening;
 mod harness;
 mod identity;
@@ -14,6 +15,7 @@ mod jobs;
 mod provisioning;
 mod proxmox;
 mod readme;
+mod real_guests;
 mod recovery;
 mod runner;
 mod scale;

@@ -32,8 +32,9 @@ from fakepve.certs import make_cert
 from fakepve.lxc import FakeCt
 from fakepve.server import FakePve
 
-# The OS template the tests' config names: put on the 'local' storage so preflight finds it.
-OS_TEMPLATES = ('debian-12-standard_12.7-1_amd64.tar.zst',)
+# The OS templates the tests' configs name (Debian 13 is proxdeck's default): put on the
+# 'local' storage so preflight finds them.
+OS_TEMPLATES = ('debian-12-standard_12.7-1_amd64.tar.zst', 'debian-13-standard_13.1-2_amd64.tar.zst')
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 

@@ -65,6 +65,19 @@ pub(super) async fn connect(cx: &mut Ctx<'_>) -> StageResult<()> {
 pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
     let ip = cx.ip.clone().unwrap_or_default();
     let checkout = cx.checkout.clone().unwrap_or_else(|| cx.d.git_ref.clone());
+    let scratch = cx.engine.paths.root.join("tmp");
+    let (node, unread) = detect::node_need(
+        &cx.framework,
+        &cx.d.repo,
+        &checkout,
+        &scratch,
+        Duration::from_secs(180),
+    )
+    .await;
+    if let Some(why) = unread {
+        cx.info(format!("{why}; the framework's minimum Node.js applies"))
+            .await?;
+    }
     let vars = ScriptVars::new(
         &cx.d,
         &cx.framework,
@@ -72,7 +85,8 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
         &cx.engine.config.guest.app_root,
         &ip,
         &checkout,
-    );
+    )
+    .with_node_need(node);
     let script =
         provision::render_script(&cx.framework, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
     let (session, target) = cx
@@ -97,10 +111,10 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
     cx.session = Some((session, target));
     let run = result.map_err(|e| fail(Stage::Provision)(&e))?;
     if run.status != 0 {
-        return Err(fail(Stage::Provision)(&format!(
-            "the provisioning script exited with status {}",
-            run.status
-        )));
+        return Err(fail(Stage::Provision)(&match &run.reason {
+            Some(reason) => reason.clone(),
+            None => format!("the provisioning script exited with status {}", run.status),
+        }));
     }
     if let Some(c) = &run.commit {
         cx.info(format!("deployed commit {c}")).await?;
