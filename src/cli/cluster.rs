@@ -160,14 +160,19 @@ pub(super) async fn sync_command(cli: &super::Cli, json: bool) -> Result<(), Cli
 }
 
 fn print_sync(r: &SyncReport) {
+    use std::io::Write;
+    // One write per line would be a system call each: tens of thousands on a first sync.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (label, list) in [
         ("imported", &r.imported),
         ("updated", &r.updated),
         ("missing", &r.missing),
         ("back", &r.returned),
+        ("rejected", &r.rejected),
     ] {
         for e in list {
-            println!(
+            let _ = writeln!(
+                out,
                 "{label:<9} {:<24} {:<7} vmid {:<6} {:<10} {}",
                 e.name,
                 e.id.0,
@@ -177,11 +182,18 @@ fn print_sync(r: &SyncReport) {
             );
         }
     }
+    let _ = out.flush();
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    println!(
-        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged, {} templates skipped",
+    let rejected = if r.rejected.is_empty() {
+        String::new()
+    } else {
+        format!(", {} rejected", r.rejected.len())
+    };
+    let _ = writeln!(
+        out,
+        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged, {} templates skipped{rejected}",
         r.guests,
         r.imported.len(),
         r.updated.len(),
@@ -190,6 +202,7 @@ fn print_sync(r: &SyncReport) {
         r.unchanged,
         r.templates_skipped
     );
+    let _ = out.flush();
 }
 
 /// One line of `doctor`.

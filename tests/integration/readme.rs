@@ -128,7 +128,9 @@ fn the_readme_first_steps_install_and_run_proxdeck_on_a_fresh_clone() {
                 assert_eq!(done.status.code(), Some(2), "{}", done.describe());
                 assert!(
                     done.stderr.contains("proxmox.endpoint: still the example")
-                        && done.stderr.contains("proxmox.api_token: still the template"),
+                        && done
+                            .stderr
+                            .contains("proxmox.api_token: still the template"),
                     "{}",
                     done.describe()
                 );

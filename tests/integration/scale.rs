@@ -70,7 +70,11 @@ fn sync_imports_a_hundred_thousand_guests_each_once_with_its_own_id() {
     let first = json_of(&proxdeck.run(&["sync", "--json"], LONG).unwrap(), "sync");
     assert_eq!(first["guests"], GUESTS);
     assert_eq!(first["imported"].as_array().unwrap().len(), GUESTS);
-    assert!(first["rejected"].as_array().unwrap().is_empty(), "{}", first["rejected"]);
+    assert!(
+        first["rejected"].as_array().unwrap().is_empty(),
+        "{}",
+        first["rejected"]
+    );
 
     let list = entries(&root.join("data"));
     assert_eq!(list.len(), GUESTS);
@@ -130,7 +134,11 @@ fn one_refused_row_does_not_stop_a_sync() {
 
     let done = proxdeck.run(&["sync", "--json"], QUICK).unwrap();
     let report = json_of(&done, "sync");
-    assert_eq!(report["imported"].as_array().unwrap().len(), 299, "{report}");
+    assert_eq!(
+        report["imported"].as_array().unwrap().len(),
+        299,
+        "{report}"
+    );
     let rejected = report["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 1, "{report}");
     assert_eq!(rejected[0]["vmid"], 2150);
@@ -143,11 +151,10 @@ fn one_refused_row_does_not_stop_a_sync() {
         "{rejected:?}"
     );
     assert!(
-        report["warnings"]
-            .as_array()
+        report["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|w| w.as_str().unwrap().contains("1 rows could not be read or recorded")),
+            .contains("1 rows could not be read or recorded")),
         "{report}"
     );
     assert_eq!(entries(&root.join("data")).len(), 299);
@@ -221,7 +228,12 @@ fn logs_n_and_since_read_the_end_and_the_recent_part() {
     let all = run(&["logs", "buildlog"]);
     assert_eq!(text_lines(&all), texts(0..9000));
     // The marks and the stage, as the rest of the CLI prints them.
-    assert!(all.lines().next().unwrap().contains("provision       ! buildlog line 0"));
+    assert!(
+        all.lines()
+            .next()
+            .unwrap()
+            .contains("provision       ! buildlog line 0")
+    );
 
     let last = run(&["logs", "buildlog", "-n", "20"]);
     assert_eq!(text_lines(&last), texts(8980..9000));
@@ -258,7 +270,11 @@ fn logs_n_and_since_read_the_end_and_the_recent_part() {
         .run(&["logs", "buildlog", "--since", "yesterday"], QUICK)
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", bad.describe());
-    assert!(bad.stderr.contains("--since") && bad.stderr.contains("90s"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("--since") && bad.stderr.contains("90s"),
+        "{}",
+        bad.stderr
+    );
     let no_id = proxdeck.run(&["logs"], QUICK).unwrap();
     assert_eq!(no_id.status.code(), Some(2), "{}", no_id.describe());
 }
@@ -306,7 +322,11 @@ fn deleted_deployments_logs_expire_and_prune_gives_the_space_back() {
     // Any command opening the data dir applies the retention: three days > two.
     run(&["list"]);
     assert_eq!(run(&["logs", "oldgone"]), "", "expired");
-    assert_eq!(run(&["logs", "newgone", "-n", "1"]).lines().count(), 1, "kept");
+    assert_eq!(
+        run(&["logs", "newgone", "-n", "1"]).lines().count(),
+        1,
+        "kept"
+    );
     assert_eq!(run(&["logs", "running"]).lines().count(), 2_000);
     // The record and its history stay.
     assert!(run(&["show", "oldgone"]).contains("DELETED"));
