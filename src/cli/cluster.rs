@@ -215,14 +215,19 @@ fn print_orphans(found: &[identity::Orphan]) {
 }
 
 pub(super) fn print_sync(r: &SyncReport) {
+    use std::io::Write;
+    // One write per line would be a system call each: tens of thousands on a first sync.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (label, list) in [
         ("imported", &r.imported),
         ("updated", &r.updated),
         ("missing", &r.missing),
         ("back", &r.returned),
+        ("rejected", &r.rejected),
     ] {
         for e in list {
-            println!(
+            let _ = writeln!(
+                out,
                 "{label:<9} {:<24} {:<7} vmid {:<6} {:<10} {}",
                 e.name,
                 e.id.0,
@@ -232,12 +237,19 @@ pub(super) fn print_sync(r: &SyncReport) {
             );
         }
     }
+    let _ = out.flush();
     print_orphans(&r.orphans);
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    println!(
-        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged, {} templates skipped, {} orphans (not imported)",
+    let rejected = if r.rejected.is_empty() {
+        String::new()
+    } else {
+        format!(", {} rejected", r.rejected.len())
+    };
+    let _ = writeln!(
+        out,
+        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged, {} templates skipped, {} orphans (not imported){rejected}",
         r.guests,
         r.imported.len(),
         r.updated.len(),
@@ -247,6 +259,7 @@ pub(super) fn print_sync(r: &SyncReport) {
         r.templates_skipped,
         r.orphans.len()
     );
+    let _ = out.flush();
 }
 
 /// One line of `doctor`.

@@ -474,17 +474,9 @@ fn plan_known(
 /// Imports, updates and marks missing as described in the module docs.
 pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
     let client = client(engine)?;
-    let perms = client.permissions().await?;
-    if perms.is_empty() {
-        let identity = client.identity();
-        let token = identity
-            .strip_prefix("API token ")
-            .unwrap_or("USER@REALM!TOKEN")
-            .to_string();
-        return Err(SyncError::SeesNothing { identity, token });
-    }
-    let can_see_all = perms.holds("/vms", "VM.Audit");
-    let (guests, view) = tokio::try_join!(
+    // One round trip for all three: the privileges, the guests, the store's entries.
+    let (perms, guests, view) = tokio::try_join!(
+        async { client.permissions().await.map_err(SyncError::from) },
         async { client.guests().await.map_err(SyncError::from) },
         async {
             engine
@@ -494,6 +486,15 @@ pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
                 .map_err(SyncError::from)
         },
     )?;
+    if perms.is_empty() {
+        let identity = client.identity();
+        let token = identity
+            .strip_prefix("API token ")
+            .unwrap_or("USER@REALM!TOKEN")
+            .to_string();
+        return Err(SyncError::SeesNothing { identity, token });
+    }
+    let can_see_all = perms.holds("/vms", "VM.Audit");
     // Orphans (guests of this proxdeck's deployments that are gone) are reported, not
     // imported: `proxdeck remove-orphan` removes them.
     let installation = identity::installation(&engine.paths)?;
@@ -680,6 +681,61 @@ mod tests {
         assert_eq!(changes.returned.len(), 1);
         assert_eq!(report.returned.len(), 1);
         assert!(changes.updates.is_empty());
+    }
+
+    #[test]
+    fn a_guest_of_an_unreadable_entry_is_left_alone_and_reported() {
+        let view = SyncView {
+            entries: vec![],
+            unreadable: vec![Rejected {
+                id: DeploymentId("bad333".into()),
+                vmid: Some(100),
+                reason: "the stored entry is unreadable: status".into(),
+            }],
+        };
+        let guests = [
+            guest(100, "lxc", "pve1", "running"),
+            guest(101, "lxc", "pve1", "running"),
+        ];
+        let (changes, report) = plan(&guests, &view, true, 7);
+        // Not imported a second time: only 101.
+        assert_eq!(changes.imports.len(), 1);
+        assert_eq!(changes.imports[0].vmid, Some(101));
+        assert_eq!(report.rejected.len(), 1);
+        assert_eq!(report.rejected[0].vmid, Some(100));
+        let known = Known::new(&view);
+        assert!(matches!(
+            known.classify(&guests[0], 100),
+            Classified::Unreadable(_)
+        ));
+        assert_eq!(known.classify(&guests[1], 101), Classified::Unknown);
+    }
+
+    #[test]
+    fn a_refused_update_leaves_the_lists_of_changes() {
+        let d = entry("aaa", 100, Origin::Imported, Status::Running);
+        let view = SyncView {
+            entries: vec![d.clone()],
+            unreadable: vec![],
+        };
+        let (_, mut report) = plan(&[guest(100, "lxc", "pve2", "stopped")], &view, true, 7);
+        assert_eq!(report.updated.len(), 1);
+        absorb(
+            &mut report,
+            &view,
+            vec![],
+            vec![Rejected {
+                id: d.id.clone(),
+                vmid: None,
+                reason: "refused".into(),
+            }],
+            0,
+        );
+        assert!(report.updated.is_empty());
+        assert_eq!(report.rejected.len(), 1);
+        assert_eq!(report.rejected[0].name, "aaa");
+        assert_eq!(report.rejected[0].vmid, Some(100));
+        assert!(report.warnings[0].contains("1 rows could not be read or recorded"));
     }
 
     #[test]

@@ -104,8 +104,9 @@ const STEPS: &[&str] = &[
     "#,
     // 4: compact logs and lookups that stay fast with many entries. Lines are appended to
     // log_lines as before and folded into compressed batches (log_chunks) when a batch is full
-    // or the deployment settles; a batch keeps every line's sequence number. Indexes for
-    // sync's vmid and name lookups and for the retention of deleted deployments' logs.
+    // or the deployment settles; a batch keeps every line's sequence number. An index for the
+    // retention of deleted deployments' logs. (Sync reads the vmids it matches in one pass, so
+    // no index on vmid: it would only cost every insert.)
     r#"
     CREATE TABLE log_chunks (
         id            INTEGER PRIMARY KEY,
@@ -120,7 +121,6 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX log_chunks_first ON log_chunks(deployment_id, first_seq);
     CREATE INDEX log_chunks_last ON log_chunks(deployment_id, last_seq);
-    CREATE INDEX deployments_vmid ON deployments(vmid) WHERE vmid IS NOT NULL;
     CREATE INDEX deployments_deleted ON deployments(updated_at) WHERE status = 'DELETED';
     "#,
 ];

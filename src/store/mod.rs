@@ -170,6 +170,8 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Statement journals and sorts in memory, not in temporary files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         // After a checkpoint the WAL file is cut back to this size (bytes).
         conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         let mut store = Store {
@@ -666,12 +668,14 @@ mod commit_tests {
 
 /// Inserts one `deployments` row (no history, no checks).
 fn insert_row(conn: &Connection, d: &Deployment) -> rusqlite::Result<usize> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
-          ?22, ?23, ?24, ?25, ?26, ?27)"
-    ))?
-    .execute(params![
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+              ?22, ?23, ?24, ?25, ?26, ?27)"
+        )
+    });
+    conn.prepare_cached(&SQL)?.execute(params![
         d.id.0,
         d.name,
         d.repo,

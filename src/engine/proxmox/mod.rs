@@ -400,7 +400,11 @@ impl Client {
                     },
                 })
             })?;
-            return Ok(body.get("data").cloned().unwrap_or(Value::Null));
+            // Moved out, not cloned: a cluster's guest list can be tens of megabytes.
+            return Ok(match body {
+                Value::Object(mut members) => members.remove("data").unwrap_or(Value::Null),
+                _ => Value::Null,
+            });
         }
         let message = error_message(status, &text);
         if status == 401 {
