@@ -203,23 +203,24 @@ impl Engine {
         };
         if force || st.last_marker != Some(marker) {
             st.last_marker = Some(marker);
+            // The list first: the table is drawn from it while the statistics are computed.
+            let sent = match watcher.call(|s| s.list()).await {
+                Ok(list) => out.send(EngineEvent::Deployments(list)),
+                Err(e) => out.send(EngineEvent::Error(format!("reading the store: {e}"))),
+            };
+            if !sent {
+                return false;
+            }
             let offset = local_offset_secs();
-            let read = watcher
-                .call(move |s| Ok((s.list()?, s.statistics(now_ms(), STATS_DAYS, offset)?)))
+            let stats = watcher
+                .call(move |s| s.statistics(now_ms(), STATS_DAYS, offset))
                 .await;
-            match read {
-                Ok((list, stats)) => {
-                    if !out.send(EngineEvent::Deployments(list))
-                        || !out.send(EngineEvent::Statistics(stats))
-                    {
-                        return false;
-                    }
-                }
-                Err(e) => {
-                    if !out.send(EngineEvent::Error(format!("reading the store: {e}"))) {
-                        return false;
-                    }
-                }
+            let sent = match stats {
+                Ok(stats) => out.send(EngineEvent::Statistics(stats)),
+                Err(e) => out.send(EngineEvent::Error(format!("reading the store: {e}"))),
+            };
+            if !sent {
+                return false;
             }
         }
         if !self.poll_jobs(watcher, st, out).await {

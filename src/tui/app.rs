@@ -13,7 +13,7 @@
 //! a `TestBackend`.
 
 use crate::domain::{
-    Deployment, DeploymentId, Job, JobId, OpKind as Kind, Status, policy, present,
+    Deployment, DeploymentId, Job, JobId, OpKind as Kind, Origin, Status, policy, present,
 };
 use crate::protocol::{
     ClusterSnapshot, EngineEvent, OpKind, Power, ProxmoxState, Request, Settings, ShellCommand,
@@ -110,6 +110,8 @@ struct Flash {
 
 pub struct App {
     deployments: Vec<Deployment>,
+    /// Entries imported by sync (guests proxdeck found), counted apart from deployments.
+    imported: usize,
     /// False until the engine's first `Deployments` snapshot arrived.
     loaded: bool,
     stats: Option<Statistics>,
@@ -143,6 +145,7 @@ impl App {
     pub fn new(theme: Theme) -> App {
         App {
             deployments: Vec::new(),
+            imported: 0,
             loaded: false,
             stats: None,
             proxmox: ProxmoxState::Connecting,
@@ -241,6 +244,14 @@ impl App {
             || self.deployments.iter().any(|d| d.status.is_in_flight())
     }
 
+    /// Whether the log pane on top waits for the engine (its first page, a page, a search).
+    pub fn logs_loading(&self) -> bool {
+        match self.screens.last() {
+            Some(Screen::Logs(l)) => l.busy(),
+            _ => false,
+        }
+    }
+
     /// Requests produced since the last call, in order.
     pub fn take_requests(&mut self) -> Vec<Request> {
         std::mem::take(&mut self.outbox)
@@ -272,6 +283,8 @@ impl App {
             }
             UiEvent::Input(Event::Resize(..)) => self.dirty = true,
             UiEvent::Input(_) => {}
+            // The snapshot is moved in, not copied: thousands of entries cost nothing extra.
+            UiEvent::Engine(EngineEvent::Deployments(list)) => self.set_deployments(list),
             UiEvent::Engine(event) => self.apply(&event),
             UiEvent::EngineClosed => self.show_error(
                 "The engine stopped, so this screen no longer updates. Press q to quit; the \
@@ -989,32 +1002,40 @@ impl App {
         })
     }
 
+    /// A new snapshot of the deployments from the engine.
+    fn set_deployments(&mut self, list: Vec<Deployment>) {
+        self.deployments = list;
+        self.imported = self
+            .deployments
+            .iter()
+            .filter(|d| d.origin == Origin::Imported && d.status != Status::Deleted)
+            .count();
+        self.dashboard.rebuild(&self.deployments);
+        self.loaded = true;
+        if let Some(name) = self.select_on_arrival.clone()
+            && let Some(d) = self
+                .deployments
+                .iter()
+                .find(|d| d.name == name && d.status != Status::Deleted)
+        {
+            let id = d.id.clone();
+            self.dashboard.select(&id, &self.deployments);
+            self.select_on_arrival = None;
+        }
+        let mut intents = Vec::new();
+        for s in &mut self.screens {
+            if let Screen::Details(d) = s {
+                d.on_list(&self.deployments, &mut intents);
+            }
+        }
+        self.run_intents(intents);
+        self.dirty = true;
+    }
+
     /// Folds one engine event into the state.
     pub fn apply(&mut self, event: &EngineEvent) {
         match event {
-            EngineEvent::Deployments(list) => {
-                self.deployments = list.clone();
-                self.dashboard.rebuild(&self.deployments);
-                self.loaded = true;
-                if let Some(name) = self.select_on_arrival.clone()
-                    && let Some(d) = self
-                        .deployments
-                        .iter()
-                        .find(|d| d.name == name && d.status != Status::Deleted)
-                {
-                    let id = d.id.clone();
-                    self.dashboard.select(&id, &self.deployments);
-                    self.select_on_arrival = None;
-                }
-                let mut intents = Vec::new();
-                for s in &mut self.screens {
-                    if let Screen::Details(d) = s {
-                        d.on_list(&self.deployments, &mut intents);
-                    }
-                }
-                self.run_intents(intents);
-                self.dirty = true;
-            }
+            EngineEvent::Deployments(list) => self.set_deployments(list.clone()),
             // Shown at once; the full snapshot that follows (the store changed) confirms it.
             EngineEvent::StatusChanged { id, status, stage } => {
                 if let Some(d) = self.deployments.iter_mut().find(|d| &d.id == id) {
@@ -1302,22 +1323,31 @@ impl App {
             ProxmoxState::Offline { .. } => ("✗", "Proxmox unreachable".to_string(), theme.error()),
         };
         spans.push(Span::styled(format!(" {mark} {text} "), style));
+        // Deployments (what proxdeck made) and imported guests (what sync found) are counted
+        // apart, as the statistics do.
         let (total, active) = match &self.stats {
             Some(s) => (s.total, s.active),
-            None => (
-                self.deployments.len() as u64,
-                self.deployments
+            None => {
+                let managed = self
+                    .deployments
                     .iter()
-                    .filter(|d| d.status.is_active())
-                    .count() as u64,
-            ),
+                    .filter(|d| d.origin != Origin::Imported);
+                let (mut total, mut active) = (0, 0);
+                for d in managed {
+                    total += 1;
+                    active += u64::from(d.status.is_active());
+                }
+                (total, active)
+            }
         };
         if self.loaded {
             let plural = if total == 1 { "" } else { "s" };
             spans.push(Span::styled(" │ ", theme.muted()));
-            spans.push(Span::raw(format!(
-                "{total} deployment{plural} · {active} active"
-            )));
+            let mut text = format!("{total} deployment{plural} · {active} active");
+            if self.imported > 0 {
+                text.push_str(&format!(" · {} imported", self.imported));
+            }
+            spans.push(Span::raw(text));
         }
         if !self.pending.is_empty() {
             spans.push(Span::styled(

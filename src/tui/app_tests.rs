@@ -1372,3 +1372,44 @@ fn every_screen_draws_at_any_size() {
         "stats (no statistics yet are impossible here: fed)",
     );
 }
+
+#[test]
+fn the_header_counts_deployments_and_imported_guests_apart() {
+    let mut list = vec![deployment("a1b2c3", "api", Status::Running)];
+    for (i, id) in ["imp001", "imp002"].iter().enumerate() {
+        let mut d = deployment(id, &format!("guest-{i}"), Status::Running);
+        d.origin = Origin::Imported;
+        list.push(d);
+    }
+    let mut app = app_with(list);
+    let screen = draw(&mut app, 120, 40);
+    let header = screen.lines().next().expect("a header");
+    assert!(
+        header.contains("1 deployment · 1 active · 2 imported"),
+        "{header}"
+    );
+    assert!(screen.contains("Deployments (3)"), "the table lists all");
+    // Once the statistics come (imported entries left out), the header keeps both counts.
+    let mut stats = statistics();
+    stats.total = 1;
+    stats.active = 1;
+    app.apply(&EngineEvent::Statistics(stats));
+    let screen = draw(&mut app, 120, 40);
+    assert!(screen.contains("1 deployment · 1 active · 2 imported"));
+}
+
+#[test]
+fn the_empty_dashboard_offers_the_cluster_and_sync() {
+    let mut app = app_with(Vec::new());
+    let screen = draw(&mut app, 80, 24);
+    assert!(screen.contains("p see the Proxmox cluster"), "{screen}");
+    assert!(screen.contains(":sync import its existing guests"), "{screen}");
+    // And both do what they say.
+    app.on_ui_event(ch('p'));
+    assert_eq!(app.mode(), Mode::Resources);
+    app.on_ui_event(key(KeyCode::Esc));
+    app.on_ui_event(ch(':'));
+    typed(&mut app, "sync");
+    app.on_ui_event(key(KeyCode::Enter));
+    assert!(app.take_requests().contains(&Request::Sync));
+}

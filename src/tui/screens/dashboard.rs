@@ -327,28 +327,42 @@ impl DashboardScreen {
             .title(Span::styled(sort, theme.muted()));
 
         if self.view.is_empty() {
-            let message = if !cx.loaded {
-                "Loading deployments…".to_string()
+            let muted = |text: String| Line::from(Span::styled(text, theme.muted()));
+            let key = |k: &'static str| Span::styled(k, theme.hint_key());
+            let message: Vec<Line> = if !cx.loaded {
+                vec![muted("Loading deployments…".to_string())]
             } else if !self.filter.value().is_empty() {
-                format!(
+                vec![muted(format!(
                     "Nothing matches /{} (esc clears the filter)",
                     self.filter.value()
-                )
+                ))]
             } else {
-                "No deployments yet. Press n to deploy a repository.".to_string()
+                // A newcomer's two ways in: deploy something, or look at the cluster they have.
+                vec![
+                    muted("No deployments yet.".to_string()),
+                    Line::default(),
+                    Line::from(vec![
+                        key("n"),
+                        Span::raw(" deploy a repository onto a new guest or an existing host"),
+                    ]),
+                    Line::from(vec![
+                        key("p"),
+                        Span::raw(" see the Proxmox cluster · "),
+                        key(":sync"),
+                        Span::raw(" import its existing guests"),
+                    ]),
+                ]
             };
             let inner = block.inner(area);
             frame.render_widget(block, area);
+            let rows = u16::try_from(message.len()).unwrap_or(1);
             let [_, middle, _] = Layout::vertical([
                 Constraint::Fill(1),
-                Constraint::Length(1),
+                Constraint::Length(rows),
                 Constraint::Fill(1),
             ])
             .areas(inner);
-            frame.render_widget(
-                Paragraph::new(Span::styled(message, theme.muted())).centered(),
-                middle,
-            );
+            frame.render_widget(Paragraph::new(message).centered(), middle);
             return;
         }
 
