@@ -449,7 +449,10 @@ mod tests {
         );
         let system = parse("");
         let note = render_tls_note(system.proxmox().expect("proxmox"));
-        assert!(note.contains("system's CAs") && note.contains("ca_file"), "{note}");
+        assert!(
+            note.contains("system's CAs") && note.contains("ca_file"),
+            "{note}"
+        );
         let insecure = parse("insecure = true\n");
         let note = render_tls_note(insecure.proxmox().expect("proxmox"));
         assert!(note.contains("PROXMOX_VE_INSECURE=true"), "{note}");

@@ -15,9 +15,10 @@ use super::{Engine, applogs, detect, pipeline, reads, sync};
 use crate::domain::spec::DeployInput;
 use crate::domain::{Catalog, DeploymentId, Job, JobId, JobState, Op};
 use crate::protocol::{
-    ClusterSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, LogPageKind, NodeInfo, OpKind,
-    Power, ProxmoxState, Request, SeqLine, Settings,
+    ClusterSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, LOG_FILTER_KEEP, LogPageKind,
+    NodeInfo, OpKind, Power, ProxmoxState, Request, SeqLine, Settings,
 };
+use crate::store::search::LogFilter;
 use crate::store::{Db, Store, now_ms};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -442,6 +443,38 @@ impl Engine {
                             seq,
                         }),
                         Err(e) => out.send(EngineEvent::Error(format!("searching the log: {e}"))),
+                    };
+                });
+            }
+            Request::FilterLog { id, query } => {
+                let (db, out) = (watcher.clone(), out.clone());
+                tokio::spawn(async move {
+                    // A page per call: the store is free between pages for the other reads.
+                    let mut progress = LogFilter::new();
+                    let found = loop {
+                        let (key, q) = (id.clone(), query.clone());
+                        let step = db
+                            .call(move |s| {
+                                let mut f = progress;
+                                let more = f.scan_page(s, &key, &q, LOG_FILTER_KEEP)?;
+                                Ok((f, more))
+                            })
+                            .await;
+                        match step {
+                            Ok((f, true)) => progress = f,
+                            Ok((f, false)) => break Ok(f),
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    match found {
+                        Ok(f) => out.send(EngineEvent::LogFiltered {
+                            id,
+                            query,
+                            total: f.total,
+                            lines: seq_lines(f.lines),
+                            through: f.through,
+                        }),
+                        Err(e) => out.send(EngineEvent::Error(format!("filtering the log: {e}"))),
                     };
                 });
             }

@@ -10,6 +10,7 @@
 
 mod jobs;
 mod migrations;
+pub mod search;
 pub mod stats;
 
 use crate::domain::{Deployment, DeploymentId, GuestType, IllegalTransition, Stage, Status};

@@ -1128,6 +1128,17 @@ impl App {
                 }
                 self.run_intents(intents);
             }
+            EngineEvent::LogFiltered {
+                id,
+                query,
+                total,
+                lines,
+                through,
+            } => {
+                if let Some(l) = self.logs_mut() {
+                    self.dirty |= l.apply_filtered(id, query, *total, lines, *through);
+                }
+            }
             EngineEvent::AppLog { id, stream, lines } => {
                 if let Some(l) = self.logs_mut() {
                     let changed = l.apply_app_lines(id, *stream, lines);

@@ -1403,7 +1403,10 @@ fn the_empty_dashboard_offers_the_cluster_and_sync() {
     let mut app = app_with(Vec::new());
     let screen = draw(&mut app, 80, 24);
     assert!(screen.contains("p see the Proxmox cluster"), "{screen}");
-    assert!(screen.contains(":sync import its existing guests"), "{screen}");
+    assert!(
+        screen.contains(":sync import its existing guests"),
+        "{screen}"
+    );
     // And both do what they say.
     app.on_ui_event(ch('p'));
     assert_eq!(app.mode(), Mode::Resources);
@@ -1412,4 +1415,41 @@ fn the_empty_dashboard_offers_the_cluster_and_sync() {
     typed(&mut app, "sync");
     app.on_ui_event(key(KeyCode::Enter));
     assert!(app.take_requests().contains(&Request::Sync));
+}
+
+#[test]
+fn snapshot_log_filter_and_wrap() {
+    let mut app = fed();
+    open_logs_of(&mut app, "k3x9ta", typical_log(), false);
+    app.on_ui_event(ch('/'));
+    typed(&mut app, "403");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.take_requests();
+    app.on_ui_event(ch('&'));
+    let id = DeploymentId("k3x9ta".into());
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::FilterLog {
+            id: id.clone(),
+            query: "403".into()
+        }]
+    );
+    let matching: Vec<SeqLine> = typical_log()
+        .into_iter()
+        .filter(|l| l.line.text.contains("403"))
+        .collect();
+    app.apply(&EngineEvent::LogFiltered {
+        id,
+        query: "403".into(),
+        total: 7_204,
+        lines: matching,
+        through: 12,
+    });
+    both(&mut app, "logs_filter");
+    app.on_ui_event(ch('w'));
+    insta::assert_snapshot!("logs_filter_wrap_80x24", draw(&mut app, 80, 24));
+    // The search line starts empty; ↑ brings the last term back.
+    app.on_ui_event(ch('/'));
+    app.on_ui_event(key(KeyCode::Up));
+    assert!(draw(&mut app, 80, 24).contains(" / 403"));
 }

@@ -142,6 +142,10 @@ pub enum Action {
     RemoveEnv,
     Follow,
     Search,
+    /// Show only the lines that match the search (over the whole log), or every line again.
+    FilterLines,
+    /// Wrap long log lines, or clip them again.
+    Wrap,
     NextMatch,
     PrevMatch,
     SwitchTab,
@@ -472,11 +476,19 @@ const WIZARD_REVIEW: &[Binding] = &[
 const LOGS: &[Binding] = &[
     b(&[Key::char('/')], "/", Action::Search, "search", true),
     b(&[Key::char('n')], "n", Action::NextMatch, "next", true),
-    b(&[Key::char('N')], "N", Action::PrevMatch, "prev", true),
+    b(&[Key::char('&')], "&", Action::FilterLines, "filter", true),
     b(&[Key::char('f')], "f", Action::Follow, "follow", true),
+    b(&[Key::char('w')], "w", Action::Wrap, "wrap", true),
     b(&[TAB], "tab", Action::SwitchTab, "app log", true),
     b(&[ESC, Key::char('q')], "esc", Action::Back, "back", true),
     b(&[Key::char('?')], "?", Action::Help, "help", true),
+    b(
+        &[Key::char('N')],
+        "N",
+        Action::PrevMatch,
+        "prev match",
+        false,
+    ),
     NAV[0],
     NAV[1],
     NAV[2],
@@ -505,6 +517,8 @@ const LOGS: &[Binding] = &[
 const LOG_SEARCH: &[Binding] = &[
     b(&[ENTER], "enter", Action::Submit, "search", true),
     b(&[ESC], "esc", Action::Back, "cancel", true),
+    b(&[UP], "↑", Action::Up, "earlier term", true),
+    b(&[DOWN], "↓", Action::Down, "later term", true),
     QUIT_CTRL_C,
     SUSPEND,
 ];
