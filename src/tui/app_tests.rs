@@ -566,9 +566,13 @@ fn filter_narrows_the_table_and_esc_clears_it() {
 }
 
 #[test]
-fn sort_cycles_through_columns() {
+fn sort_menu_has_a_key_per_column() {
     let mut app = app_with(typical());
     app.on_ui_event(ch('o'));
+    assert_eq!(app.mode(), Mode::Menu);
+    insta::assert_snapshot!("sort_menu_80x24", draw(&mut app, 80, 24));
+    app.on_ui_event(ch('n'));
+    assert_eq!(app.mode(), Mode::Dashboard);
     let screen = draw(&mut app, 120, 40);
     assert!(screen.contains("by name"), "{screen}");
     // Table rows start at the border, with or without the selection mark.
@@ -1452,4 +1456,108 @@ fn snapshot_log_filter_and_wrap() {
     app.on_ui_event(ch('/'));
     app.on_ui_event(key(KeyCode::Up));
     assert!(draw(&mut app, 80, 24).contains(" / 403"));
+}
+
+#[test]
+fn sort_menu_enter_and_the_same_column_again_reverse() {
+    let mut app = app_with(typical());
+    // ↓ to "name", enter.
+    app.on_ui_event(ch('o'));
+    app.on_ui_event(key(KeyCode::Down));
+    app.on_ui_event(key(KeyCode::Enter));
+    assert!(draw(&mut app, 120, 40).contains("by name "));
+    app.on_ui_event(ch('o'));
+    app.on_ui_event(ch('n'));
+    assert!(draw(&mut app, 120, 40).contains("by name ↑"));
+    // Esc closes without a change.
+    app.on_ui_event(ch('o'));
+    app.on_ui_event(key(KeyCode::Esc));
+    assert_eq!(app.mode(), Mode::Dashboard);
+    assert!(draw(&mut app, 120, 40).contains("by name ↑"));
+}
+
+/// The words of the open menu's entries.
+fn menu_words(app: &App) -> Vec<String> {
+    match &app.overlay {
+        Some(Overlay::Menu(m)) => m.entries.iter().map(|e| e.words.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn the_action_menu_lists_what_the_rules_allow_and_runs_it_as_the_key_does() {
+    let mut app = fed();
+    select(&mut app, "k3x9ta");
+    app.on_ui_event(ch('a'));
+    assert_eq!(app.mode(), Mode::Menu);
+    assert_eq!(
+        menu_words(&app),
+        ["details", "logs", "retry", "destroy"],
+        "a FAILED deployment without an address: no shell, no redeploy, no power"
+    );
+    insta::assert_snapshot!("action_menu_80x24", draw(&mut app, 80, 24));
+    // Its key runs it, as on the dashboard.
+    app.on_ui_event(ch('t'));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Retry(DeploymentId("k3x9ta".into()))]
+    );
+    assert_eq!(app.mode(), Mode::Dashboard);
+
+    // Enter on an entry: destroy asks first, as `d` does.
+    select(&mut app, "a1b2c3");
+    app.on_ui_event(ch('a'));
+    let words = menu_words(&app);
+    assert_eq!(
+        words,
+        [
+            "details",
+            "logs",
+            "shell",
+            "redeploy",
+            "roll back",
+            "destroy",
+            "start",
+            "stop",
+            "restart"
+        ]
+    );
+    let destroy = words.iter().position(|w| w == "destroy").expect("destroy");
+    for _ in 0..destroy {
+        app.on_ui_event(key(KeyCode::Down));
+    }
+    app.on_ui_event(key(KeyCode::Enter));
+    assert_eq!(app.mode(), Mode::Confirm);
+    app.on_ui_event(ch('n'));
+
+    // An imported guest: forget and power, never destroy.
+    let mut imported = deployment("imp001", "guest", Status::Running);
+    imported.origin = Origin::Imported;
+    imported.vmid = Some(200);
+    let mut list = typical();
+    list.push(imported);
+    app.apply(&EngineEvent::Deployments(list));
+    select(&mut app, "imp001");
+    app.on_ui_event(ch('a'));
+    assert_eq!(
+        menu_words(&app),
+        ["details", "logs", "start", "stop", "restart", "forget"]
+    );
+    app.on_ui_event(key(KeyCode::Esc));
+
+    // In flight: only cancel, with the reason.
+    select(&mut app, "p7q2zd");
+    app.on_ui_event(ch('a'));
+    assert_eq!(menu_words(&app), ["details", "logs"]);
+    assert!(draw(&mut app, 80, 24).contains("Nothing else may be done"));
+    app.on_ui_event(key(KeyCode::Esc));
+
+    // From the details screen too, with that screen's keys.
+    select(&mut app, "k3x9ta");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.take_requests();
+    app.on_ui_event(ch('a'));
+    assert_eq!(menu_words(&app), ["logs", "retry", "destroy"]);
+    app.on_ui_event(ch('l'));
+    assert_eq!(app.mode(), Mode::Logs);
 }

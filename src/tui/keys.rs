@@ -37,10 +37,12 @@ pub enum Mode {
     Details,
     Resources,
     Stats,
+    /// A menu (the actions on a row, the sort) has the keyboard.
+    Menu,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 17] = [
+    pub const ALL: [Mode; 18] = [
         Mode::Dashboard,
         Mode::Filter,
         Mode::Command,
@@ -58,6 +60,7 @@ impl Mode {
         Mode::Details,
         Mode::Resources,
         Mode::Stats,
+        Mode::Menu,
     ];
 
     /// Keys the table does not bind are typed into a text field.
@@ -88,6 +91,7 @@ impl Mode {
             Mode::Details => "Details",
             Mode::Resources => "Proxmox resources",
             Mode::Stats => "Statistics",
+            Mode::Menu => "Menu",
         }
     }
 }
@@ -111,8 +115,11 @@ pub enum Action {
     PageDown,
     Left,
     Right,
+    /// Open the sort menu (a key per column).
     Sort,
     SortReverse,
+    /// Open the menu of what may be done to the selected deployment.
+    Menu,
     NewDeploy,
     Logs,
     Details,
@@ -268,13 +275,15 @@ const NAV: [Binding; 6] = [
 const DASHBOARD: &[Binding] = &[
     b(&[Key::char('n')], "n", Action::NewDeploy, "new", true),
     b(&[ENTER], "enter", Action::Details, "details", true),
+    b(&[Key::char('a')], "a", Action::Menu, "actions", true),
     b(&[Key::char('l')], "l", Action::Logs, "logs", true),
-    b(&[Key::char('s')], "s", Action::Shell, "shell", true),
-    b(&[Key::char('d')], "d", Action::Destroy, "destroy", true),
     b(&[Key::char('/')], "/", Action::OpenFilter, "filter", true),
+    b(&[Key::char('o')], "o", Action::Sort, "sort", true),
     b(&[Key::char('?')], "?", Action::Help, "help", true),
     b(&[Key::char('q')], "q", Action::Quit, "quit", true),
     b(&[Key::char(':')], ":", Action::OpenCommand, "cmd", true),
+    b(&[Key::char('s')], "s", Action::Shell, "shell", false),
+    b(&[Key::char('d')], "d", Action::Destroy, "destroy", false),
     b(&[Key::char('R')], "R", Action::Redeploy, "redeploy", false),
     b(&[Key::char('t')], "t", Action::Retry, "retry", false),
     b(&[Key::char('B')], "B", Action::Rollback, "roll back", false),
@@ -291,7 +300,6 @@ const DASHBOARD: &[Binding] = &[
         false,
     ),
     b(&[Key::char('S')], "S", Action::Stats, "statistics", false),
-    b(&[Key::char('o')], "o", Action::Sort, "sort by", false),
     b(
         &[Key::char('O')],
         "O",
@@ -524,6 +532,7 @@ const LOG_SEARCH: &[Binding] = &[
 ];
 
 const DETAILS: &[Binding] = &[
+    b(&[Key::char('a')], "a", Action::Menu, "actions", true),
     b(&[Key::char('l')], "l", Action::Logs, "logs", true),
     b(&[Key::char('s')], "s", Action::Shell, "shell", true),
     b(&[Key::char('R')], "R", Action::Redeploy, "redeploy", true),
@@ -595,6 +604,15 @@ const STATS: &[Binding] = &[
     SUSPEND,
 ];
 
+const MENU: &[Binding] = &[
+    b(&[ENTER], "enter", Action::Submit, "run", true),
+    b(&[ESC, Key::char('q')], "esc", Action::Back, "close", true),
+    b(&[Key::char('j'), DOWN], "j/↓", Action::Down, "down", true),
+    b(&[Key::char('k'), UP], "k/↑", Action::Up, "up", true),
+    QUIT_CTRL_C,
+    SUSPEND,
+];
+
 /// The whole table for one mode, in display order.
 pub fn bindings(mode: Mode) -> &'static [Binding] {
     match mode {
@@ -615,6 +633,7 @@ pub fn bindings(mode: Mode) -> &'static [Binding] {
         Mode::Details => DETAILS,
         Mode::Resources => RESOURCES,
         Mode::Stats => STATS,
+        Mode::Menu => MENU,
     }
 }
 

@@ -25,7 +25,7 @@ const COLUMN_SPACING: u16 = 1;
 /// In-flight deployments listed above the table at most; the rest are counted.
 const MAX_IN_FLIGHT_LINES: usize = 3;
 
-/// What the table is sorted by (`o` cycles, `O` reverses).
+/// What the table is sorted by (`o` opens a menu with a key per column, `O` reverses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
     /// Newest first: the engine's order.
@@ -39,7 +39,7 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    const ALL: [SortKey; 6] = [
+    pub const ALL: [SortKey; 6] = [
         SortKey::Created,
         SortKey::Name,
         SortKey::Status,
@@ -48,9 +48,16 @@ impl SortKey {
         SortKey::Updated,
     ];
 
-    fn next(self) -> SortKey {
-        let i = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        SortKey::ALL[(i + 1) % SortKey::ALL.len()]
+    /// Its key in the sort menu.
+    pub fn key(self) -> char {
+        match self {
+            SortKey::Created => 'c',
+            SortKey::Name => 'n',
+            SortKey::Status => 's',
+            SortKey::Framework => 'f',
+            SortKey::Node => 'o',
+            SortKey::Updated => 'u',
+        }
     }
 
     pub fn label(self) -> &'static str {
@@ -189,20 +196,23 @@ impl DashboardScreen {
         self.last_pos = pos;
     }
 
-    /// Applies a navigation or sort action; returns whether anything changed.
+    /// Sorts by `key`; the key it is sorted by already reverses the order.
+    pub fn sort_by(&mut self, key: SortKey, list: &[Deployment]) {
+        if self.sort == key {
+            self.reverse = !self.reverse;
+        } else {
+            self.sort = key;
+            self.reverse = false;
+        }
+        self.rebuild(list);
+    }
+
+    /// Applies a navigation or reverse action; returns whether anything changed.
     pub fn handle_action(&mut self, action: Action, list: &[Deployment]) -> bool {
-        match action {
-            Action::Sort => {
-                self.sort = self.sort.next();
-                self.rebuild(list);
-                return true;
-            }
-            Action::SortReverse => {
-                self.reverse = !self.reverse;
-                self.rebuild(list);
-                return true;
-            }
-            _ => {}
+        if action == Action::SortReverse {
+            self.reverse = !self.reverse;
+            self.rebuild(list);
+            return true;
         }
         let Some(last) = self.view.len().checked_sub(1) else {
             return false;
@@ -777,13 +787,13 @@ mod tests {
     }
 
     #[test]
-    fn sorting_cycles_and_reverses_keeping_the_selection() {
+    fn sorting_by_a_column_and_again_reverses_keeping_the_selection() {
         let mut list = vec![dep("a"), dep("b"), dep("c")];
         list[0].name = "zeta".into();
         list[1].name = "alpha".into();
         list[2].name = "mid".into();
         let mut screen = screen_over(&list);
-        assert!(screen.handle_action(Action::Sort, &list));
+        screen.sort_by(SortKey::Name, &list);
         assert_eq!(screen.sort(), (SortKey::Name, false));
         let names = |s: &DashboardScreen| -> Vec<String> {
             s.view.iter().map(|&i| list[i].name.clone()).collect()
@@ -796,5 +806,13 @@ mod tests {
         );
         screen.handle_action(Action::SortReverse, &list);
         assert_eq!(names(&screen), ["zeta", "mid", "alpha"]);
+        screen.sort_by(SortKey::Name, &list);
+        assert_eq!(
+            names(&screen),
+            ["alpha", "mid", "zeta"],
+            "name again: reversed back"
+        );
+        screen.sort_by(SortKey::Status, &list);
+        assert_eq!(screen.sort(), (SortKey::Status, false));
     }
 }
