@@ -954,20 +954,14 @@ fn wizard_deploys_by_keystrokes() {
         screen.contains("flask-sample.git") && screen.contains("requirements.txt has flask"),
         "{screen}"
     );
-    for _ in 0..2 {
-        app.on_ui_event(key(KeyCode::Enter)); // repo → ref → framework page
-    }
+    app.on_ui_event(key(KeyCode::Enter)); // the page is complete: the framework page
     assert_eq!(app.mode(), Mode::WizardList);
     app.on_ui_event(key(KeyCode::Enter)); // auto (flask)
     assert_eq!(app.mode(), Mode::WizardText, "the name field");
     typed(&mut app, "tui-flask");
-    for _ in 0..3 {
-        app.on_ui_event(key(KeyCode::Enter)); // name → type → node → resources
-    }
+    app.on_ui_event(key(KeyCode::Enter)); // the resources page
     typed(&mut app, "2");
-    for _ in 0..4 {
-        app.on_ui_event(key(KeyCode::Enter)); // cores → memory → disk → port → env
-    }
+    app.on_ui_event(key(KeyCode::Enter)); // the environment page
     assert_eq!(app.mode(), Mode::WizardEnv);
     app.on_ui_event(ch('a'));
     typed(&mut app, "SECRET_KEY");
@@ -1117,22 +1111,26 @@ fn snapshot_wizard_pages() {
         }),
     });
     both(&mut app, "wizard_repo_checked");
-    app.on_ui_event(key(KeyCode::Enter));
+    // The page is complete: enter goes to the next one.
     app.on_ui_event(key(KeyCode::Enter));
     both(&mut app, "wizard_framework");
     app.on_ui_event(key(KeyCode::Enter));
-    app.on_ui_event(key(KeyCode::Tab));
-    app.on_ui_event(key(KeyCode::Tab));
+    for _ in 0..3 {
+        app.on_ui_event(key(KeyCode::Tab)); // name → onto → type → node
+    }
     app.on_ui_event(key(KeyCode::Right));
     app.on_ui_event(key(KeyCode::Right));
     both(&mut app, "wizard_guest");
     app.on_ui_event(key(KeyCode::Enter));
     typed(&mut app, "4x");
     both(&mut app, "wizard_resources");
+    // Not complete: enter stays on the page, on the field to fix.
+    app.on_ui_event(key(KeyCode::Enter));
+    assert_eq!(app.mode(), Mode::WizardText);
+    assert!(draw(&mut app, 80, 24).contains("Fix this first: cores"));
     app.on_ui_event(key(KeyCode::Backspace));
-    for _ in 0..4 {
-        app.on_ui_event(key(KeyCode::Enter));
-    }
+    app.on_ui_event(key(KeyCode::Enter));
+    assert_eq!(app.mode(), Mode::WizardEnv);
     app.on_ui_event(ch('a'));
     typed(&mut app, "APP_KEY");
     app.on_ui_event(key(KeyCode::Tab));
@@ -1560,4 +1558,32 @@ fn the_action_menu_lists_what_the_rules_allow_and_runs_it_as_the_key_does() {
     assert_eq!(menu_words(&app), ["logs", "retry", "destroy"]);
     app.on_ui_event(ch('l'));
     assert_eq!(app.mode(), Mode::Logs);
+}
+
+#[test]
+fn snapshot_wizard_onto_an_existing_host() {
+    let mut app = fed();
+    app.on_ui_event(ch('n'));
+    typed(&mut app, "https://git.example.com/team/shop.git");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.apply(&EngineEvent::RepoChecked {
+        repo: "https://git.example.com/team/shop.git".into(),
+        git_ref: String::new(),
+        result: Ok("answers".into()),
+    });
+    app.apply(&EngineEvent::Detected {
+        repo: "https://git.example.com/team/shop.git".into(),
+        git_ref: String::new(),
+        result: Ok(Detected {
+            framework: "flask".into(),
+            reason: "requirements.txt has flask".into(),
+        }),
+    });
+    app.on_ui_event(key(KeyCode::Enter));
+    app.on_ui_event(key(KeyCode::Tab));
+    app.on_ui_event(key(KeyCode::Right));
+    app.on_ui_event(key(KeyCode::Tab));
+    typed(&mut app, "10.20.30.40");
+    insta::assert_snapshot!("wizard_host_80x24", draw(&mut app, 80, 24));
+    assert!(draw(&mut app, 80, 24).contains("enter next page"));
 }

@@ -389,7 +389,7 @@ const HELP: &[Binding] = &[
 ];
 
 const WIZARD_TEXT: &[Binding] = &[
-    b(&[ENTER], "enter", Action::Submit, "next", true),
+    b(&[ENTER], "enter", Action::Submit, "next page", true),
     b(&[TAB, DOWN], "tab/↓", Action::NextField, "next field", true),
     b(
         &[BACKTAB, UP],
@@ -411,7 +411,7 @@ const WIZARD_CHOICE: &[Binding] = &[
         "change",
         true,
     ),
-    b(&[ENTER], "enter", Action::Submit, "next", true),
+    b(&[ENTER], "enter", Action::Submit, "next page", true),
     b(
         &[TAB, DOWN, Key::char('j')],
         "tab/↓",
