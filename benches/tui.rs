@@ -221,6 +221,7 @@ fn child(case: &str) {
         Path::new(&dir),
     )
     .expect("engine");
+    let opened = start.elapsed();
     let (req_tx, req_rx) = tokio::sync::mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
     let serving = engine.clone();
@@ -264,11 +265,34 @@ fn child(case: &str) {
         }
         terminal.draw(|f| app.render(f, NOW)).expect("a frame");
     }
+    // `/warning` then `&`: only the matching lines, counted over the whole log.
+    let start = Instant::now();
+    app.on_ui_event(key('/'));
+    for c in "warning".chars() {
+        app.on_ui_event(key(c));
+    }
+    app.on_ui_event(UiEvent::Input(crossterm::event::Event::Key(
+        crossterm::event::KeyEvent::new(
+            crossterm::event::KeyCode::Enter,
+            crossterm::event::KeyModifiers::NONE,
+        ),
+    )));
+    app.on_ui_event(key('&'));
+    for r in app.take_requests() {
+        req_tx.send(r).expect("the engine listens");
+    }
+    while app.logs_loading() {
+        next(&mut app);
+    }
+    terminal.draw(|f| app.render(f, NOW)).expect("a frame");
+    let filtered = start.elapsed();
     let _ = req_tx.send(Request::Shutdown);
     println!(
-        "first frame {:>7.1} ms · log pane open {:>6.1} ms · peak RSS {:>5.1} MiB",
+        "open {:>5.1} ms · first frame {:>6.1} ms · log pane {:>5.1} ms · filter {:>7.1} ms · peak RSS {:>5.1} MiB",
+        ms(opened),
         ms(first),
         ms(log_open),
+        ms(filtered),
         peak_rss_mib()
     );
 }
