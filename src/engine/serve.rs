@@ -877,6 +877,25 @@ mod tests {
             })
             .await;
         assert_eq!(found, Some(appended[0].seq));
+        // The filter: every matching line of the whole log, counted.
+        s.send(Request::FilterLog {
+            id: id.clone(),
+            query: "NO MODULE".into(),
+        });
+        let filtered = s
+            .wait_for("the filter's answer", |e| match e {
+                EngineEvent::LogFiltered {
+                    total,
+                    lines,
+                    through,
+                    ..
+                } => Some((*total, lines.clone(), *through)),
+                _ => None,
+            })
+            .await;
+        assert_eq!(filtered.0, 1);
+        assert_eq!(filtered.1, appended);
+        assert_eq!(filtered.2, appended[0].seq, "scanned to the end");
         s.send(Request::LoadLog {
             id: id.clone(),
             window: LogWindow::Before(appended[0].seq),
