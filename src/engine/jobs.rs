@@ -75,10 +75,7 @@ pub fn recover_interrupted(
     store: &mut crate::store::Store,
 ) -> Result<Vec<Deployment>, StoreError> {
     let mut recovered = Vec::new();
-    for d in store.list()? {
-        if !d.status.is_in_flight() {
-            continue;
-        }
+    for d in store.in_flight()? {
         // Hold the lock while changing the record, so a process starting on it now waits for
         // a consistent state.
         let Ok(_lock) = JobLock::acquire(paths, &d.id) else {

@@ -1,12 +1,13 @@
-//! Reads over a whole deployment log for the log pane's filter: every line containing a term,
-//! counted, with the last few kept. Built on the store's public log reads (`Store::logs`, by
-//! sequence number), so it works whatever the lines' storage is; bounded in memory however
-//! long the log (a page at a time, at most `keep` lines held).
+//! Narrow reads for the front ends at scale: the log pane's filter over a whole deployment log
+//! (every line containing a term, counted, with the last few kept), and the deployments in
+//! flight (what recovery looks at when the data dir is opened) without reading every row.
 //!
-//! Must not know how lines are stored, nor write anything.
+//! The filter is built on the store's public log reads (`Store::logs`, by sequence number), so
+//! it works whatever the lines' storage is; bounded in memory however long the log (a page at a
+//! time, at most `keep` lines held). Must not know how lines are stored, nor write anything.
 
-use super::{Result, Store};
-use crate::domain::DeploymentId;
+use super::{DEPLOYMENT_COLUMNS, Result, Store, row_to_deployment};
+use crate::domain::{Deployment, DeploymentId};
 use crate::protocol::LogLine;
 use std::collections::VecDeque;
 
@@ -83,6 +84,22 @@ impl Default for LogFilter {
 }
 
 impl Store {
+    /// The deployments in flight (PROVISIONING, DEPLOYING, DESTROYING), newest first: the
+    /// others are not read.
+    pub fn in_flight(&self) -> Result<Vec<Deployment>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments \
+             WHERE status IN ('PROVISIONING', 'DEPLOYING', 'DESTROYING') \
+             ORDER BY created_at DESC, id"
+        ))?;
+        let rows = stmt
+            .query_map([], row_to_deployment)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .filter(|d| d.as_ref().map_or(true, |d| d.status.is_in_flight()))
+            .collect()
+    }
+
     /// Every line of `id`'s log that contains `query` (ASCII case-insensitively): how many,
     /// and the last `keep` of them.
     pub fn filter_log(&self, id: &DeploymentId, query: &str, keep: usize) -> Result<LogFilter> {
@@ -95,8 +112,44 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Deployment;
+    use crate::domain::Status;
     use crate::protocol::LogStream;
+
+    #[test]
+    fn in_flight_reads_only_deployments_in_flight() {
+        let mut s = Store::open_in_memory().expect("store");
+        for (id, status) in [
+            ("run001", Status::Running),
+            ("pro001", Status::Provisioning),
+            ("dep001", Status::Deploying),
+            ("des001", Status::Destroying),
+            ("fai001", Status::Failed),
+        ] {
+            s.insert_deployment(&Deployment {
+                id: DeploymentId(id.into()),
+                name: id.into(),
+                status,
+                ..Deployment::default()
+            })
+            .expect("inserted");
+        }
+        let mut ids: Vec<String> = s
+            .in_flight()
+            .expect("read")
+            .into_iter()
+            .map(|d| d.id.0)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["dep001", "des001", "pro001"]);
+        let all: Vec<String> = s
+            .list()
+            .expect("list")
+            .into_iter()
+            .filter(|d| d.status.is_in_flight())
+            .map(|d| d.id.0)
+            .collect();
+        assert_eq!(all.len(), 3, "the same set as filtering the whole list");
+    }
 
     fn line(text: String) -> LogLine {
         LogLine {
