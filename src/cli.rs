@@ -324,7 +324,25 @@ async fn render(cli: &Cli, args: &RenderArgs) -> Result<(), CliError> {
             "{} {} on node {}, vmid {} (a deploy reserves its own vmid when it runs); credentials are not in these files: terraform reads them from PROXMOX_VE_ENDPOINT and PROXMOX_VE_API_TOKEN",
             report.guest_type, report.name, report.node, report.vmid
         );
+        if let Ok(proxmox) = engine.config.proxmox() {
+            println!("{}", render_tls_note(proxmox));
+        }
         Ok(())
+    }
+}
+
+/// How terraform gets Proxmox's CA when these files are used: the same environment proxdeck
+/// gives the terraform it runs (`engine::terraform`).
+fn render_tls_note(proxmox: &crate::config::ProxmoxConfig) -> String {
+    if proxmox.insecure {
+        return "TLS: `insecure = true`: proxdeck runs terraform with PROXMOX_VE_INSECURE=true, so the provider does not check Proxmox's certificate; set the same variable to run terraform yourself".to_string();
+    }
+    match &proxmox.ca_file {
+        Some(ca) => format!(
+            "TLS: the provider trusts the CA of `ca_file` ({ca}): proxdeck runs terraform with SSL_CERT_FILE={ca} and PROXMOX_VE_INSECURE=false; to run terraform yourself here, export SSL_CERT_FILE={ca} too",
+            ca = ca.display()
+        ),
+        None => "TLS: no `ca_file` in config.toml: the provider checks Proxmox's certificate against the system's CAs (a pinned `fingerprint` is proxdeck's own check, terraform does not use it); for a self-signed certificate set `ca_file`, which proxdeck passes to terraform as SSL_CERT_FILE".to_string(),
     }
 }
 
@@ -421,4 +439,36 @@ fn finish_plan(
         report.name, report.guest_type
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_says_how_terraform_gets_the_ca() {
+        let base = "[proxmox]\nendpoint = \"https://pve.lan:8006/\"\napi_token = \"a@pam!t=s\"\n";
+        let parse = |extra: &str| {
+            crate::config::Config::parse(&format!("{base}{extra}"), &Default::default())
+                .expect("config")
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("pve-ca.pem");
+        std::fs::write(&ca, "a CA").expect("the CA file");
+        let with_ca = parse(&format!("ca_file = \"{}\"\n", ca.display()));
+        let note = render_tls_note(with_ca.proxmox().expect("proxmox"));
+        assert!(
+            note.contains(&format!("SSL_CERT_FILE={}", ca.display())),
+            "{note}"
+        );
+        let system = parse("");
+        let note = render_tls_note(system.proxmox().expect("proxmox"));
+        assert!(
+            note.contains("system's CAs") && note.contains("ca_file"),
+            "{note}"
+        );
+        let insecure = parse("insecure = true\n");
+        let note = render_tls_note(insecure.proxmox().expect("proxmox"));
+        assert!(note.contains("PROXMOX_VE_INSECURE=true"), "{note}");
+    }
 }

@@ -66,6 +66,12 @@ pub enum Request {
         from: i64,
         forward: bool,
     },
+    /// Only the lines containing `query` (case-insensitively) over the whole log: how many, and
+    /// the last of them. Answered by `LogFiltered`.
+    FilterLog {
+        id: DeploymentId,
+        query: String,
+    },
     CloseLog,
     /// The app's own log over SSH: the last `lines`, then follow. `AppLog` events, then
     /// `AppLogEnded`.
@@ -171,6 +177,16 @@ pub enum EngineEvent {
         forward: bool,
         seq: Option<i64>,
     },
+    /// The answer to `FilterLog`: `total` lines of the whole log contain `query`; `lines` are
+    /// the last of them (at most `LOG_FILTER_KEEP`); `through` is the last line scanned, so
+    /// lines after it are new.
+    LogFiltered {
+        id: DeploymentId,
+        query: String,
+        total: u64,
+        lines: Vec<SeqLine>,
+        through: i64,
+    },
     /// Lines of the app's own log.
     AppLog {
         id: DeploymentId,
@@ -205,6 +221,9 @@ pub enum EngineEvent {
     /// Something the user should know that is not a failure (shown briefly).
     Notice(String),
 }
+
+/// Matching lines a `LogFiltered` answer holds at most: what the log pane keeps of a filter.
+pub const LOG_FILTER_KEEP: usize = 5_000;
 
 /// Which part of a log a `LogPage` holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -75,10 +75,7 @@ pub fn recover_interrupted(
     store: &mut crate::store::Store,
 ) -> Result<Vec<Deployment>, StoreError> {
     let mut recovered = Vec::new();
-    for d in store.list()? {
-        if !d.status.is_in_flight() {
-            continue;
-        }
+    for d in store.in_flight()? {
         if let Some(d) = recover_if_interrupted(paths, store, &d.id)? {
             recovered.push(d);
         }

@@ -15,9 +15,10 @@ use super::{Engine, applogs, detect, pipeline, reads, sync};
 use crate::domain::spec::DeployInput;
 use crate::domain::{Catalog, DeploymentId, Job, JobId, JobState, Op};
 use crate::protocol::{
-    ClusterSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, LogPageKind, NodeInfo, OpKind,
-    Power, ProxmoxState, Request, SeqLine, Settings,
+    ClusterSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, LOG_FILTER_KEEP, LogPageKind,
+    NodeInfo, OpKind, Power, ProxmoxState, Request, SeqLine, Settings,
 };
+use crate::store::search::LogFilter;
 use crate::store::{Db, Store, now_ms};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -203,23 +204,24 @@ impl Engine {
         };
         if force || st.last_marker != Some(marker) {
             st.last_marker = Some(marker);
+            // The list first: the table is drawn from it while the statistics are computed.
+            let sent = match watcher.call(|s| s.list()).await {
+                Ok(list) => out.send(EngineEvent::Deployments(list)),
+                Err(e) => out.send(EngineEvent::Error(format!("reading the store: {e}"))),
+            };
+            if !sent {
+                return false;
+            }
             let offset = local_offset_secs();
-            let read = watcher
-                .call(move |s| Ok((s.list()?, s.statistics(now_ms(), STATS_DAYS, offset)?)))
+            let stats = watcher
+                .call(move |s| s.statistics(now_ms(), STATS_DAYS, offset))
                 .await;
-            match read {
-                Ok((list, stats)) => {
-                    if !out.send(EngineEvent::Deployments(list))
-                        || !out.send(EngineEvent::Statistics(stats))
-                    {
-                        return false;
-                    }
-                }
-                Err(e) => {
-                    if !out.send(EngineEvent::Error(format!("reading the store: {e}"))) {
-                        return false;
-                    }
-                }
+            let sent = match stats {
+                Ok(stats) => out.send(EngineEvent::Statistics(stats)),
+                Err(e) => out.send(EngineEvent::Error(format!("reading the store: {e}"))),
+            };
+            if !sent {
+                return false;
             }
         }
         if !self.poll_jobs(watcher, st, out).await {
@@ -441,6 +443,38 @@ impl Engine {
                             seq,
                         }),
                         Err(e) => out.send(EngineEvent::Error(format!("searching the log: {e}"))),
+                    };
+                });
+            }
+            Request::FilterLog { id, query } => {
+                let (db, out) = (watcher.clone(), out.clone());
+                tokio::spawn(async move {
+                    // A page per call: the store is free between pages for the other reads.
+                    let mut progress = LogFilter::new();
+                    let found = loop {
+                        let (key, q) = (id.clone(), query.clone());
+                        let step = db
+                            .call(move |s| {
+                                let mut f = progress;
+                                let more = f.scan_page(s, &key, &q, LOG_FILTER_KEEP)?;
+                                Ok((f, more))
+                            })
+                            .await;
+                        match step {
+                            Ok((f, true)) => progress = f,
+                            Ok((f, false)) => break Ok(f),
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    match found {
+                        Ok(f) => out.send(EngineEvent::LogFiltered {
+                            id,
+                            query,
+                            total: f.total,
+                            lines: seq_lines(f.lines),
+                            through: f.through,
+                        }),
+                        Err(e) => out.send(EngineEvent::Error(format!("filtering the log: {e}"))),
                     };
                 });
             }
@@ -844,6 +878,25 @@ mod tests {
             })
             .await;
         assert_eq!(found, Some(appended[0].seq));
+        // The filter: every matching line of the whole log, counted.
+        s.send(Request::FilterLog {
+            id: id.clone(),
+            query: "NO MODULE".into(),
+        });
+        let filtered = s
+            .wait_for("the filter's answer", |e| match e {
+                EngineEvent::LogFiltered {
+                    total,
+                    lines,
+                    through,
+                    ..
+                } => Some((*total, lines.clone(), *through)),
+                _ => None,
+            })
+            .await;
+        assert_eq!(filtered.0, 1);
+        assert_eq!(filtered.1, appended);
+        assert_eq!(filtered.2, appended[0].seq, "scanned to the end");
         s.send(Request::LoadLog {
             id: id.clone(),
             window: LogWindow::Before(appended[0].seq),

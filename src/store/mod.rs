@@ -14,6 +14,7 @@ mod chunk;
 mod jobs;
 pub mod logs;
 mod migrations;
+pub mod search;
 pub mod stats;
 pub mod sync;
 

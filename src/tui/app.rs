@@ -13,7 +13,7 @@
 //! a `TestBackend`.
 
 use crate::domain::{
-    Deployment, DeploymentId, Job, JobId, OpKind as Kind, Status, policy, present,
+    Deployment, DeploymentId, Job, JobId, OpKind as Kind, Origin, Status, policy, present,
 };
 use crate::protocol::{
     ClusterSnapshot, EngineEvent, OpKind, Power, ProxmoxState, Request, Settings, ShellCommand,
@@ -21,13 +21,14 @@ use crate::protocol::{
 };
 use crate::tui::UiEvent;
 use crate::tui::keys::{self, Action, Mode};
+use crate::tui::screens::dashboard::SortKey;
 use crate::tui::screens::{
     Ctx, DashboardScreen, DetailsScreen, Intent, LogsScreen, ResourcesScreen, StatsScreen,
     WizardScreen, logs,
 };
 use crate::tui::theme::Theme;
 use crate::tui::widgets::text::SPINNER;
-use crate::tui::widgets::{ConfirmPopup, ErrorPopup, HelpPopup, HintBar};
+use crate::tui::widgets::{ConfirmPopup, ErrorPopup, HelpPopup, HintBar, MenuPopup};
 use crossterm::event::{Event, KeyEvent, KeyEventKind, MouseEventKind};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -85,10 +86,40 @@ struct Confirm {
     then: Then,
 }
 
+/// What a menu entry does: the same action its key does, or a sort.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MenuThen {
+    Act(Action),
+    SortBy(SortKey),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MenuEntry {
+    key: keys::Key,
+    /// How the key is written, e.g. `R`.
+    label: String,
+    words: String,
+    /// The current choice (the sort in use).
+    marked: bool,
+    then: MenuThen,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Menu {
+    title: String,
+    entries: Vec<MenuEntry>,
+    selected: usize,
+    /// Why some actions are missing, when it helps.
+    note: Option<String>,
+    /// The deployment the actions are for.
+    target: Option<DeploymentId>,
+}
+
 enum Overlay {
     Help { mode: Mode, scroll: usize },
     Command { input: Input },
     Confirm(Box<Confirm>),
+    Menu(Box<Menu>),
 }
 
 /// Terminal work for the loop in `tui::run`.
@@ -110,6 +141,8 @@ struct Flash {
 
 pub struct App {
     deployments: Vec<Deployment>,
+    /// Entries imported by sync (guests proxdeck found), counted apart from deployments.
+    imported: usize,
     /// False until the engine's first `Deployments` snapshot arrived.
     loaded: bool,
     stats: Option<Statistics>,
@@ -143,6 +176,7 @@ impl App {
     pub fn new(theme: Theme) -> App {
         App {
             deployments: Vec::new(),
+            imported: 0,
             loaded: false,
             stats: None,
             proxmox: ProxmoxState::Connecting,
@@ -179,6 +213,7 @@ impl App {
         }
         match &self.overlay {
             Some(Overlay::Confirm(_)) => return Mode::Confirm,
+            Some(Overlay::Menu(_)) => return Mode::Menu,
             Some(Overlay::Help { .. }) => return Mode::Help,
             Some(Overlay::Command { .. }) => return Mode::Command,
             None => {}
@@ -241,6 +276,14 @@ impl App {
             || self.deployments.iter().any(|d| d.status.is_in_flight())
     }
 
+    /// Whether the log pane on top waits for the engine (its first page, a page, a search).
+    pub fn logs_loading(&self) -> bool {
+        match self.screens.last() {
+            Some(Screen::Logs(l)) => l.busy(),
+            _ => false,
+        }
+    }
+
     /// Requests produced since the last call, in order.
     pub fn take_requests(&mut self) -> Vec<Request> {
         std::mem::take(&mut self.outbox)
@@ -272,6 +315,8 @@ impl App {
             }
             UiEvent::Input(Event::Resize(..)) => self.dirty = true,
             UiEvent::Input(_) => {}
+            // The snapshot is moved in, not copied: thousands of entries cost nothing extra.
+            UiEvent::Engine(EngineEvent::Deployments(list)) => self.set_deployments(list),
             UiEvent::Engine(event) => self.apply(&event),
             UiEvent::EngineClosed => self.show_error(
                 "The engine stopped, so this screen no longer updates. Press q to quit; the \
@@ -315,6 +360,16 @@ impl App {
         match keys::action_for(mode, &key) {
             Some(action) => self.dispatch(action),
             None if mode.is_text() => self.type_key(mode, key),
+            // In a menu, an entry's own key runs it.
+            None if mode == Mode::Menu => {
+                let found = match &self.overlay {
+                    Some(Overlay::Menu(m)) => m.entries.iter().position(|e| e.key.matches(&key)),
+                    _ => None,
+                };
+                if let Some(i) = found {
+                    self.choose(i);
+                }
+            }
             None => {}
         }
     }
@@ -365,6 +420,7 @@ impl App {
                 }
             }
             Mode::Confirm => self.on_confirm(action),
+            Mode::Menu => self.on_menu(action),
             Mode::Help => {
                 if let Some(Overlay::Help { scroll, .. }) = &mut self.overlay {
                     match action {
@@ -408,10 +464,10 @@ impl App {
             | Action::Bottom
             | Action::PageUp
             | Action::PageDown
-            | Action::Sort
             | Action::SortReverse => {
                 self.dirty = self.dashboard.handle_action(action, list);
             }
+            Action::Sort => self.open_sort_menu(),
             Action::Refresh => self.outbox.push(Request::RefreshDeployments),
             Action::NewDeploy => self.open_wizard(),
             Action::Resources => self.open_resources(),
@@ -668,6 +724,134 @@ impl App {
         }
     }
 
+    /// The menu of what may be done to `d`: the rules of `domain::policy` (as the keys check
+    /// them), each entry with the key of this screen that does the same.
+    fn open_action_menu(&mut self, d: &Deployment) {
+        let mode = self.screen_mode();
+        let job = self.job_of(d).cloned();
+        let mut actions = vec![Action::Details, Action::Logs];
+        if d.ip.is_some() && d.status != Status::Deleted {
+            actions.push(Action::Shell);
+        }
+        let mut note = None;
+        match &job {
+            Some(j) => {
+                actions.push(Action::Cancel);
+                note = Some(format!(
+                    "{}: other actions wait for it to end.",
+                    present::job_phrase(j)
+                ));
+            }
+            None => {
+                let allowed = policy::allowed(d);
+                actions.extend(allowed.iter().filter_map(|op| action_of(*op)));
+                if allowed.is_empty() {
+                    note = Some(format!(
+                        "Nothing else may be done to it while it is {}.",
+                        d.status
+                    ));
+                }
+            }
+        }
+        let entries: Vec<MenuEntry> = actions
+            .into_iter()
+            .filter_map(|action| {
+                let binding = keys::bindings(mode).iter().find(|b| b.action == action)?;
+                Some(MenuEntry {
+                    key: *binding.keys.first()?,
+                    label: binding.label.to_string(),
+                    words: binding.description.to_string(),
+                    marked: false,
+                    then: MenuThen::Act(action),
+                })
+            })
+            .collect();
+        self.overlay = Some(Overlay::Menu(Box::new(Menu {
+            title: format!("{} ({})", d.name, d.id),
+            entries,
+            selected: 0,
+            note,
+            target: Some(d.id.clone()),
+        })));
+    }
+
+    /// The sort menu: a key per column; the column in use again reverses.
+    fn open_sort_menu(&mut self) {
+        let (current, reverse) = self.dashboard.sort();
+        let entries = SortKey::ALL
+            .into_iter()
+            .map(|k| MenuEntry {
+                key: keys::Key::char(k.key()),
+                label: k.key().to_string(),
+                words: if k == current {
+                    format!(
+                        "{} ({})",
+                        k.label(),
+                        if reverse {
+                            "reversed"
+                        } else {
+                            "again: reverse"
+                        }
+                    )
+                } else {
+                    k.label().to_string()
+                },
+                marked: k == current,
+                then: MenuThen::SortBy(k),
+            })
+            .collect();
+        let selected = SortKey::ALL.iter().position(|k| *k == current).unwrap_or(0);
+        self.overlay = Some(Overlay::Menu(Box::new(Menu {
+            title: "Sort by".to_string(),
+            entries,
+            selected,
+            note: None,
+            target: None,
+        })));
+    }
+
+    fn on_menu(&mut self, action: Action) {
+        let Some(Overlay::Menu(menu)) = &mut self.overlay else {
+            return;
+        };
+        let last = menu.entries.len().saturating_sub(1);
+        match action {
+            Action::Up => menu.selected = menu.selected.saturating_sub(1),
+            Action::Down => menu.selected = (menu.selected + 1).min(last),
+            Action::Submit => {
+                let i = menu.selected;
+                self.choose(i);
+            }
+            Action::Back => self.overlay = None,
+            _ => {}
+        }
+    }
+
+    /// Runs entry `i` of the open menu, as its key would.
+    fn choose(&mut self, i: usize) {
+        let Some(Overlay::Menu(menu)) = self.overlay.take() else {
+            return;
+        };
+        self.dirty = true;
+        let Some(entry) = menu.entries.get(i) else {
+            return;
+        };
+        match entry.then {
+            MenuThen::SortBy(key) => self.dashboard.sort_by(key, &self.deployments),
+            MenuThen::Act(action) => {
+                let found = menu
+                    .target
+                    .as_ref()
+                    .and_then(|id| self.deployments.iter().find(|d| &d.id == id))
+                    .cloned();
+                match found {
+                    Some(d) => self.deployment_action(action, &d),
+                    None => self.note("That deployment is no longer in the list.", false),
+                }
+            }
+        }
+    }
+
     fn on_confirm(&mut self, action: Action) {
         let Some(Overlay::Confirm(confirm)) = self.overlay.take() else {
             return;
@@ -700,6 +884,7 @@ impl App {
         let id = d.id.clone();
         let target = id.0.clone();
         match action {
+            Action::Menu => self.open_action_menu(d),
             Action::Logs => self.open_logs(d),
             Action::Details => self.open_details(d),
             Action::Shell => {
@@ -989,32 +1174,40 @@ impl App {
         })
     }
 
+    /// A new snapshot of the deployments from the engine.
+    fn set_deployments(&mut self, list: Vec<Deployment>) {
+        self.deployments = list;
+        self.imported = self
+            .deployments
+            .iter()
+            .filter(|d| d.origin == Origin::Imported && d.status != Status::Deleted)
+            .count();
+        self.dashboard.rebuild(&self.deployments);
+        self.loaded = true;
+        if let Some(name) = self.select_on_arrival.clone()
+            && let Some(d) = self
+                .deployments
+                .iter()
+                .find(|d| d.name == name && d.status != Status::Deleted)
+        {
+            let id = d.id.clone();
+            self.dashboard.select(&id, &self.deployments);
+            self.select_on_arrival = None;
+        }
+        let mut intents = Vec::new();
+        for s in &mut self.screens {
+            if let Screen::Details(d) = s {
+                d.on_list(&self.deployments, &mut intents);
+            }
+        }
+        self.run_intents(intents);
+        self.dirty = true;
+    }
+
     /// Folds one engine event into the state.
     pub fn apply(&mut self, event: &EngineEvent) {
         match event {
-            EngineEvent::Deployments(list) => {
-                self.deployments = list.clone();
-                self.dashboard.rebuild(&self.deployments);
-                self.loaded = true;
-                if let Some(name) = self.select_on_arrival.clone()
-                    && let Some(d) = self
-                        .deployments
-                        .iter()
-                        .find(|d| d.name == name && d.status != Status::Deleted)
-                {
-                    let id = d.id.clone();
-                    self.dashboard.select(&id, &self.deployments);
-                    self.select_on_arrival = None;
-                }
-                let mut intents = Vec::new();
-                for s in &mut self.screens {
-                    if let Screen::Details(d) = s {
-                        d.on_list(&self.deployments, &mut intents);
-                    }
-                }
-                self.run_intents(intents);
-                self.dirty = true;
-            }
+            EngineEvent::Deployments(list) => self.set_deployments(list.clone()),
             // Shown at once; the full snapshot that follows (the store changed) confirms it.
             EngineEvent::StatusChanged { id, status, stage } => {
                 if let Some(d) = self.deployments.iter_mut().find(|d| &d.id == id) {
@@ -1106,6 +1299,17 @@ impl App {
                     self.dirty = true;
                 }
                 self.run_intents(intents);
+            }
+            EngineEvent::LogFiltered {
+                id,
+                query,
+                total,
+                lines,
+                through,
+            } => {
+                if let Some(l) = self.logs_mut() {
+                    self.dirty |= l.apply_filtered(id, query, *total, lines, *through);
+                }
             }
             EngineEvent::AppLog { id, stream, lines } => {
                 if let Some(l) = self.logs_mut() {
@@ -1260,6 +1464,23 @@ impl App {
                     body,
                 );
             }
+            Some(Overlay::Menu(m)) => {
+                let items: Vec<(String, String, bool)> = m
+                    .entries
+                    .iter()
+                    .map(|e| (e.label.clone(), e.words.clone(), e.marked))
+                    .collect();
+                frame.render_widget(
+                    MenuPopup {
+                        title: &m.title,
+                        items: &items,
+                        selected: m.selected,
+                        note: m.note.as_deref(),
+                        theme: &self.theme,
+                    },
+                    body,
+                );
+            }
             Some(Overlay::Confirm(c)) => frame.render_widget(
                 ConfirmPopup {
                     title: &c.title,
@@ -1302,22 +1523,31 @@ impl App {
             ProxmoxState::Offline { .. } => ("✗", "Proxmox unreachable".to_string(), theme.error()),
         };
         spans.push(Span::styled(format!(" {mark} {text} "), style));
+        // Deployments (what proxdeck made) and imported guests (what sync found) are counted
+        // apart, as the statistics do.
         let (total, active) = match &self.stats {
             Some(s) => (s.total, s.active),
-            None => (
-                self.deployments.len() as u64,
-                self.deployments
+            None => {
+                let managed = self
+                    .deployments
                     .iter()
-                    .filter(|d| d.status.is_active())
-                    .count() as u64,
-            ),
+                    .filter(|d| d.origin != Origin::Imported);
+                let (mut total, mut active) = (0, 0);
+                for d in managed {
+                    total += 1;
+                    active += u64::from(d.status.is_active());
+                }
+                (total, active)
+            }
         };
         if self.loaded {
             let plural = if total == 1 { "" } else { "s" };
             spans.push(Span::styled(" │ ", theme.muted()));
-            spans.push(Span::raw(format!(
-                "{total} deployment{plural} · {active} active"
-            )));
+            let mut text = format!("{total} deployment{plural} · {active} active");
+            if self.imported > 0 {
+                text.push_str(&format!(" · {} imported", self.imported));
+            }
+            spans.push(Span::raw(text));
         }
         if !self.pending.is_empty() {
             spans.push(Span::styled(
@@ -1386,7 +1616,8 @@ impl App {
 fn is_deployment_action(action: Action) -> bool {
     matches!(
         action,
-        Action::Logs
+        Action::Menu
+            | Action::Logs
             | Action::Details
             | Action::Shell
             | Action::Redeploy
@@ -1399,6 +1630,21 @@ fn is_deployment_action(action: Action) -> bool {
             | Action::Forget
             | Action::Cancel
     )
+}
+
+/// The key action that runs `op` on a deployment.
+fn action_of(op: Kind) -> Option<Action> {
+    Some(match op {
+        Kind::Retry => Action::Retry,
+        Kind::Redeploy => Action::Redeploy,
+        Kind::Rollback => Action::Rollback,
+        Kind::Destroy => Action::Destroy,
+        Kind::Start => Action::Start,
+        Kind::Stop => Action::Stop,
+        Kind::Restart => Action::Restart,
+        Kind::Forget => Action::Forget,
+        Kind::Deploy | Kind::Sync => return None,
+    })
 }
 
 /// `vmid 121 on node pve1` (or what is known of it).

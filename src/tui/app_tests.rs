@@ -567,9 +567,13 @@ fn filter_narrows_the_table_and_esc_clears_it() {
 }
 
 #[test]
-fn sort_cycles_through_columns() {
+fn sort_menu_has_a_key_per_column() {
     let mut app = app_with(typical());
     app.on_ui_event(ch('o'));
+    assert_eq!(app.mode(), Mode::Menu);
+    insta::assert_snapshot!("sort_menu_80x24", draw(&mut app, 80, 24));
+    app.on_ui_event(ch('n'));
+    assert_eq!(app.mode(), Mode::Dashboard);
     let screen = draw(&mut app, 120, 40);
     assert!(screen.contains("by name"), "{screen}");
     // Table rows start at the border, with or without the selection mark.
@@ -951,20 +955,14 @@ fn wizard_deploys_by_keystrokes() {
         screen.contains("flask-sample.git") && screen.contains("requirements.txt has flask"),
         "{screen}"
     );
-    for _ in 0..2 {
-        app.on_ui_event(key(KeyCode::Enter)); // repo → ref → framework page
-    }
+    app.on_ui_event(key(KeyCode::Enter)); // the page is complete: the framework page
     assert_eq!(app.mode(), Mode::WizardList);
     app.on_ui_event(key(KeyCode::Enter)); // auto (flask)
     assert_eq!(app.mode(), Mode::WizardText, "the name field");
     typed(&mut app, "tui-flask");
-    for _ in 0..3 {
-        app.on_ui_event(key(KeyCode::Enter)); // name → type → node → resources
-    }
+    app.on_ui_event(key(KeyCode::Enter)); // the resources page
     typed(&mut app, "2");
-    for _ in 0..4 {
-        app.on_ui_event(key(KeyCode::Enter)); // cores → memory → disk → port → env
-    }
+    app.on_ui_event(key(KeyCode::Enter)); // the environment page
     assert_eq!(app.mode(), Mode::WizardEnv);
     app.on_ui_event(ch('a'));
     typed(&mut app, "SECRET_KEY");
@@ -1114,22 +1112,26 @@ fn snapshot_wizard_pages() {
         }),
     });
     both(&mut app, "wizard_repo_checked");
-    app.on_ui_event(key(KeyCode::Enter));
+    // The page is complete: enter goes to the next one.
     app.on_ui_event(key(KeyCode::Enter));
     both(&mut app, "wizard_framework");
     app.on_ui_event(key(KeyCode::Enter));
-    app.on_ui_event(key(KeyCode::Tab));
-    app.on_ui_event(key(KeyCode::Tab));
+    for _ in 0..3 {
+        app.on_ui_event(key(KeyCode::Tab)); // name → onto → type → node
+    }
     app.on_ui_event(key(KeyCode::Right));
     app.on_ui_event(key(KeyCode::Right));
     both(&mut app, "wizard_guest");
     app.on_ui_event(key(KeyCode::Enter));
     typed(&mut app, "4x");
     both(&mut app, "wizard_resources");
+    // Not complete: enter stays on the page, on the field to fix.
+    app.on_ui_event(key(KeyCode::Enter));
+    assert_eq!(app.mode(), Mode::WizardText);
+    assert!(draw(&mut app, 80, 24).contains("Fix this first: cores"));
     app.on_ui_event(key(KeyCode::Backspace));
-    for _ in 0..4 {
-        app.on_ui_event(key(KeyCode::Enter));
-    }
+    app.on_ui_event(key(KeyCode::Enter));
+    assert_eq!(app.mode(), Mode::WizardEnv);
     app.on_ui_event(ch('a'));
     typed(&mut app, "APP_KEY");
     app.on_ui_event(key(KeyCode::Tab));
@@ -1372,4 +1374,217 @@ fn every_screen_draws_at_any_size() {
         &mut app,
         "stats (no statistics yet are impossible here: fed)",
     );
+}
+
+#[test]
+fn the_header_counts_deployments_and_imported_guests_apart() {
+    let mut list = vec![deployment("a1b2c3", "api", Status::Running)];
+    for (i, id) in ["imp001", "imp002"].iter().enumerate() {
+        let mut d = deployment(id, &format!("guest-{i}"), Status::Running);
+        d.origin = Origin::Imported;
+        list.push(d);
+    }
+    let mut app = app_with(list);
+    let screen = draw(&mut app, 120, 40);
+    let header = screen.lines().next().expect("a header");
+    assert!(
+        header.contains("1 deployment · 1 active · 2 imported"),
+        "{header}"
+    );
+    assert!(screen.contains("Deployments (3)"), "the table lists all");
+    // Once the statistics come (imported entries left out), the header keeps both counts.
+    let mut stats = statistics();
+    stats.total = 1;
+    stats.active = 1;
+    app.apply(&EngineEvent::Statistics(stats));
+    let screen = draw(&mut app, 120, 40);
+    assert!(screen.contains("1 deployment · 1 active · 2 imported"));
+}
+
+#[test]
+fn the_empty_dashboard_offers_the_cluster_and_sync() {
+    let mut app = app_with(Vec::new());
+    let screen = draw(&mut app, 80, 24);
+    assert!(screen.contains("p see the Proxmox cluster"), "{screen}");
+    assert!(
+        screen.contains(":sync import its existing guests"),
+        "{screen}"
+    );
+    // And both do what they say.
+    app.on_ui_event(ch('p'));
+    assert_eq!(app.mode(), Mode::Resources);
+    app.on_ui_event(key(KeyCode::Esc));
+    app.on_ui_event(ch(':'));
+    typed(&mut app, "sync");
+    app.on_ui_event(key(KeyCode::Enter));
+    assert!(app.take_requests().contains(&Request::Sync));
+}
+
+#[test]
+fn snapshot_log_filter_and_wrap() {
+    let mut app = fed();
+    open_logs_of(&mut app, "k3x9ta", typical_log(), false);
+    app.on_ui_event(ch('/'));
+    typed(&mut app, "403");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.take_requests();
+    app.on_ui_event(ch('&'));
+    let id = DeploymentId("k3x9ta".into());
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::FilterLog {
+            id: id.clone(),
+            query: "403".into()
+        }]
+    );
+    let matching: Vec<SeqLine> = typical_log()
+        .into_iter()
+        .filter(|l| l.line.text.contains("403"))
+        .collect();
+    app.apply(&EngineEvent::LogFiltered {
+        id,
+        query: "403".into(),
+        total: 7_204,
+        lines: matching,
+        through: 12,
+    });
+    both(&mut app, "logs_filter");
+    app.on_ui_event(ch('w'));
+    insta::assert_snapshot!("logs_filter_wrap_80x24", draw(&mut app, 80, 24));
+    // The search line starts empty; ↑ brings the last term back.
+    app.on_ui_event(ch('/'));
+    app.on_ui_event(key(KeyCode::Up));
+    assert!(draw(&mut app, 80, 24).contains(" / 403"));
+}
+
+#[test]
+fn sort_menu_enter_and_the_same_column_again_reverse() {
+    let mut app = app_with(typical());
+    // ↓ to "name", enter.
+    app.on_ui_event(ch('o'));
+    app.on_ui_event(key(KeyCode::Down));
+    app.on_ui_event(key(KeyCode::Enter));
+    assert!(draw(&mut app, 120, 40).contains("by name "));
+    app.on_ui_event(ch('o'));
+    app.on_ui_event(ch('n'));
+    assert!(draw(&mut app, 120, 40).contains("by name ↑"));
+    // Esc closes without a change.
+    app.on_ui_event(ch('o'));
+    app.on_ui_event(key(KeyCode::Esc));
+    assert_eq!(app.mode(), Mode::Dashboard);
+    assert!(draw(&mut app, 120, 40).contains("by name ↑"));
+}
+
+/// The words of the open menu's entries.
+fn menu_words(app: &App) -> Vec<String> {
+    match &app.overlay {
+        Some(Overlay::Menu(m)) => m.entries.iter().map(|e| e.words.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn the_action_menu_lists_what_the_rules_allow_and_runs_it_as_the_key_does() {
+    let mut app = fed();
+    select(&mut app, "k3x9ta");
+    app.on_ui_event(ch('a'));
+    assert_eq!(app.mode(), Mode::Menu);
+    assert_eq!(
+        menu_words(&app),
+        ["details", "logs", "retry", "destroy"],
+        "a FAILED deployment without an address: no shell, no redeploy, no power"
+    );
+    insta::assert_snapshot!("action_menu_80x24", draw(&mut app, 80, 24));
+    // Its key runs it, as on the dashboard.
+    app.on_ui_event(ch('t'));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Retry(DeploymentId("k3x9ta".into()))]
+    );
+    assert_eq!(app.mode(), Mode::Dashboard);
+
+    // Enter on an entry: destroy asks first, as `d` does.
+    select(&mut app, "a1b2c3");
+    app.on_ui_event(ch('a'));
+    let words = menu_words(&app);
+    assert_eq!(
+        words,
+        [
+            "details",
+            "logs",
+            "shell",
+            "redeploy",
+            "roll back",
+            "destroy",
+            "start",
+            "stop",
+            "restart"
+        ]
+    );
+    let destroy = words.iter().position(|w| w == "destroy").expect("destroy");
+    for _ in 0..destroy {
+        app.on_ui_event(key(KeyCode::Down));
+    }
+    app.on_ui_event(key(KeyCode::Enter));
+    assert_eq!(app.mode(), Mode::Confirm);
+    app.on_ui_event(ch('n'));
+
+    // An imported guest: forget and power, never destroy.
+    let mut imported = deployment("imp001", "guest", Status::Running);
+    imported.origin = Origin::Imported;
+    imported.vmid = Some(200);
+    let mut list = typical();
+    list.push(imported);
+    app.apply(&EngineEvent::Deployments(list));
+    select(&mut app, "imp001");
+    app.on_ui_event(ch('a'));
+    assert_eq!(
+        menu_words(&app),
+        ["details", "logs", "start", "stop", "restart", "forget"]
+    );
+    app.on_ui_event(key(KeyCode::Esc));
+
+    // In flight: only cancel, with the reason.
+    select(&mut app, "p7q2zd");
+    app.on_ui_event(ch('a'));
+    assert_eq!(menu_words(&app), ["details", "logs"]);
+    assert!(draw(&mut app, 80, 24).contains("Nothing else may be done"));
+    app.on_ui_event(key(KeyCode::Esc));
+
+    // From the details screen too, with that screen's keys.
+    select(&mut app, "k3x9ta");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.take_requests();
+    app.on_ui_event(ch('a'));
+    assert_eq!(menu_words(&app), ["logs", "retry", "destroy"]);
+    app.on_ui_event(ch('l'));
+    assert_eq!(app.mode(), Mode::Logs);
+}
+
+#[test]
+fn snapshot_wizard_onto_an_existing_host() {
+    let mut app = fed();
+    app.on_ui_event(ch('n'));
+    typed(&mut app, "https://git.example.com/team/shop.git");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.apply(&EngineEvent::RepoChecked {
+        repo: "https://git.example.com/team/shop.git".into(),
+        git_ref: String::new(),
+        result: Ok("answers".into()),
+    });
+    app.apply(&EngineEvent::Detected {
+        repo: "https://git.example.com/team/shop.git".into(),
+        git_ref: String::new(),
+        result: Ok(Detected {
+            framework: "flask".into(),
+            reason: "requirements.txt has flask".into(),
+        }),
+    });
+    app.on_ui_event(key(KeyCode::Enter));
+    app.on_ui_event(key(KeyCode::Tab));
+    app.on_ui_event(key(KeyCode::Right));
+    app.on_ui_event(key(KeyCode::Tab));
+    typed(&mut app, "10.20.30.40");
+    insta::assert_snapshot!("wizard_host_80x24", draw(&mut app, 80, 24));
+    assert!(draw(&mut app, 80, 24).contains("enter next page"));
 }

@@ -37,10 +37,12 @@ pub enum Mode {
     Details,
     Resources,
     Stats,
+    /// A menu (the actions on a row, the sort) has the keyboard.
+    Menu,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 17] = [
+    pub const ALL: [Mode; 18] = [
         Mode::Dashboard,
         Mode::Filter,
         Mode::Command,
@@ -58,6 +60,7 @@ impl Mode {
         Mode::Details,
         Mode::Resources,
         Mode::Stats,
+        Mode::Menu,
     ];
 
     /// Keys the table does not bind are typed into a text field.
@@ -88,6 +91,7 @@ impl Mode {
             Mode::Details => "Details",
             Mode::Resources => "Proxmox resources",
             Mode::Stats => "Statistics",
+            Mode::Menu => "Menu",
         }
     }
 }
@@ -111,8 +115,11 @@ pub enum Action {
     PageDown,
     Left,
     Right,
+    /// Open the sort menu (a key per column).
     Sort,
     SortReverse,
+    /// Open the menu of what may be done to the selected deployment.
+    Menu,
     NewDeploy,
     Logs,
     Details,
@@ -142,6 +149,10 @@ pub enum Action {
     RemoveEnv,
     Follow,
     Search,
+    /// Show only the lines that match the search (over the whole log), or every line again.
+    FilterLines,
+    /// Wrap long log lines, or clip them again.
+    Wrap,
     NextMatch,
     PrevMatch,
     SwitchTab,
@@ -264,13 +275,15 @@ const NAV: [Binding; 6] = [
 const DASHBOARD: &[Binding] = &[
     b(&[Key::char('n')], "n", Action::NewDeploy, "new", true),
     b(&[ENTER], "enter", Action::Details, "details", true),
+    b(&[Key::char('a')], "a", Action::Menu, "actions", true),
     b(&[Key::char('l')], "l", Action::Logs, "logs", true),
-    b(&[Key::char('s')], "s", Action::Shell, "shell", true),
-    b(&[Key::char('d')], "d", Action::Destroy, "destroy", true),
     b(&[Key::char('/')], "/", Action::OpenFilter, "filter", true),
+    b(&[Key::char('o')], "o", Action::Sort, "sort", true),
     b(&[Key::char('?')], "?", Action::Help, "help", true),
     b(&[Key::char('q')], "q", Action::Quit, "quit", true),
     b(&[Key::char(':')], ":", Action::OpenCommand, "cmd", true),
+    b(&[Key::char('s')], "s", Action::Shell, "shell", false),
+    b(&[Key::char('d')], "d", Action::Destroy, "destroy", false),
     b(&[Key::char('R')], "R", Action::Redeploy, "redeploy", false),
     b(&[Key::char('t')], "t", Action::Retry, "retry", false),
     b(&[Key::char('B')], "B", Action::Rollback, "roll back", false),
@@ -287,7 +300,6 @@ const DASHBOARD: &[Binding] = &[
         false,
     ),
     b(&[Key::char('S')], "S", Action::Stats, "statistics", false),
-    b(&[Key::char('o')], "o", Action::Sort, "sort by", false),
     b(
         &[Key::char('O')],
         "O",
@@ -377,7 +389,7 @@ const HELP: &[Binding] = &[
 ];
 
 const WIZARD_TEXT: &[Binding] = &[
-    b(&[ENTER], "enter", Action::Submit, "next", true),
+    b(&[ENTER], "enter", Action::Submit, "next page", true),
     b(&[TAB, DOWN], "tab/↓", Action::NextField, "next field", true),
     b(
         &[BACKTAB, UP],
@@ -399,7 +411,7 @@ const WIZARD_CHOICE: &[Binding] = &[
         "change",
         true,
     ),
-    b(&[ENTER], "enter", Action::Submit, "next", true),
+    b(&[ENTER], "enter", Action::Submit, "next page", true),
     b(
         &[TAB, DOWN, Key::char('j')],
         "tab/↓",
@@ -472,11 +484,19 @@ const WIZARD_REVIEW: &[Binding] = &[
 const LOGS: &[Binding] = &[
     b(&[Key::char('/')], "/", Action::Search, "search", true),
     b(&[Key::char('n')], "n", Action::NextMatch, "next", true),
-    b(&[Key::char('N')], "N", Action::PrevMatch, "prev", true),
+    b(&[Key::char('&')], "&", Action::FilterLines, "filter", true),
     b(&[Key::char('f')], "f", Action::Follow, "follow", true),
+    b(&[Key::char('w')], "w", Action::Wrap, "wrap", true),
     b(&[TAB], "tab", Action::SwitchTab, "app log", true),
     b(&[ESC, Key::char('q')], "esc", Action::Back, "back", true),
     b(&[Key::char('?')], "?", Action::Help, "help", true),
+    b(
+        &[Key::char('N')],
+        "N",
+        Action::PrevMatch,
+        "prev match",
+        false,
+    ),
     NAV[0],
     NAV[1],
     NAV[2],
@@ -505,11 +525,14 @@ const LOGS: &[Binding] = &[
 const LOG_SEARCH: &[Binding] = &[
     b(&[ENTER], "enter", Action::Submit, "search", true),
     b(&[ESC], "esc", Action::Back, "cancel", true),
+    b(&[UP], "↑", Action::Up, "earlier term", true),
+    b(&[DOWN], "↓", Action::Down, "later term", true),
     QUIT_CTRL_C,
     SUSPEND,
 ];
 
 const DETAILS: &[Binding] = &[
+    b(&[Key::char('a')], "a", Action::Menu, "actions", true),
     b(&[Key::char('l')], "l", Action::Logs, "logs", true),
     b(&[Key::char('s')], "s", Action::Shell, "shell", true),
     b(&[Key::char('R')], "R", Action::Redeploy, "redeploy", true),
@@ -581,6 +604,15 @@ const STATS: &[Binding] = &[
     SUSPEND,
 ];
 
+const MENU: &[Binding] = &[
+    b(&[ENTER], "enter", Action::Submit, "run", true),
+    b(&[ESC, Key::char('q')], "esc", Action::Back, "close", true),
+    b(&[Key::char('j'), DOWN], "j/↓", Action::Down, "down", true),
+    b(&[Key::char('k'), UP], "k/↑", Action::Up, "up", true),
+    QUIT_CTRL_C,
+    SUSPEND,
+];
+
 /// The whole table for one mode, in display order.
 pub fn bindings(mode: Mode) -> &'static [Binding] {
     match mode {
@@ -601,6 +633,7 @@ pub fn bindings(mode: Mode) -> &'static [Binding] {
         Mode::Details => DETAILS,
         Mode::Resources => RESOURCES,
         Mode::Stats => STATS,
+        Mode::Menu => MENU,
     }
 }
 

@@ -183,15 +183,16 @@ fn tui_deploys_the_flask_sample_by_keystrokes() {
         s.contains("✓ repository") && s.contains("framework: flask")
     });
     assert!(checked.contains("requirements.txt has flask"), "{checked}");
-    keys(&session.0, &["Enter", "Enter"]);
+    // The page is complete: enter goes to the next one.
+    keys(&session.0, &["Enter"]);
     let fw = wait("the framework page", STEP, &|s| s.contains("2/6 Framework"));
     assert!(fw.contains("› auto: Flask"), "{fw}");
     keys(&session.0, &["Enter"]);
     wait("the guest page", STEP, &|s| s.contains("3/6 Guest"));
     type_text(&session.0, &name);
-    keys(&session.0, &["Enter", "Enter", "Enter"]);
+    keys(&session.0, &["Enter"]);
     wait("the resources page", STEP, &|s| s.contains("4/6 Resources"));
-    keys(&session.0, &["Enter", "Enter", "Enter"]);
+    keys(&session.0, &["Tab", "Tab", "Tab"]);
     type_text(&session.0, &app_port.to_string());
     let port_line = format!("App port    {app_port}");
     wait("the port typed", STEP, &|s| s.contains(&port_line));

@@ -25,7 +25,7 @@ const COLUMN_SPACING: u16 = 1;
 /// In-flight deployments listed above the table at most; the rest are counted.
 const MAX_IN_FLIGHT_LINES: usize = 3;
 
-/// What the table is sorted by (`o` cycles, `O` reverses).
+/// What the table is sorted by (`o` opens a menu with a key per column, `O` reverses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
     /// Newest first: the engine's order.
@@ -39,7 +39,7 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    const ALL: [SortKey; 6] = [
+    pub const ALL: [SortKey; 6] = [
         SortKey::Created,
         SortKey::Name,
         SortKey::Status,
@@ -48,9 +48,16 @@ impl SortKey {
         SortKey::Updated,
     ];
 
-    fn next(self) -> SortKey {
-        let i = SortKey::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        SortKey::ALL[(i + 1) % SortKey::ALL.len()]
+    /// Its key in the sort menu.
+    pub fn key(self) -> char {
+        match self {
+            SortKey::Created => 'c',
+            SortKey::Name => 'n',
+            SortKey::Status => 's',
+            SortKey::Framework => 'f',
+            SortKey::Node => 'o',
+            SortKey::Updated => 'u',
+        }
     }
 
     pub fn label(self) -> &'static str {
@@ -189,20 +196,23 @@ impl DashboardScreen {
         self.last_pos = pos;
     }
 
-    /// Applies a navigation or sort action; returns whether anything changed.
+    /// Sorts by `key`; the key it is sorted by already reverses the order.
+    pub fn sort_by(&mut self, key: SortKey, list: &[Deployment]) {
+        if self.sort == key {
+            self.reverse = !self.reverse;
+        } else {
+            self.sort = key;
+            self.reverse = false;
+        }
+        self.rebuild(list);
+    }
+
+    /// Applies a navigation or reverse action; returns whether anything changed.
     pub fn handle_action(&mut self, action: Action, list: &[Deployment]) -> bool {
-        match action {
-            Action::Sort => {
-                self.sort = self.sort.next();
-                self.rebuild(list);
-                return true;
-            }
-            Action::SortReverse => {
-                self.reverse = !self.reverse;
-                self.rebuild(list);
-                return true;
-            }
-            _ => {}
+        if action == Action::SortReverse {
+            self.reverse = !self.reverse;
+            self.rebuild(list);
+            return true;
         }
         let Some(last) = self.view.len().checked_sub(1) else {
             return false;
@@ -327,28 +337,42 @@ impl DashboardScreen {
             .title(Span::styled(sort, theme.muted()));
 
         if self.view.is_empty() {
-            let message = if !cx.loaded {
-                "Loading deployments…".to_string()
+            let muted = |text: String| Line::from(Span::styled(text, theme.muted()));
+            let key = |k: &'static str| Span::styled(k, theme.hint_key());
+            let message: Vec<Line> = if !cx.loaded {
+                vec![muted("Loading deployments…".to_string())]
             } else if !self.filter.value().is_empty() {
-                format!(
+                vec![muted(format!(
                     "Nothing matches /{} (esc clears the filter)",
                     self.filter.value()
-                )
+                ))]
             } else {
-                "No deployments yet. Press n to deploy a repository.".to_string()
+                // A newcomer's two ways in: deploy something, or look at the cluster they have.
+                vec![
+                    muted("No deployments yet.".to_string()),
+                    Line::default(),
+                    Line::from(vec![
+                        key("n"),
+                        Span::raw(" deploy a repository onto a new guest or an existing host"),
+                    ]),
+                    Line::from(vec![
+                        key("p"),
+                        Span::raw(" see the Proxmox cluster · "),
+                        key(":sync"),
+                        Span::raw(" import its existing guests"),
+                    ]),
+                ]
             };
             let inner = block.inner(area);
             frame.render_widget(block, area);
+            let rows = u16::try_from(message.len()).unwrap_or(1);
             let [_, middle, _] = Layout::vertical([
                 Constraint::Fill(1),
-                Constraint::Length(1),
+                Constraint::Length(rows),
                 Constraint::Fill(1),
             ])
             .areas(inner);
-            frame.render_widget(
-                Paragraph::new(Span::styled(message, theme.muted())).centered(),
-                middle,
-            );
+            frame.render_widget(Paragraph::new(message).centered(), middle);
             return;
         }
 
@@ -763,13 +787,13 @@ mod tests {
     }
 
     #[test]
-    fn sorting_cycles_and_reverses_keeping_the_selection() {
+    fn sorting_by_a_column_and_again_reverses_keeping_the_selection() {
         let mut list = vec![dep("a"), dep("b"), dep("c")];
         list[0].name = "zeta".into();
         list[1].name = "alpha".into();
         list[2].name = "mid".into();
         let mut screen = screen_over(&list);
-        assert!(screen.handle_action(Action::Sort, &list));
+        screen.sort_by(SortKey::Name, &list);
         assert_eq!(screen.sort(), (SortKey::Name, false));
         let names = |s: &DashboardScreen| -> Vec<String> {
             s.view.iter().map(|&i| list[i].name.clone()).collect()
@@ -782,5 +806,13 @@ mod tests {
         );
         screen.handle_action(Action::SortReverse, &list);
         assert_eq!(names(&screen), ["zeta", "mid", "alpha"]);
+        screen.sort_by(SortKey::Name, &list);
+        assert_eq!(
+            names(&screen),
+            ["alpha", "mid", "zeta"],
+            "name again: reversed back"
+        );
+        screen.sort_by(SortKey::Status, &list);
+        assert_eq!(screen.sort(), (SortKey::Status, false));
     }
 }

@@ -1,16 +1,20 @@
 //! The log pane: a deployment's log live (follow, scroll, page, top and bottom), stage
-//! markers, stderr set apart, search with `/` and highlighted matches, `n`/`N`; and on a second
-//! tab the app's own log, read over SSH.
+//! markers, stderr set apart, search with `/` (an empty line each time, earlier terms with
+//! ↑/↓) and highlighted matches, `n`/`N`; `&` shows only the lines that match, over the whole
+//! log, with their count; `w` wraps long lines; and on a second tab the app's own log, read
+//! over SSH.
 //!
 //! Memory stays bounded however long the log: the pane keeps a window of at most
 //! [`WINDOW`] lines and asks the engine for the lines before or after it (by sequence number,
 //! from the store) when the user scrolls near an edge; a search that runs off the window asks
-//! the engine to search the whole log. The app log keeps its last [`APP_WINDOW`] lines. Owns
-//! the windows, the scroll, the search; must not do I/O: it returns `Intent`s.
+//! the engine to search the whole log. The filter holds the engine's count over the whole log
+//! and at most [`LOG_FILTER_KEEP`] of the matching lines (the newest), and adds the matching
+//! lines that arrive. The app log keeps its last [`APP_WINDOW`] lines. Owns the windows, the
+//! scroll, the search and its history, the filter; must not do I/O: it returns `Intent`s.
 
 use super::{Ctx, Intent};
 use crate::domain::{Deployment, DeploymentId};
-use crate::protocol::{LogPageKind, LogStream, LogWindow, Request, SeqLine};
+use crate::protocol::{LOG_FILTER_KEEP, LogPageKind, LogStream, LogWindow, Request, SeqLine};
 use crate::tui::keys::{Action, Mode};
 use crate::tui::widgets::text::{SPINNER, clip, find_all, format_time, highlighted};
 use crossterm::event::{Event, KeyEvent};
@@ -18,7 +22,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::widgets::{Paragraph, Tabs, Wrap};
 use std::collections::VecDeque;
 use tui_input::Input;
 use tui_input::backend::crossterm::to_input_request;
@@ -33,6 +37,8 @@ const APP_TAIL: u32 = 200;
 const PREFETCH: usize = 200;
 /// Lines the mouse wheel moves.
 pub const WHEEL: usize = 3;
+/// Search terms remembered (↑/↓ on the search line).
+const HISTORY: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
@@ -108,6 +114,22 @@ struct AppLog {
     follow: bool,
 }
 
+/// Only the lines that match the search, over the whole deployment log (`&`).
+#[derive(Debug)]
+struct Filtered {
+    query: String,
+    /// The newest matching lines, at most [`LOG_FILTER_KEEP`].
+    lines: VecDeque<SeqLine>,
+    /// Matching lines in the whole log (not only those held).
+    total: u64,
+    /// The last line counted: appended lines after it are new.
+    through: i64,
+    /// The engine has answered.
+    loaded: bool,
+    top: usize,
+    follow: bool,
+}
+
 /// Where the current search match is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Match {
@@ -126,6 +148,12 @@ pub struct LogsScreen {
     app: AppLog,
     search: Option<String>,
     search_input: Option<Input>,
+    /// Earlier search terms, oldest first; `history_pos` is the one on the search line.
+    history: Vec<String>,
+    history_pos: Option<usize>,
+    filter: Option<Filtered>,
+    /// Long lines wrap instead of being clipped (and scrolled sideways).
+    wrap: bool,
     current: Option<Match>,
     /// Waiting for the engine to search beyond the window.
     finding: bool,
@@ -151,6 +179,10 @@ impl LogsScreen {
             },
             search: None,
             search_input: None,
+            history: Vec::new(),
+            history_pos: None,
+            filter: None,
+            wrap: false,
             current: None,
             finding: false,
             hscroll: 0,
@@ -194,6 +226,7 @@ impl LogsScreen {
         !self.dep.loaded
             || self.dep.pending
             || self.finding
+            || self.filter.as_ref().is_some_and(|f| !f.loaded)
             || (self.app.started && self.app.ended.is_none() && self.app.lines.is_empty())
     }
 
@@ -218,8 +251,26 @@ impl LogsScreen {
                 dep.follow = true;
             }
             LogPageKind::Append => {
+                let mut counted = false;
+                if let Some(f) = &mut self.filter {
+                    let through = f.through;
+                    for l in lines.iter().filter(|l| l.seq > through) {
+                        f.through = l.seq;
+                        // Before the engine's count comes, matches are held and counted
+                        // when it comes (those after the line it scanned up to).
+                        if !find_all(&l.line.text, &f.query).is_empty() {
+                            f.total += u64::from(f.loaded);
+                            f.lines.push_back(l.clone());
+                            counted = true;
+                        }
+                    }
+                    let excess = f.lines.len().saturating_sub(LOG_FILTER_KEEP);
+                    f.lines.drain(..excess);
+                    f.top = f.top.saturating_sub(excess);
+                }
                 if !dep.at_end {
-                    return false;
+                    self.settle();
+                    return counted;
                 }
                 let last = dep.last_seq().unwrap_or(i64::MIN);
                 let fresh: Vec<&SeqLine> = lines.iter().filter(|l| l.seq > last).collect();
@@ -263,6 +314,36 @@ impl LogsScreen {
         }
         self.settle();
         true
+    }
+
+    /// The engine's answer to `&`: the matching lines of the whole log.
+    pub fn apply_filtered(
+        &mut self,
+        id: &DeploymentId,
+        query: &str,
+        total: u64,
+        lines: &[SeqLine],
+        through: i64,
+    ) -> bool {
+        let Some(f) = &mut self.filter else {
+            return false;
+        };
+        if *id != self.id || f.query != query || f.loaded {
+            return false;
+        }
+        // Lines that arrived while the engine scanned, and that it counted too, stay once.
+        let newer: Vec<SeqLine> = f.lines.drain(..).filter(|l| l.seq > through).collect();
+        f.total = total + newer.len() as u64;
+        f.lines = lines.iter().cloned().chain(newer).collect();
+        f.through = f.through.max(through);
+        f.loaded = true;
+        self.settle();
+        true
+    }
+
+    /// Whether `&` shows only the matching lines.
+    pub fn filtering(&self) -> bool {
+        self.filter.is_some()
     }
 
     /// The engine's answer to a search beyond the window.
@@ -333,9 +414,10 @@ impl LogsScreen {
     }
 
     fn len(&self) -> usize {
-        match self.tab {
-            Tab::Deployment => self.dep.lines.len(),
-            Tab::App => self.app.lines.len(),
+        match (self.tab, &self.filter) {
+            (Tab::Deployment, Some(f)) => f.lines.len(),
+            (Tab::Deployment, None) => self.dep.lines.len(),
+            (Tab::App, _) => self.app.lines.len(),
         }
     }
 
@@ -344,16 +426,26 @@ impl LogsScreen {
     }
 
     fn top_mut(&mut self) -> &mut usize {
-        match self.tab {
-            Tab::Deployment => &mut self.dep.top,
-            Tab::App => &mut self.app.top,
+        match (self.tab, &mut self.filter) {
+            (Tab::Deployment, Some(f)) => &mut f.top,
+            (Tab::Deployment, None) => &mut self.dep.top,
+            (Tab::App, _) => &mut self.app.top,
         }
     }
 
     fn follow_mut(&mut self) -> &mut bool {
-        match self.tab {
-            Tab::Deployment => &mut self.dep.follow,
-            Tab::App => &mut self.app.follow,
+        match (self.tab, &mut self.filter) {
+            (Tab::Deployment, Some(f)) => &mut f.follow,
+            (Tab::Deployment, None) => &mut self.dep.follow,
+            (Tab::App, _) => &mut self.app.follow,
+        }
+    }
+
+    fn following(&self) -> bool {
+        match (self.tab, &self.filter) {
+            (Tab::Deployment, Some(f)) => f.follow,
+            (Tab::Deployment, None) => self.dep.follow,
+            (Tab::App, _) => self.app.follow,
         }
     }
 
@@ -376,6 +468,10 @@ impl LogsScreen {
                 *top = (*top).min(max);
             }
         }
+        if let Some(f) = &mut self.filter {
+            let max = f.lines.len().saturating_sub(self.height.max(1));
+            f.top = if f.follow { max } else { f.top.min(max) };
+        }
     }
 
     /// Scrolls to the deployment-log line `seq` (a third from the top) and marks it current.
@@ -395,7 +491,7 @@ impl LogsScreen {
         *self.top_mut() = new;
         // Scrolled to the bottom of a window that reaches the end: follow again.
         let at_end = match self.tab {
-            Tab::Deployment => self.dep.at_end,
+            Tab::Deployment => self.dep.at_end || self.filter.is_some(),
             Tab::App => true,
         };
         *self.follow_mut() = new == max && at_end && delta > 0;
@@ -407,7 +503,11 @@ impl LogsScreen {
 
     /// Near an edge of the window with more beyond it: ask for the next page.
     fn prefetch(&mut self, out: &mut Vec<Intent>) {
-        if self.tab != Tab::Deployment || self.dep.pending || !self.dep.loaded {
+        if self.tab != Tab::Deployment
+            || self.dep.pending
+            || !self.dep.loaded
+            || self.filter.is_some()
+        {
             return;
         }
         let dep = &self.dep;
@@ -429,7 +529,7 @@ impl LogsScreen {
 
     fn go_bottom(&mut self, out: &mut Vec<Intent>) {
         match self.tab {
-            Tab::Deployment if !self.dep.at_end => {
+            Tab::Deployment if !self.dep.at_end && self.filter.is_none() => {
                 self.dep.pending = true;
                 self.dep.follow = true;
                 out.push(Intent::Send(Request::OpenLog(self.id.clone())));
@@ -444,7 +544,7 @@ impl LogsScreen {
     fn go_top(&mut self, out: &mut Vec<Intent>) {
         *self.follow_mut() = false;
         match self.tab {
-            Tab::Deployment if !self.dep.at_start => {
+            Tab::Deployment if !self.dep.at_start && self.filter.is_none() => {
                 self.dep.pending = true;
                 out.push(Intent::Send(Request::LoadLog {
                     id: self.id.clone(),
@@ -463,6 +563,31 @@ impl LogsScreen {
             return;
         };
         let height = self.height;
+        if let (Tab::Deployment, Some(f)) = (self.tab, &mut self.filter) {
+            // Every line shown matches: n and N step through them.
+            let at = match self.current {
+                Some(Match::Seq(s)) => f.lines.iter().position(|l| l.seq == s),
+                _ => None,
+            };
+            let next = match (at, forward) {
+                (Some(i), true) => (i + 1 < f.lines.len()).then_some(i + 1),
+                (Some(i), false) => i.checked_sub(1),
+                (None, true) => (f.top < f.lines.len()).then_some(f.top),
+                (None, false) => (f.top + height).min(f.lines.len()).checked_sub(1),
+            };
+            match next {
+                Some(i) => {
+                    self.current = Some(Match::Seq(f.lines[i].seq));
+                    f.follow = false;
+                    if i < f.top || i >= f.top + height {
+                        f.top = i.saturating_sub(height / 3);
+                    }
+                    self.settle();
+                }
+                None => out.push(Intent::Flash(format!("no more matches for {query:?}"))),
+            }
+            return;
+        }
         match self.tab {
             Tab::Deployment => {
                 let lines = &self.dep.lines;
@@ -535,15 +660,29 @@ impl LogsScreen {
                 Action::Submit => {
                     let query = input.value().to_string();
                     self.search_input = None;
+                    self.history_pos = None;
                     self.current = None;
                     if query.is_empty() {
                         self.search = None;
+                        self.filter = None;
                     } else {
+                        self.history.retain(|h| *h != query);
+                        self.history.push(query.clone());
+                        let excess = self.history.len().saturating_sub(HISTORY);
+                        self.history.drain(..excess);
                         self.search = Some(query);
-                        self.find(true, out);
+                        if self.filter.is_some() {
+                            self.start_filter(out);
+                        } else {
+                            self.find(true, out);
+                        }
                     }
                 }
-                Action::Back => self.search_input = None,
+                Action::Back => {
+                    self.search_input = None;
+                    self.history_pos = None;
+                }
+                Action::Up | Action::Down => self.browse_history(action == Action::Up),
                 _ => return false,
             }
             return true;
@@ -560,19 +699,32 @@ impl LogsScreen {
             Action::Left => self.hscroll = self.hscroll.saturating_sub(8),
             Action::Right => self.hscroll += 8,
             Action::Follow => {
-                let follow = match self.tab {
-                    Tab::Deployment => self.dep.follow,
-                    Tab::App => self.app.follow,
-                };
-                if follow {
+                if self.following() {
                     *self.follow_mut() = false;
                 } else {
                     self.go_bottom(out);
                 }
             }
+            // A fresh line each time: earlier terms are one ↑ away.
             Action::Search => {
-                self.search_input = Some(Input::new(self.search.clone().unwrap_or_default()));
+                self.search_input = Some(Input::default());
+                self.history_pos = None;
             }
+            Action::FilterLines => match (self.tab, &self.filter, &self.search) {
+                (Tab::App, _, _) => out.push(Intent::Flash(
+                    "& filters the deployment log; in the app log, / and n find the lines".into(),
+                )),
+                (_, Some(_), _) => {
+                    self.filter = None;
+                    self.current = None;
+                    self.settle();
+                }
+                (_, None, None) => out.push(Intent::Flash(
+                    "press / to search first: & then shows only the matching lines".into(),
+                )),
+                (_, None, Some(_)) => self.start_filter(out),
+            },
+            Action::Wrap => self.wrap = !self.wrap,
             Action::NextMatch => self.find(true, out),
             Action::PrevMatch => self.find(false, out),
             Action::SwitchTab => {
@@ -597,6 +749,46 @@ impl LogsScreen {
             _ => return false,
         }
         true
+    }
+
+    /// Shows only the lines matching the search, asking the engine for the whole log's.
+    fn start_filter(&mut self, out: &mut Vec<Intent>) {
+        let Some(query) = self.search.clone() else {
+            return;
+        };
+        self.current = None;
+        self.filter = Some(Filtered {
+            query: query.clone(),
+            lines: VecDeque::new(),
+            total: 0,
+            through: 0,
+            loaded: false,
+            top: 0,
+            follow: true,
+        });
+        out.push(Intent::Send(Request::FilterLog {
+            id: self.id.clone(),
+            query,
+        }));
+    }
+
+    /// ↑ (older) or ↓ (newer) through earlier search terms on the search line.
+    fn browse_history(&mut self, older: bool) {
+        let Some(input) = &mut self.search_input else {
+            return;
+        };
+        let last = self.history.len().checked_sub(1);
+        self.history_pos = match (self.history_pos, older, last) {
+            (_, _, None) => None,
+            (None, true, Some(last)) => Some(last),
+            (None, false, _) => None,
+            (Some(i), true, _) => Some(i.saturating_sub(1)),
+            (Some(i), false, Some(last)) => (i < last).then_some(i + 1),
+        };
+        *input = match self.history_pos {
+            Some(i) => Input::new(self.history[i].clone()),
+            None => Input::default(),
+        };
     }
 
     pub fn render(&mut self, frame: &mut Frame, area: Rect, cx: &Ctx) {
@@ -636,10 +828,22 @@ impl LogsScreen {
         let width = usize::from(body.width);
         let mut lines: Vec<Line> = Vec::with_capacity(self.height);
         let query = self.search.as_deref().unwrap_or("");
+        let wrap = self.wrap;
+        let hscroll = if wrap { 0 } else { self.hscroll };
         match self.tab {
             Tab::Deployment => {
-                let end = (self.dep.top + self.height).min(self.dep.lines.len());
-                for l in self.dep.lines.range(self.dep.top..end) {
+                let (source, top, follow) = match &self.filter {
+                    Some(f) => (&f.lines, f.top, f.follow),
+                    None => (&self.dep.lines, self.dep.top, self.dep.follow),
+                };
+                // Wrapped and following: start where the last lines fill the pane.
+                let top = if wrap && follow {
+                    wrapped_start(source, self.height, width)
+                } else {
+                    top
+                };
+                let end = (top + self.height).min(source.len());
+                for l in source.range(top..end) {
                     let current = self.current == Some(Match::Seq(l.seq));
                     lines.push(log_line(
                         &l.line.text,
@@ -647,12 +851,32 @@ impl LogsScreen {
                         Some(format_time(l.line.at, cx.utc_offset, false)),
                         query,
                         current,
-                        self.hscroll,
+                        hscroll,
                         width,
+                        wrap,
                         cx,
                     ));
                 }
-                if !self.dep.loaded {
+                if let Some(f) = &self.filter {
+                    if !f.loaded {
+                        lines.push(Line::from(Span::styled(
+                            format!(
+                                "{} finding /{} in the whole log…",
+                                SPINNER[cx.spinner % SPINNER.len()],
+                                f.query
+                            ),
+                            theme.muted(),
+                        )));
+                    } else if f.lines.is_empty() {
+                        lines.push(Line::from(Span::styled(
+                            format!(
+                                "No line of the log contains {:?} (& shows every line)",
+                                f.query
+                            ),
+                            theme.muted(),
+                        )));
+                    }
+                } else if !self.dep.loaded {
                     lines.push(Line::from(Span::styled(
                         format!("{} loading the log…", SPINNER[cx.spinner % SPINNER.len()]),
                         theme.muted(),
@@ -667,14 +891,7 @@ impl LogsScreen {
                     let abs = self.app.dropped + self.app.top + i;
                     let current = self.current == Some(Match::App(abs));
                     lines.push(log_line(
-                        text,
-                        *stream,
-                        None,
-                        query,
-                        current,
-                        self.hscroll,
-                        width,
-                        cx,
+                        text, *stream, None, query, current, hscroll, width, wrap, cx,
                     ));
                 }
                 if self.app.lines.is_empty() {
@@ -690,7 +907,12 @@ impl LogsScreen {
                 }
             }
         }
-        frame.render_widget(Paragraph::new(lines), body);
+        let text = if wrap {
+            Paragraph::new(lines).wrap(Wrap { trim: false })
+        } else {
+            Paragraph::new(lines)
+        };
+        frame.render_widget(text, body);
         frame.render_widget(Paragraph::new(self.status_line(cx)), status);
 
         if let Some(input) = &self.search_input {
@@ -718,9 +940,10 @@ impl LogsScreen {
     fn status_line(&self, cx: &Ctx) -> Line<'static> {
         let theme = cx.theme;
         let mut spans: Vec<Span> = Vec::new();
-        let (len, top, follow) = match self.tab {
-            Tab::Deployment => (self.dep.lines.len(), self.dep.top, self.dep.follow),
-            Tab::App => (self.app.lines.len(), self.app.top, self.app.follow),
+        let (len, top, follow) = match (self.tab, &self.filter) {
+            (Tab::Deployment, Some(f)) => (f.lines.len(), f.top, f.follow),
+            (Tab::Deployment, None) => (self.dep.lines.len(), self.dep.top, self.dep.follow),
+            (Tab::App, _) => (self.app.lines.len(), self.app.top, self.app.follow),
         };
         let end = (top + self.height).min(len);
         spans.push(Span::styled(
@@ -728,6 +951,46 @@ impl LogsScreen {
             if follow { theme.ok() } else { theme.warning() }
                 .add_modifier(ratatui::style::Modifier::REVERSED),
         ));
+        if self.wrap {
+            spans.push(Span::styled(
+                " WRAP ",
+                theme
+                    .hint_key()
+                    .add_modifier(ratatui::style::Modifier::REVERSED),
+            ));
+        }
+        if let (Tab::Deployment, Some(f)) = (self.tab, &self.filter) {
+            spans.push(Span::styled(
+                " FILTER ",
+                theme
+                    .focused()
+                    .add_modifier(ratatui::style::Modifier::REVERSED),
+            ));
+            let text = if !f.loaded {
+                format!(" /{}: counting in the whole log…", f.query)
+            } else if f.total > f.lines.len() as u64 {
+                format!(
+                    " /{}: {} matching lines in the whole log, the last {} shown",
+                    f.query,
+                    f.total,
+                    f.lines.len()
+                )
+            } else {
+                let plural = if f.total == 1 { "" } else { "s" };
+                format!(
+                    " /{}: {} matching line{plural} in the whole log",
+                    f.query, f.total
+                )
+            };
+            spans.push(Span::styled(text, theme.hint_key()));
+            if len > 0 {
+                spans.push(Span::styled(
+                    format!(" · {}–{}", top + 1, end),
+                    theme.muted(),
+                ));
+            }
+            return Line::from(spans);
+        }
         let position = if len == 0 {
             " no lines".to_string()
         } else {
@@ -762,15 +1025,20 @@ impl LogsScreen {
                     .filter(|(_, t)| !find_all(t, q).is_empty())
                     .count(),
             };
+            let whole = if self.tab == Tab::Deployment {
+                " (& for the whole log)"
+            } else {
+                ""
+            };
             spans.push(Span::styled(
-                format!(" · /{q}: {shown} matching lines kept"),
+                format!(" · /{q}: {shown} of the {len} lines kept{whole}"),
                 theme.hint_key(),
             ));
             if self.finding {
                 spans.push(Span::styled(" · searching the whole log", theme.spinner()));
             }
         }
-        if self.hscroll > 0 {
+        if self.hscroll > 0 && !self.wrap {
             spans.push(Span::styled(
                 format!(" · col {}", self.hscroll + 1),
                 theme.muted(),
@@ -778,6 +1046,27 @@ impl LogsScreen {
         }
         Line::from(spans)
     }
+}
+
+/// Where to start so that the last lines of `lines`, wrapped at `width`, fill `height` rows.
+fn wrapped_start(lines: &VecDeque<SeqLine>, height: usize, width: usize) -> usize {
+    // The time (8 + 1) and the gutter mark (2) come before the text.
+    let rows = |l: &SeqLine| {
+        (11 + l.line.text.chars().count())
+            .div_ceil(width.max(1))
+            .max(1)
+    };
+    let mut used = 0;
+    let mut start = lines.len();
+    while start > 0 {
+        let h = rows(&lines[start - 1]);
+        if used + h > height {
+            break;
+        }
+        used += h;
+        start -= 1;
+    }
+    start.min(lines.len().saturating_sub(1))
 }
 
 /// One log line: time, a gutter mark (`!` stderr, `*` proxdeck), the text (clipped for
@@ -791,6 +1080,7 @@ fn log_line(
     current: bool,
     hscroll: usize,
     width: usize,
+    wrap: bool,
     cx: &Ctx,
 ) -> Line<'static> {
     let theme = cx.theme;
@@ -820,7 +1110,13 @@ fn log_line(
     };
     spans.push(Span::styled(format!("{mark} "), style));
     used += 2;
-    let shown = clip(text, hscroll, width.saturating_sub(used));
+    // Wrapped, the whole text goes out (the paragraph breaks it); else what fits is clipped.
+    let room = if wrap {
+        usize::MAX
+    } else {
+        width.saturating_sub(used)
+    };
+    let shown = clip(text, hscroll, room);
     let mark_style = if current {
         theme.current_match()
     } else {
@@ -1075,5 +1371,154 @@ mod tests {
         assert_eq!(s.app.lines.len(), APP_WINDOW);
         s.apply_app_end(&id(), Some("ssh failed".into()));
         assert_eq!(s.close_requests(), [Request::CloseLog]);
+    }
+
+    fn type_in(s: &mut LogsScreen, text: &str) {
+        for c in text.chars() {
+            s.edit(KeyEvent::new(
+                crossterm::event::KeyCode::Char(c),
+                crossterm::event::KeyModifiers::NONE,
+            ));
+        }
+    }
+
+    fn search_for(s: &mut LogsScreen, text: &str, out: &mut Vec<Intent>) {
+        s.handle(Action::Search, out);
+        type_in(s, text);
+        s.handle(Action::Submit, out);
+    }
+
+    fn on_line(s: &LogsScreen) -> String {
+        s.search_input
+            .as_ref()
+            .map(|i| i.value().to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn search_starts_empty_and_earlier_terms_are_up_and_down() {
+        let mut s = opened();
+        s.apply_page(&id(), LogPageKind::Tail, &lines(1, 50), true, true);
+        let mut out = Vec::new();
+        search_for(&mut s, "line 1", &mut out);
+        search_for(&mut s, "line 2", &mut out);
+        search_for(&mut s, "line 1", &mut out);
+        s.handle(Action::Search, &mut out);
+        assert_eq!(
+            on_line(&s),
+            "",
+            "a new term is not appended to the last one"
+        );
+        s.handle(Action::Up, &mut out);
+        assert_eq!(on_line(&s), "line 1", "the latest first, each term once");
+        s.handle(Action::Up, &mut out);
+        assert_eq!(on_line(&s), "line 2");
+        s.handle(Action::Up, &mut out);
+        assert_eq!(on_line(&s), "line 2", "the oldest stays");
+        s.handle(Action::Down, &mut out);
+        assert_eq!(on_line(&s), "line 1");
+        s.handle(Action::Down, &mut out);
+        assert_eq!(on_line(&s), "", "past the latest: an empty line again");
+        type_in(&mut s, "line 3");
+        s.handle(Action::Submit, &mut out);
+        assert_eq!(s.search.as_deref(), Some("line 3"));
+        assert_eq!(s.history.last().map(String::as_str), Some("line 3"));
+    }
+
+    #[test]
+    fn the_filter_counts_the_whole_log_and_adds_new_matches() {
+        let mut s = opened();
+        s.height = 5;
+        s.apply_page(&id(), LogPageKind::Tail, &lines(901, 100), false, true);
+        let mut out = Vec::new();
+        s.handle(Action::FilterLines, &mut out);
+        assert!(
+            matches!(out.as_slice(), [Intent::Flash(m)] if m.contains("press / to search first"))
+        );
+        out.clear();
+        search_for(&mut s, "line 99", &mut out);
+        out.clear();
+        s.handle(Action::FilterLines, &mut out);
+        assert!(s.filtering() && s.busy());
+        assert_eq!(
+            requests(&out),
+            [Request::FilterLog {
+                id: id(),
+                query: "line 99".into()
+            }]
+        );
+        // A matching line arrives while the engine scans: held, counted once.
+        s.apply_page(
+            &id(),
+            LogPageKind::Append,
+            &[line(1_001, "line 99x")],
+            false,
+            true,
+        );
+        // The engine's answer: 111 matches in the whole log (line 99, 990-999, 9900-...), the
+        // last 3 of them sent, scanned through line 1000.
+        let found = [
+            line(997, "line 997"),
+            line(998, "line 998"),
+            line(999, "line 999"),
+        ];
+        assert!(s.apply_filtered(&id(), "line 99", 111, &found, 1_000));
+        assert!(!s.busy());
+        let f = s.filter.as_ref().expect("filtering");
+        assert_eq!(f.total, 112);
+        assert_eq!(
+            f.lines.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [997, 998, 999, 1_001]
+        );
+        // Following: new matches are added and counted; others are not shown.
+        s.apply_page(
+            &id(),
+            LogPageKind::Append,
+            &[line(1_002, "nothing"), line(1_003, "LINE 99 again")],
+            false,
+            true,
+        );
+        let f = s.filter.as_ref().expect("filtering");
+        assert_eq!((f.total, f.lines.len()), (113, 5));
+        assert_eq!(f.top, 0, "5 lines fit");
+        // n/N step through the matching lines.
+        out.clear();
+        s.handle(Action::PrevMatch, &mut out);
+        assert_eq!(s.current, Some(Match::Seq(1_003)));
+        s.handle(Action::PrevMatch, &mut out);
+        assert_eq!(s.current, Some(Match::Seq(1_001)));
+        // A stale answer (another term) changes nothing; & again shows every line.
+        assert!(!s.apply_filtered(&id(), "other", 1, &found, 1_000));
+        s.handle(Action::FilterLines, &mut out);
+        assert!(!s.filtering());
+        assert_eq!(s.dep.lines.len(), 103);
+        // A new term while filtering filters again.
+        s.handle(Action::FilterLines, &mut out);
+        out.clear();
+        search_for(&mut s, "error", &mut out);
+        assert_eq!(
+            requests(&out),
+            [Request::FilterLog {
+                id: id(),
+                query: "error".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn wrap_keeps_the_last_lines_in_view_when_following() {
+        let mut long = lines(1, 10);
+        long[9].line.text = "x".repeat(300);
+        // 11 columns of time and mark, then the text: 311 cells, 4 rows at 80 columns.
+        let start = wrapped_start(&long.clone().into(), 6, 80);
+        assert_eq!(start, 7, "the long last line (4 rows) and two more");
+        let start = wrapped_start(&long.into(), 2, 80);
+        assert_eq!(start, 9, "a line taller than the pane still shows");
+        let mut s = opened();
+        let mut out = Vec::new();
+        s.handle(Action::Wrap, &mut out);
+        assert!(s.wrap);
+        s.handle(Action::Wrap, &mut out);
+        assert!(!s.wrap);
     }
 }

@@ -1,7 +1,7 @@
 //! The deploy wizard: repository and ref (checked in the background: `git ls-remote`, then
 //! the framework detected with its reason), the framework (detected, or picked from the
-//! catalog), the guest (name suggested from the repository, LXC or VM, node with its free
-//! capacity), resources (the framework's defaults until typed), environment variables (values
+//! catalog), the guest (name suggested from the repository; a new guest, LXC or VM, on a node
+//! with its free capacity, or an existing host reached over SSH: address, port, user), resources (the framework's defaults until typed), environment variables (values
 //! masked), and a review of what the engine would create before the deploy is confirmed.
 //!
 //! Owns the form: `tui-input` fields, the page, the focus, the errors (from
@@ -63,7 +63,7 @@ impl Page {
     fn fields(self) -> &'static [FieldId] {
         match self {
             Page::Source => &[FieldId::Repo, FieldId::Ref],
-            Page::Guest => &[FieldId::Name, FieldId::Type, FieldId::Node],
+            Page::Guest => &[FieldId::Name, FieldId::Target, FieldId::Type, FieldId::Node],
             Page::Resources => &[
                 FieldId::Cores,
                 FieldId::Memory,
@@ -79,7 +79,7 @@ impl Page {
         match self {
             Page::Source => &["repo", "ref"],
             Page::Framework => &["framework"],
-            Page::Guest => &["name", "type", "node"],
+            Page::Guest => &["name", "type", "node", "host", "ssh-port", "ssh-user"],
             Page::Resources => &["cores", "memory", "disk", "port"],
             Page::Env => &["env"],
             Page::Review => &[],
@@ -92,8 +92,13 @@ enum FieldId {
     Repo,
     Ref,
     Name,
+    /// A new guest or an existing host.
+    Target,
     Type,
     Node,
+    Host,
+    SshPort,
+    SshUser,
     Cores,
     Memory,
     Disk,
@@ -102,7 +107,7 @@ enum FieldId {
 
 impl FieldId {
     fn is_text(self) -> bool {
-        !matches!(self, FieldId::Type | FieldId::Node)
+        !matches!(self, FieldId::Type | FieldId::Node | FieldId::Target)
     }
 
     /// The name `DeployInput::validate` uses for it.
@@ -111,6 +116,10 @@ impl FieldId {
             FieldId::Repo => "repo",
             FieldId::Ref => "ref",
             FieldId::Name => "name",
+            FieldId::Target => "target",
+            FieldId::Host => "host",
+            FieldId::SshPort => "ssh-port",
+            FieldId::SshUser => "ssh-user",
             FieldId::Type => "type",
             FieldId::Node => "node",
             FieldId::Cores => "cores",
@@ -125,6 +134,10 @@ impl FieldId {
             FieldId::Repo => "Repository",
             FieldId::Ref => "Ref",
             FieldId::Name => "Name",
+            FieldId::Target => "Onto",
+            FieldId::Host => "Host",
+            FieldId::SshPort => "SSH port",
+            FieldId::SshUser => "SSH user",
             FieldId::Type => "Type",
             FieldId::Node => "Node",
             FieldId::Cores => "Cores",
@@ -134,6 +147,23 @@ impl FieldId {
         }
     }
 }
+
+/// Where the app goes: a guest proxdeck creates, or a host that exists (`deploy --host`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    #[default]
+    NewGuest,
+    Host,
+}
+
+/// The Guest page's fields for a host that exists.
+const HOST_FIELDS: [FieldId; 5] = [
+    FieldId::Name,
+    FieldId::Target,
+    FieldId::Host,
+    FieldId::SshPort,
+    FieldId::SshUser,
+];
 
 /// Where new guests go.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -184,6 +214,10 @@ pub struct WizardScreen {
     port: Input,
     guest_type: GuestType,
     node: NodeChoice,
+    target: Target,
+    host: Input,
+    ssh_port: Input,
+    ssh_user: Input,
     /// 0: auto (detected); i: the catalog's entry i-1.
     framework: usize,
     env: Vec<(String, String)>,
@@ -220,6 +254,10 @@ impl WizardScreen {
             port: Input::default(),
             guest_type: GuestType::Lxc,
             node: NodeChoice::Default,
+            target: Target::NewGuest,
+            host: Input::default(),
+            ssh_port: Input::default(),
+            ssh_user: Input::default(),
             framework: 0,
             env: Vec::new(),
             env_sel: 0,
@@ -240,8 +278,18 @@ impl WizardScreen {
         self.page
     }
 
+    /// The fields of the page shown: the Guest page asks for a host's address instead of a
+    /// type and a node when the app goes onto an existing host.
+    fn fields(&self) -> &'static [FieldId] {
+        if self.page == Page::Guest && self.target == Target::Host {
+            &HOST_FIELDS
+        } else {
+            self.page.fields()
+        }
+    }
+
     fn field(&self) -> Option<FieldId> {
-        self.page.fields().get(self.focus).copied()
+        self.fields().get(self.focus).copied()
     }
 
     pub fn mode(&self) -> Mode {
@@ -268,7 +316,10 @@ impl WizardScreen {
             FieldId::Memory => &mut self.memory,
             FieldId::Disk => &mut self.disk,
             FieldId::Port => &mut self.port,
-            FieldId::Type | FieldId::Node => return None,
+            FieldId::Host => &mut self.host,
+            FieldId::SshPort => &mut self.ssh_port,
+            FieldId::SshUser => &mut self.ssh_user,
+            FieldId::Type | FieldId::Node | FieldId::Target => return None,
         })
     }
 
@@ -281,7 +332,10 @@ impl WizardScreen {
             FieldId::Memory => &self.memory,
             FieldId::Disk => &self.disk,
             FieldId::Port => &self.port,
-            FieldId::Type | FieldId::Node => return None,
+            FieldId::Host => &self.host,
+            FieldId::SshPort => &self.ssh_port,
+            FieldId::SshUser => &self.ssh_user,
+            FieldId::Type | FieldId::Node | FieldId::Target => return None,
         })
     }
 
@@ -323,6 +377,15 @@ impl WizardScreen {
     pub fn input(&self) -> DeployInput {
         let text = |i: &Input| Some(i.value().trim().to_string()).filter(|v| !v.is_empty());
         let number = |i: &Input| text(i).and_then(|v| v.parse::<u32>().ok());
+        let onto_host = self.target == Target::Host;
+        // `ADDRESS[:PORT]`, as `deploy --host` takes it (an IPv6 address in brackets).
+        let host = text(&self.host)
+            .filter(|_| onto_host)
+            .map(|h| match text(&self.ssh_port) {
+                Some(p) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{p}"),
+                Some(p) => format!("{h}:{p}"),
+                None => h,
+            });
         DeployInput {
             repo: self.repo.value().trim().to_string(),
             git_ref: text(&self.git_ref),
@@ -339,6 +402,8 @@ impl WizardScreen {
                 NodeChoice::Named(n) => Some(n.clone()),
             },
             env: self.env.clone(),
+            host,
+            ssh_user: text(&self.ssh_user).filter(|_| onto_host),
             ..DeployInput::default()
         }
     }
@@ -356,6 +421,21 @@ impl WizardScreen {
             let v = input.value().trim();
             if !v.is_empty() && v.parse::<u32>().is_err() {
                 errors.push((field, format!("{v:?} is not a whole number")));
+            }
+        }
+        if self.target == Target::Host {
+            let port = self.ssh_port.value().trim();
+            if !port.is_empty() && !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                errors.push((
+                    "ssh-port",
+                    format!("{port:?} is not a port (1 to 65535; empty: 22)"),
+                ));
+            }
+            if self.host.value().trim().is_empty() {
+                errors.push((
+                    "host",
+                    "the address of the host to deploy onto (an IP address or a DNS name)".into(),
+                ));
             }
         }
         if let Err(e) = self.input().validate(Catalog::builtin()) {
@@ -592,16 +672,23 @@ impl WizardScreen {
             (Page::Review, Action::Up) => self.review_scroll = self.review_scroll.saturating_sub(1),
             (Page::Review, Action::Down) => self.review_scroll += 1,
             (Page::Review, Action::Submit) => self.confirm(out),
+            // Enter: the next page when this one is complete; else the first field to fix.
             (_, Action::Submit) => {
-                let fields = self.page.fields();
-                if self.focus + 1 < fields.len() {
-                    self.focus += 1;
-                } else {
-                    self.next_page(out);
+                self.revalidate();
+                let fields = self.fields();
+                let wrong = fields.iter().position(|f| self.error(f.check()).is_some());
+                match wrong {
+                    Some(i) if i != self.focus => {
+                        self.focus = i;
+                        if let Some(first) = self.page_errors().first() {
+                            self.notice = Some(format!("Fix this first: {first}"));
+                        }
+                    }
+                    _ => self.next_page(out),
                 }
             }
             (_, Action::NextField) => {
-                let n = self.page.fields().len();
+                let n = self.fields().len();
                 if n > 0 {
                     self.focus = (self.focus + 1) % n;
                 }
@@ -610,7 +697,7 @@ impl WizardScreen {
                 }
             }
             (_, Action::PrevField) => {
-                let n = self.page.fields().len();
+                let n = self.fields().len();
                 if n > 0 {
                     self.focus = (self.focus + n - 1) % n;
                 }
@@ -623,6 +710,12 @@ impl WizardScreen {
                     };
                 }
                 Some(FieldId::Node) => self.cycle_node(cluster),
+                Some(FieldId::Target) => {
+                    self.target = match self.target {
+                        Target::NewGuest => Target::Host,
+                        Target::Host => Target::NewGuest,
+                    };
+                }
                 _ => return false,
             },
             _ => return false,
@@ -759,7 +852,7 @@ impl WizardScreen {
         placeholders: &[(FieldId, String)],
     ) -> u16 {
         let mut y = area.y;
-        for (i, f) in self.page.fields().iter().enumerate() {
+        for (i, f) in self.fields().iter().enumerate() {
             let Some(input) = self.input_of(*f) else {
                 continue;
             };
@@ -987,6 +1080,78 @@ impl WizardScreen {
                 Span::styled(format!(" {text} "), theme.muted())
             }
         };
+        let target_line = choice(
+            self.field() == Some(FieldId::Target),
+            FieldId::Target.label(),
+            vec![
+                pick(self.target == Target::NewGuest, "a new guest"),
+                Span::raw(" "),
+                pick(self.target == Target::Host, "an existing host"),
+            ],
+        );
+        if y < area.bottom() {
+            frame.render_widget(
+                Paragraph::new(target_line),
+                Rect {
+                    y,
+                    height: 1,
+                    ..area
+                },
+            );
+            y += 1;
+        }
+        if self.target == Target::Host {
+            let placeholders = [
+                (FieldId::Host, "10.0.0.5 or app.lan".to_string()),
+                (FieldId::SshPort, "22".to_string()),
+                (FieldId::SshUser, "the config's guest.ssh_user".to_string()),
+            ];
+            for (i, f) in HOST_FIELDS.iter().enumerate().skip(2) {
+                let Some(input) = self.input_of(*f) else {
+                    continue;
+                };
+                let placeholder = placeholders
+                    .iter()
+                    .find(|(id, _)| id == f)
+                    .map_or("", |(_, p)| p.as_str());
+                let field = Field {
+                    label: f.label(),
+                    input,
+                    placeholder,
+                    focused: i == self.focus,
+                    masked: false,
+                    error: self.error(f.check()),
+                    theme,
+                };
+                let h = field.height();
+                if y + h > area.bottom() {
+                    break;
+                }
+                field.render(
+                    frame,
+                    Rect {
+                        y,
+                        height: h,
+                        ..area
+                    },
+                );
+                y += h;
+            }
+            let note = "No guest is created: proxdeck connects over SSH with its key \
+                        (keys/id_ed25519.pub in the user's authorized_keys; root or sudo -n), \
+                        then installs and starts the app there.";
+            let lines: Vec<Line> = wrap(note, usize::from(area.width))
+                .into_iter()
+                .map(|l| Line::from(Span::styled(l, theme.muted())))
+                .collect();
+            let rest = Rect {
+                y: (y + 1).min(area.bottom()),
+                height: area.bottom().saturating_sub(y + 1),
+                ..area
+            };
+            frame.render_widget(Paragraph::new(lines), rest);
+            return;
+        }
         let type_line = choice(
             self.field() == Some(FieldId::Type),
             "Type",
@@ -1388,7 +1553,7 @@ mod tests {
 
         w.focus = 0;
         typed(&mut w, "file:///srv/git/flask-sample.git");
-        act(&mut w, Action::Submit);
+        // The page is complete (the ref may stay empty): enter goes on.
         let out = act(&mut w, Action::Submit);
         assert_eq!(w.page(), Page::Framework);
         assert!(matches!(
@@ -1417,7 +1582,7 @@ mod tests {
     fn choices_toggle_and_numbers_are_checked() {
         let mut w = WizardScreen::new();
         w.page = Page::Guest;
-        w.focus = 1;
+        w.focus = 2;
         assert_eq!(w.mode(), Mode::WizardChoice);
         act(&mut w, Action::Toggle);
         assert_eq!(w.input().guest_type, "vm");
@@ -1513,5 +1678,39 @@ mod tests {
         w.apply_reviewed(&w.input(), &Err("proxmox is not configured".into()));
         assert!(act(&mut w, Action::Submit).is_empty());
         assert!(w.notice.as_deref().unwrap().contains("not configured"));
+    }
+
+    #[test]
+    fn an_existing_host_replaces_type_and_node_with_its_address() {
+        let mut w = WizardScreen::new();
+        w.repo = Input::new("file:///srv/git/flask-sample.git".into());
+        detected_flask(&mut w);
+        w.page = Page::Guest;
+        w.focus = 1;
+        act(&mut w, Action::Toggle);
+        assert_eq!(w.fields(), HOST_FIELDS);
+        // Without an address the page is not complete: enter goes to the host field.
+        let out = act(&mut w, Action::Submit);
+        assert!(out.is_empty());
+        assert_eq!((w.page(), w.field()), (Page::Guest, Some(FieldId::Host)));
+        assert!(w.notice.as_deref().unwrap_or("").contains("host"));
+        typed(&mut w, "10.0.0.5");
+        act(&mut w, Action::NextField);
+        typed(&mut w, "70000");
+        assert!(w.error("ssh-port").unwrap().contains("not a port"));
+        w.ssh_port = Input::new("2222".into());
+        act(&mut w, Action::NextField);
+        typed(&mut w, "deploy");
+        w.revalidate();
+        let input = w.input();
+        assert_eq!(input.host.as_deref(), Some("10.0.0.5:2222"));
+        assert_eq!(input.ssh_user.as_deref(), Some("deploy"));
+        act(&mut w, Action::Submit);
+        assert_eq!(w.page(), Page::Resources);
+        // IPv6 goes in brackets; back to a new guest, no host is sent.
+        w.host = Input::new("fd00::5".into());
+        assert_eq!(w.input().host.as_deref(), Some("[fd00::5]:2222"));
+        w.target = Target::NewGuest;
+        assert_eq!((w.input().host, w.input().ssh_user), (None, None));
     }
 }

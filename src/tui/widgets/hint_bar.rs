@@ -62,7 +62,10 @@ mod tests {
     #[test]
     fn hints_come_from_the_keymap() {
         let text = rendered(100);
-        assert!(text.starts_with(" n new  enter details  l logs"), "{text}");
+        assert!(
+            text.starts_with(" n new  enter details  a actions"),
+            "{text}"
+        );
         assert!(text.ends_with("? help  q quit  : cmd"), "{text}");
     }
 

@@ -8,4 +8,4 @@ pub mod text;
 
 pub use field::Field;
 pub use hint_bar::HintBar;
-pub use popup::{ConfirmPopup, ErrorPopup, HelpPopup};
+pub use popup::{ConfirmPopup, ErrorPopup, HelpPopup, MenuPopup};

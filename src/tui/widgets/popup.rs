@@ -184,6 +184,91 @@ impl Widget for HelpPopup<'_> {
     }
 }
 
+/// A menu of choices, each with its key: what may be done to the selected row, or what the
+/// table sorts by. The highlighted entry runs with enter, any entry with its key.
+pub struct MenuPopup<'a> {
+    pub title: &'a str,
+    /// `(key, words, marked)`: `marked` shows a `•` (the current choice).
+    pub items: &'a [(String, String, bool)],
+    pub selected: usize,
+    /// A line under the entries (why some actions are missing).
+    pub note: Option<&'a str>,
+    pub theme: &'a Theme,
+}
+
+impl Widget for MenuPopup<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let key_w = self
+            .items
+            .iter()
+            .map(|i| i.0.chars().count())
+            .max()
+            .unwrap_or(1);
+        let note_lines = self
+            .note
+            .map(|n| wrap(n, usize::from(MAX_WIDTH - 4)))
+            .unwrap_or_default();
+        let longest = self
+            .items
+            .iter()
+            .map(|i| key_w + 5 + i.1.chars().count())
+            .chain(note_lines.iter().map(|l| l.chars().count()))
+            .chain(std::iter::once(self.title.chars().count() + 2))
+            .max()
+            .unwrap_or(10);
+        let width = u16::try_from(longest + 4)
+            .unwrap_or(MAX_WIDTH)
+            .min(MAX_WIDTH)
+            .min(area.width);
+        let extra = if note_lines.is_empty() {
+            0
+        } else {
+            note_lines.len() + 1
+        };
+        let height = u16::try_from(self.items.len() + extra + 2)
+            .unwrap_or(u16::MAX)
+            .min(area.height);
+        if width < 12 || height < 3 {
+            return;
+        }
+        let popup = area.centered(Constraint::Length(width), Constraint::Length(height));
+        let block = Block::bordered()
+            .border_style(self.theme.focused())
+            .title(Span::styled(
+                format!(" {} ", self.title),
+                self.theme.title(),
+            ))
+            .padding(Padding::horizontal(1));
+        let mut text: Vec<Line> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, (key, words, marked))| {
+                let mark = if *marked { "•" } else { " " };
+                let line = Line::from(vec![
+                    Span::styled(format!("{key:<key_w$}"), self.theme.hint_key()),
+                    Span::raw(format!(" {mark} {words}")),
+                ]);
+                if i == self.selected {
+                    line.style(self.theme.selected())
+                } else {
+                    line
+                }
+            })
+            .collect();
+        if !note_lines.is_empty() {
+            text.push(Line::default());
+            text.extend(
+                note_lines
+                    .into_iter()
+                    .map(|l| Line::from(Span::styled(l, self.theme.muted()))),
+            );
+        }
+        Clear.render(popup, buf);
+        Paragraph::new(text).block(block).render(popup, buf);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
