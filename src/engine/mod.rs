@@ -5,6 +5,7 @@
 //! `EngineEvent`s.
 
 pub mod applogs;
+pub mod autodeploy;
 pub mod detect;
 pub mod guest;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod reads;
 pub mod report;
 pub mod serve;
 pub mod shell;
+pub mod snapshots;
 pub mod ssh;
 pub mod sync;
 pub mod terraform;

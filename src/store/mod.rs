@@ -8,8 +8,10 @@
 //! transition never lands. [`Db`] is the async handle the engine uses: every call runs on a
 //! blocking thread, never on the async workers.
 
+pub mod autodeploy;
 mod jobs;
 mod migrations;
+mod snapshots;
 pub mod stats;
 
 use crate::domain::{Deployment, DeploymentId, GuestType, IllegalTransition, Stage, Status};
