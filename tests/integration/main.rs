@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod autodeploy;
 mod e2e;
 mod frameworks;
 mod harness;
@@ -13,6 +14,7 @@ mod provisioning;
 mod proxmox;
 mod recovery;
 mod runner;
+mod snapshots;
 mod templates;
 mod terraform_flow;
 mod tui;
