@@ -391,6 +391,42 @@ impl Engine {
                     });
                 });
             }
+            Request::LoadSnapshots(id) => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    out.send(match super::snapshots::view(&engine, id).await {
+                        Ok(v) => EngineEvent::Snapshots(Box::new(v)),
+                        Err(e) => EngineEvent::Error(format!("snapshots: {e}")),
+                    });
+                });
+            }
+            Request::Restore { id, snapshot } => self.submit_on(Op::Restore { snapshot }, id, pipe),
+            Request::AutoDeploy { id, on } => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    let key = id.clone();
+                    let set = engine
+                        .db
+                        .call(move |s| s.set_auto_deploy(&key, on))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|_| {
+                            super::worker::ensure_for_auto_deploy(&engine).map_err(|e| {
+                                format!("proxdeck's worker (which polls) could not be started: {e}")
+                            })
+                        });
+                    out.send(match set {
+                        Ok(()) => EngineEvent::Notice(format!(
+                            "auto-deploy is {} for {id}",
+                            if on { "on" } else { "off" }
+                        )),
+                        Err(e) => EngineEvent::Error(format!("auto-deploy: {e}")),
+                    });
+                    if let Ok(v) = super::snapshots::view(&engine, id).await {
+                        out.send(EngineEvent::Snapshots(Box::new(v)));
+                    }
+                });
+            }
             Request::OpenLog(id) => {
                 let key = id.clone();
                 match watcher.call(move |s| s.logs_tail(&key, LOG_TAIL)).await {

@@ -605,6 +605,50 @@ async fn health_check(
     Ok(())
 }
 
+/// What the dashboard's details screen shows: the guest's snapshots (a listing that fails
+/// is shown as its reason, not as an error) and the deployment's auto-deploy state.
+pub async fn view(
+    engine: &Engine,
+    id: crate::domain::DeploymentId,
+) -> Result<crate::protocol::SnapshotsView, String> {
+    use crate::protocol::{SnapshotItem, SnapshotsView};
+    let key = id.clone();
+    let (d, auto) = engine
+        .db
+        .call(move |s| Ok((s.get(&key)?, s.auto_deploy(&key)?)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let has_guest = d.origin != Origin::Host && d.vmid.is_some() && d.node.is_some();
+    let (snapshots, unavailable) = if has_guest && d.status != Status::Deleted {
+        match list(engine, &d).await {
+            Ok(l) => (
+                Some(Ok(l
+                    .snapshots
+                    .into_iter()
+                    .map(|s| SnapshotItem {
+                        name: s.snapshot.name,
+                        taken: s.snapshot.snaptime as i64,
+                        commit: s.commit,
+                    })
+                    .collect())),
+                l.unavailable,
+            ),
+            Err(e) => (Some(Err(e.to_string())), None),
+        }
+    } else {
+        (None, None)
+    };
+    let auto = auto.unwrap_or_default();
+    Ok(SnapshotsView {
+        id,
+        snapshots,
+        unavailable,
+        auto_deploy: auto.enabled,
+        auto_deploy_error: auto.last_error.zip(auto.last_error_at),
+        auto_deploy_failures: auto.failures,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
