@@ -23,7 +23,13 @@ use std::time::Duration;
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
 const QUICK: Duration = Duration::from_secs(60);
 
-fn config_text(pve: &FakePve, ssh_port: u16, app_root: &Path, guest: std::net::Ipv4Addr) -> String {
+fn config_text(
+    pve: &FakePve,
+    ssh_port: u16,
+    app_root: &Path,
+    guest: std::net::Ipv4Addr,
+    datastore: &str,
+) -> String {
     format!(
         "[proxmox]\n\
          endpoint = \"{url}\"\n\
@@ -35,7 +41,7 @@ fn config_text(pve: &FakePve, ssh_port: u16, app_root: &Path, guest: std::net::I
          ssh_user = \"root\"\n\
          app_root = \"{app_root}\"\n\
          os_template = \"{OS_TEMPLATE}\"\n\
-         datastore = \"local-lvm\"\n\
+         datastore = \"{datastore}\"\n\
          bridge = \"vmbr0\"\n\n\
          [network]\n\
          pool = \"{guest}/32\"\n\
@@ -120,7 +126,11 @@ fn snapshots_before_changes_list_and_restore_against_the_fake_proxmox() {
     let first = git.head(repo).unwrap();
     let port = free_port_any().unwrap().to_string();
     let config = root.join("config.toml");
-    write_private(&config, &config_text(&pve, ssh.port(), &app_root, guest)).unwrap();
+    write_private(
+        &config,
+        &config_text(&pve, ssh.port(), &app_root, guest, "local-lvm"),
+    )
+    .unwrap();
     let proxdeck = Proxdeck::new(config, data_dir.clone(), root);
     let logs = || {
         proxdeck
@@ -300,5 +310,101 @@ fn snapshots_before_changes_list_and_restore_against_the_fake_proxmox() {
     assert_eq!(listed(&proxdeck, &id).len(), 2, "no new snapshot");
 
     must(&["destroy", &id, "--yes"], DEPLOY_TIMEOUT);
+    app.stop();
+}
+
+#[test]
+fn a_datastore_that_cannot_snapshot_is_said_once_at_preflight_and_changes_go_on() {
+    if skip_without(
+        "a_datastore_that_cannot_snapshot_is_said_once_at_preflight_and_changes_go_on",
+        &[
+            Part::Fakepve,
+            Part::Sshd,
+            Part::Terraform,
+            Part::Git,
+            Part::GuestPython,
+        ],
+    ) {
+        return;
+    }
+    let work = tempfile::Builder::new()
+        .prefix("proxdeck-snapdir-")
+        .tempdir()
+        .unwrap();
+    let root = work.path();
+    let data_dir = root.join("data");
+    let app_root = root.join("apps");
+    let name = format!("snapdir-{}", random_hex(6));
+    let app = AppGuard::new(app_root.join(&name).join("run/app.pid"));
+    let pve = FakePve::start(loopback()).expect("start fakepve");
+    // A directory storage for containers: Proxmox cannot snapshot a container there.
+    pve.ctl(
+        "storage",
+        json!({"name": "plain", "attrs": {"type": "dir", "content": "images,rootdir"}}),
+    )
+    .unwrap();
+    let guest = loopback();
+    let ssh = SshHost::start(guest, &data_dir.join("keys/id_ed25519.pub")).expect("start sshd");
+    let git = GitServer::start(loopback()).expect("start git daemon");
+    let sample = git.add_flask_app("snapdir-sample").unwrap();
+    let port = free_port_any().unwrap().to_string();
+    let config = root.join("config.toml");
+    write_private(
+        &config,
+        &config_text(&pve, ssh.port(), &app_root, guest, "plain"),
+    )
+    .unwrap();
+    let proxdeck = Proxdeck::new(config, data_dir.clone(), root);
+    let logs = || {
+        proxdeck
+            .run(&["logs", &name], QUICK)
+            .map(|d| d.stdout)
+            .unwrap_or_default()
+    };
+    let must = |args: &[&str]| -> Finished {
+        let done = proxdeck.run(args, DEPLOY_TIMEOUT).unwrap();
+        assert!(
+            done.success(),
+            "{args:?}: {}\n--- logs ---\n{}\n--- fakepve ---\n{}",
+            done.describe(),
+            logs(),
+            pve.log_tail()
+        );
+        done
+    };
+    let deployed = must(&[
+        "deploy",
+        "--repo",
+        &sample.git_url,
+        "--framework",
+        "flask",
+        "--type",
+        "lxc",
+        "--name",
+        &name,
+        "--port",
+        &port,
+        "--json",
+    ]);
+    let id = text(&json_of(&deployed, "deploy --json")["id"]);
+    let warning = "warning: storage plain (dir) cannot snapshot a CT";
+    assert!(
+        deployed.stderr.contains(warning),
+        "no preflight warning:\n{}",
+        deployed.stderr
+    );
+    // A redeploy goes on without a snapshot, and says so quietly, not as a second warning.
+    must(&["redeploy", &id]);
+    let log = logs();
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
+    assert!(
+        log.contains("no snapshot before redeploy: storage plain (dir)"),
+        "{log}"
+    );
+    let listed = proxdeck.run(&["snapshots", &id, "--json"], QUICK).unwrap();
+    let v = json_of(&listed, "snapshots --json");
+    assert_eq!(v["snapshots"].as_array().map(Vec::len), Some(0), "{v}");
+    assert!(text(&v["unavailable"]).contains("plain (dir)"), "{v}");
+    must(&["destroy", &id, "--yes"]);
     app.stop();
 }
