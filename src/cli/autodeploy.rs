@@ -3,7 +3,7 @@
 //! the worker's (`engine::autodeploy`); turning it on makes sure the worker runs.
 
 use super::{AutoDeployArgs, CliError, print_json};
-use crate::domain::{OpKind, policy, present};
+use crate::domain::present;
 use crate::engine::Engine;
 use crate::store::autodeploy::AutoDeploy;
 
@@ -18,48 +18,23 @@ fn when(ms: i64) -> String {
 }
 
 pub(super) async fn command(engine: &Engine, a: &AutoDeployArgs) -> Result<(), CliError> {
-    let key = a.id.clone();
-    let d = engine.db.call(move |s| s.find(&key)).await?;
-    let state = match a.state.as_deref() {
-        Some("on") => {
-            // Auto-deploy queues redeploys: refuse what could never be redeployed.
-            if d.origin == crate::domain::Origin::Imported {
-                return Err(CliError::failed(
-                    policy::check(OpKind::Redeploy, &d)
-                        .err()
-                        .map(|r| r.0)
-                        .unwrap_or_default(),
-                ));
-            }
-            let id = d.id.clone();
-            let s = engine
-                .db
-                .call(move |s| s.set_auto_deploy(&id, true))
-                .await?;
-            crate::engine::worker::ensure_running(engine).map_err(|e| {
-                CliError::failed(format!(
-                    "auto-deploy is on, but proxdeck's worker (which polls) could not be started: {e}"
-                ))
-            })?;
-            s
-        }
-        Some(_) => {
-            let id = d.id.clone();
-            engine
-                .db
-                .call(move |s| s.set_auto_deploy(&id, false))
-                .await?
-        }
+    let (d, state) = match a.state.as_deref() {
+        Some(state) => crate::engine::autodeploy::set(engine, &a.id, state == "on")
+            .await
+            .map_err(CliError::failed)?,
         None => {
+            let key = a.id.clone();
+            let d = engine.db.call(move |s| s.find(&key)).await?;
             let id = d.id.clone();
-            engine
+            let state = engine
                 .db
                 .call(move |s| s.auto_deploy(&id))
                 .await?
                 .unwrap_or(AutoDeploy {
                     deployment: d.id.clone(),
                     ..AutoDeploy::default()
-                })
+                });
+            (d, state)
         }
     };
     if a.json {

@@ -158,6 +158,19 @@ async fn poll_one(engine: &Engine, mut a: AutoDeploy) -> Result<(), StoreError> 
         Err(e) => return Err(e),
     };
     a.last_checked_at = Some(now);
+    if d.status == Status::Deleted {
+        // Destroyed: nothing to redeploy any more, and no reason to keep the worker polling.
+        let id = d.id.clone();
+        engine
+            .db
+            .call(move |s| s.set_auto_deploy(&id, false))
+            .await?;
+        tracing::info!(
+            "auto-deploy of {}: turned off, the deployment is DELETED",
+            d.id
+        );
+        return Ok(());
+    }
     if let Some(wait) = not_now(&d) {
         // Not a failure: look again after the interval.
         tracing::debug!("auto-deploy of {}: {wait}", d.id);
@@ -207,11 +220,52 @@ async fn poll_one(engine: &Engine, mut a: AutoDeploy) -> Result<(), StoreError> 
     record(engine, a).await
 }
 
+/// Turns auto-deploy on or off for a deployment (id or name), for both front ends: a
+/// DELETED or imported deployment is refused (nothing proxdeck could redeploy), and turning it
+/// on makes sure the worker runs.
+pub async fn set(
+    engine: &Engine,
+    target: &str,
+    on: bool,
+) -> Result<(Deployment, AutoDeploy), String> {
+    let key = target.to_string();
+    let d = engine
+        .db
+        .call(move |s| s.find(&key))
+        .await
+        .map_err(|e| e.to_string())?;
+    if on {
+        if d.status == Status::Deleted {
+            return Err(format!(
+                "{} is DELETED: there is nothing to redeploy",
+                crate::domain::present::who(&d)
+            ));
+        }
+        if d.origin == crate::domain::Origin::Imported {
+            return Err(policy::check(OpKind::Redeploy, &d)
+                .err()
+                .map(|r| r.0)
+                .unwrap_or_default());
+        }
+    }
+    let id = d.id.clone();
+    let state = engine
+        .db
+        .call(move |s| s.set_auto_deploy(&id, on))
+        .await
+        .map_err(|e| e.to_string())?;
+    if on {
+        super::worker::ensure_running(engine).map_err(|e| {
+            format!(
+                "auto-deploy is on, but proxdeck's worker (which polls) could not be started: {e}"
+            )
+        })?;
+    }
+    Ok((d, state))
+}
+
 /// Why the deployment cannot be redeployed now (it is busy, or never ran), if so.
 fn not_now(d: &Deployment) -> Option<String> {
-    if d.status == Status::Deleted {
-        return Some("the deployment is DELETED".into());
-    }
     policy::check(OpKind::Redeploy, d).err().map(|r| r.0)
 }
 
@@ -251,7 +305,7 @@ mod tests {
         assert_eq!(not_now(&d), None);
         d.status = Status::Pending;
         assert!(not_now(&d).is_some());
-        d.status = Status::Deleted;
-        assert!(not_now(&d).unwrap().contains("DELETED"));
+        d.status = Status::Deploying;
+        assert!(not_now(&d).unwrap().contains("DEPLOYING"));
     }
 }

@@ -404,21 +404,11 @@ impl Engine {
             Request::AutoDeploy { id, on } => {
                 let (engine, out) = (self.clone(), out.clone());
                 tokio::spawn(async move {
-                    let key = id.clone();
-                    let set = engine
-                        .db
-                        .call(move |s| s.set_auto_deploy(&key, on))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|_| {
-                            super::worker::ensure_for_auto_deploy(&engine).map_err(|e| {
-                                format!("proxdeck's worker (which polls) could not be started: {e}")
-                            })
-                        });
-                    out.send(match set {
-                        Ok(()) => EngineEvent::Notice(format!(
-                            "auto-deploy is {} for {id}",
-                            if on { "on" } else { "off" }
+                    out.send(match super::autodeploy::set(&engine, &id.0, on).await {
+                        Ok((d, _)) => EngineEvent::Notice(format!(
+                            "auto-deploy is {} for {}",
+                            if on { "on" } else { "off" },
+                            crate::domain::present::who(&d)
                         )),
                         Err(e) => EngineEvent::Error(format!("auto-deploy: {e}")),
                     });

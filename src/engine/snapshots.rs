@@ -385,11 +385,9 @@ pub async fn before_change(
             Ok(())
         }
         Err(e) if op == "destroy" => {
+            // The guest may be half made or half gone: the destroy goes on.
             let _ = reporter
-                .lines(
-                    LogStream::Stderr,
-                    vec![format!("warning: no snapshot before destroy: {e}")],
-                )
+                .info(format!("no snapshot before destroy: {e}"))
                 .await;
             Ok(())
         }
