@@ -32,6 +32,25 @@ fn text(v: &Value) -> String {
         .unwrap_or_else(|| v.to_string())
 }
 
+/// The pid the worker wrote in its lock file.
+fn worker_pid(data_dir: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(data_dir.join("worker.lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The process runs (and is not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Polls `look` every half second until it returns `Some`, for at most `within`.
 fn wait_for<T>(what: &str, within: Duration, mut look: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
@@ -136,6 +155,15 @@ fn auto_deploy_picks_up_a_push_and_backs_off_on_a_failing_build() {
     assert_eq!(text(&dep["commit"]), first, "{dep}");
     let url = text(&dep["url"]);
     assert_eq!(state()["enabled"], true);
+    // The worker that ran the deploy stays past idle_exit_secs = 1 (no command runs meanwhile
+    // that could start another one).
+    let worker = worker_pid(&data_dir).expect("the worker's pid in worker.lock");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(worker_pid(&data_dir), Some(worker));
+    assert!(
+        alive(worker),
+        "the worker {worker} exited although auto-deploy is on"
+    );
 
     // A push: the worker (still there although idle_exit_secs = 1) redeploys it.
     let body = format!("second release {}", random_hex(8));
@@ -234,6 +262,10 @@ fn auto_deploy_picks_up_a_push_and_backs_off_on_a_failing_build() {
         "auto-deploy off",
     );
     assert_eq!(off["enabled"], false);
+    // Nothing left to poll: the worker exits when idle.
+    wait_for("the worker exits", Duration::from_secs(60), || {
+        (!alive(worker)).then_some(())
+    });
     must(&["destroy", &name, "--yes"], DEPLOY_TIMEOUT);
     app.stop();
 }
