@@ -1402,6 +1402,25 @@ fn details_list_snapshots_restore_the_selected_one_and_toggle_auto_deploy() {
         auto_deploy_failures: 2,
         ..SnapshotsView::default()
     })));
+    app.apply(&EngineEvent::Details(Box::new(DetailsSnapshot {
+        deployment: typical()[1].clone(),
+        history: Vec::new(),
+        stages: Vec::new(),
+        next_step: None,
+        job: None,
+    })));
+    // Drawn under the fields: auto-deploy with its last failure, the snapshots with the cursor.
+    let screen = draw(&mut app, 120, 60);
+    for text in [
+        "auto-deploy",
+        "off (a turns it on)",
+        "(2 in a row, the old release still runs): redeploy job #7 failed: build",
+        "Snapshots",
+        "  by-hand",
+        "› pd-redeploy-9f3c2a1-20261130221500",
+    ] {
+        assert!(screen.contains(text), "no {text:?} in:\n{screen}");
+    }
     // The newest is under the cursor; V asks, y restores it.
     app.on_ui_event(ch('V'));
     assert_eq!(app.mode(), Mode::Confirm);
