@@ -208,13 +208,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show(a) => {
             let engine = open_engine(&cli)?;
             let key = a.id.clone();
-            let (d, history, job) = engine
+            let (d, history, job, auto) = engine
                 .db
                 .call(move |s| {
                     let d = s.find(&key)?;
                     let h = s.history(&d.id)?;
                     let j = s.active_job_for(&d.id)?;
-                    Ok((d, h, j))
+                    let a = s.auto_deploy(&d.id)?.filter(|a| a.enabled);
+                    Ok((d, h, j, a))
                 })
                 .await?;
             if a.json {
@@ -222,9 +223,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     serde_json::to_value(&d).map_err(|e| CliError::failed(e.to_string()))?;
                 v["history"] = serde_json::to_value(&history).unwrap_or_default();
                 v["job"] = serde_json::to_value(&job).unwrap_or_default();
+                v["auto_deploy"] = serde_json::to_value(&auto).unwrap_or_default();
                 print_json(&v)
             } else {
                 print::print_details(&d, &history, job.as_ref());
+                if let Some(a) = auto {
+                    println!(
+                        "auto-deploy: on{}",
+                        a.last_error
+                            .map(|e| format!(
+                                " (last failure, {} in a row: {e}; `proxdeck auto-deploy {}` says more)",
+                                a.failures, d.id
+                            ))
+                            .unwrap_or_default()
+                    );
+                }
                 Ok(())
             }
         }

@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// The longest a `git ls-remote` may take.
 const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Repositories looked at at once in one sweep.
+const PARALLEL_POLLS: usize = 8;
 /// Who queued the job, as jobs and the audit log record it.
 pub const REQUESTER: &str = "auto-deploy via worker";
 
@@ -99,11 +101,20 @@ async fn sweep(engine: &Engine) -> bool {
             return true;
         }
     };
+    // A slow or hanging Git host delays only its own deployments.
+    let mut polls = tokio::task::JoinSet::new();
     for a in &list {
-        if let Err(e) = poll_one(engine, a.clone()).await {
-            tracing::error!("auto-deploy of {}: {e}", a.deployment);
+        while polls.len() >= PARALLEL_POLLS {
+            polls.join_next().await;
         }
+        let (engine, a) = (engine.clone(), a.clone());
+        polls.spawn(async move {
+            if let Err(e) = poll_one(&engine, a.clone()).await {
+                tracing::error!("auto-deploy of {}: {e}", a.deployment);
+            }
+        });
     }
+    while polls.join_next().await.is_some() {}
     !list.is_empty()
 }
 

@@ -254,7 +254,13 @@ fn auto_deploy_picks_up_a_push_and_backs_off_on_a_failing_build() {
     // The release that ran answers still, and the record keeps its commit.
     let answer = wait_http_ok(&url, Duration::from_secs(30)).expect("the app still answers");
     assert!(answer.body.contains(&body), "{}", answer.body);
-    assert_eq!(text(&show()["commit"]), second);
+    let shown = show();
+    assert_eq!(text(&shown["commit"]), second);
+    // `show` says it too.
+    assert!(
+        shown["auto_deploy"]["failures"].as_u64().unwrap_or(0) >= 2,
+        "{shown}"
+    );
 
     // Off: the state says so.
     let off = json_of(
