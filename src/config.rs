@@ -56,6 +56,8 @@ struct RawConfig {
     #[serde(default)]
     vm: RawVm,
     #[serde(default)]
+    logs: RawLogs,
+    #[serde(default)]
     jobs: RawJobs,
     #[serde(default)]
     snapshots: RawSnapshots,
@@ -83,6 +85,13 @@ struct RawAutoDeploy {
 struct RawJobs {
     max_parallel: Option<u32>,
     idle_exit_secs: Option<u64>,
+}
+
+/// `[logs]`: how long the logs of deleted deployments are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    keep_deleted_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -433,6 +442,17 @@ impl Default for AutoDeployConfig {
     }
 }
 
+/// `[logs]`: retention of deployment logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogsConfig {
+    /// How long the log of a deleted (destroyed) deployment is kept (`logs.keep_deleted_days`,
+    /// default 30; 0 removes it at the next start of proxdeck or `proxdeck logs --prune`).
+    pub keep_deleted: Duration,
+}
+
+/// Days a deleted deployment's log is kept unless `logs.keep_deleted_days` says otherwise.
+pub const DEFAULT_KEEP_DELETED_DAYS: u32 = 30;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where the settings came from (shown by `doctor` and in errors).
@@ -445,6 +465,7 @@ pub struct Config {
     pub terraform: TerraformConfig,
     pub timeouts: Timeouts,
     pub vm: VmConfig,
+    pub logs: LogsConfig,
     pub jobs: JobsConfig,
     pub snapshots: SnapshotsConfig,
     pub auto_deploy: AutoDeployConfig,
@@ -665,17 +686,7 @@ impl Config {
             },
             app_root: {
                 let root = g.app_root.unwrap_or_else(|| "/opt/proxdeck".to_string());
-                if !root.starts_with('/')
-                    || root.len() < 2
-                    || root.chars().any(|c| c.is_control())
-                    || root.contains("..")
-                {
-                    return Err(invalid(
-                        "guest.app_root",
-                        format!("{root:?} must be an absolute path without '..'"),
-                    ));
-                }
-                root.trim_end_matches('/').to_string()
+                validate_app_root(&root).map_err(|m| invalid("guest.app_root", m))?
             },
             vmid_range: match g.vmid_range {
                 Some(r) => parse_vmid_range(&r)?,
@@ -799,6 +810,18 @@ impl Config {
         };
         let snapshots = parse_snapshots(raw.snapshots)?;
         let auto_deploy = parse_auto_deploy(raw.auto_deploy)?;
+        let keep_days = match raw.logs.keep_deleted_days {
+            Some(d) if d > 36_500 => {
+                return Err(invalid(
+                    "logs.keep_deleted_days",
+                    format!("{d} days is over a hundred years; use 0-36500"),
+                ));
+            }
+            d => d.unwrap_or(DEFAULT_KEEP_DELETED_DAYS),
+        };
+        let logs = LogsConfig {
+            keep_deleted: Duration::from_secs(u64::from(keep_days) * 86_400),
+        };
 
         Ok(Config {
             path: PathBuf::new(),
@@ -812,6 +835,7 @@ impl Config {
             terraform,
             timeouts,
             vm,
+            logs,
             jobs,
             snapshots,
             auto_deploy,
@@ -975,6 +999,38 @@ fn check_username(u: &str) -> Result<(), ConfigError> {
 
 /// A SHA-256 certificate fingerprint as Proxmox shows it (`AB:CD:...`, 32 bytes), with or
 /// without colons, any case.
+/// The folder apps live in on their guests (`guest.app_root`), checked the way the
+/// provisioning and removal scripts check each app's folder (`APP_ROOT/NAME`): an absolute
+/// path of letters, digits, '_', '-', '.' and '/', without '..', below `/` (so the app's
+/// folder is at least two levels down). Shared by the config and the script renderers, so a
+/// root the config accepts is never refused on the guest (where a refusal would also make
+/// the deployment impossible to destroy). Returns it without trailing slashes.
+pub fn validate_app_root(root: &str) -> Result<String, String> {
+    let trimmed = root.trim_end_matches('/');
+    if !root.starts_with('/') {
+        return Err(format!(
+            "{root:?} must be an absolute path, e.g. /opt/proxdeck"
+        ));
+    }
+    if trimmed.is_empty() {
+        return Err(format!(
+            "{root:?} is the root folder; apps need a folder of their own, e.g. /opt/proxdeck"
+        ));
+    }
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_./-".contains(*c)))
+    {
+        return Err(format!(
+            "{root:?} holds {c:?}; use letters, digits, '_', '-', '.' and '/' (the provisioning scripts refuse anything else)"
+        ));
+    }
+    if trimmed.contains("..") || trimmed.contains("//") {
+        return Err(format!("{root:?} must not contain '..' or '//'"));
+    }
+    Ok(trimmed.to_string())
+}
+
 pub fn parse_fingerprint(f: &str) -> Result<[u8; 32], ConfigError> {
     let hex: String = f
         .trim()
@@ -1259,9 +1315,9 @@ api_token = "root@pam!proxdeck=00000000-0000-0000-0000-000000000000"
 # fingerprint = "AB:CD:...:EF"
 # Skip TLS verification. Only for testing: anyone on the path can read your token.
 insecure = false
-# The node new guests go to; "auto" (or leaving it out) places each guest on the online node
-# with the most free memory that fits it.
-node = "pve"
+# The node new guests go to (e.g. "pve"); "auto" (or leaving it out) places each guest on the
+# online node with the most free memory that fits it.
+node = "auto"
 # Each API call's timeout, retries of calls safe to repeat, and how long to wait for a task.
 # timeout_secs = 30
 # retries = 3
@@ -1333,6 +1389,11 @@ address_secs = 300
 # terraform_apply_secs = 1800
 # terraform_destroy_secs = 1800
 
+[logs]
+# How long the log of a destroyed deployment is kept (0: removed at the next start of
+# proxdeck, or by `proxdeck logs --prune`, which also gives the space back).
+keep_deleted_days = 30
+
 [jobs]
 # Every operation (deploy, redeploy, destroy, ...) is a job run by proxdeck's worker, a
 # background process detached from the terminal: closing the dashboard or losing the SSH
@@ -1362,6 +1423,45 @@ jitter_secs = 10
 max_backoff_secs = 3600
 "#;
 
+/// Values of the template that mean "not edited yet": (key, value as written there).
+const PLACEHOLDERS: &[(&str, &str)] = &[
+    ("proxmox.endpoint", "https://pve.example.lan:8006/"),
+    (
+        "proxmox.api_token",
+        "root@pam!proxdeck=00000000-0000-0000-0000-000000000000",
+    ),
+];
+
+impl Config {
+    /// Settings still at the template's example values, each with what to do: a config that
+    /// `config init` wrote and nobody edited. Checks the values in force (the environment
+    /// may have replaced them).
+    pub fn placeholders(&self) -> Vec<String> {
+        let Some(p) = &self.proxmox else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let endpoint_host = url::Url::parse(PLACEHOLDERS[0].1)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string));
+        if p.endpoint.host_str().map(str::to_string) == endpoint_host {
+            found.push(format!(
+                "{}: still the example {} from the template; set your Proxmox's address (https://HOST:8006/) or PROXMOX_VE_ENDPOINT",
+                PLACEHOLDERS[0].0, PLACEHOLDERS[0].1
+            ));
+        }
+        // The example's secret part, whatever token id was put in front of it.
+        let example_secret = PLACEHOLDERS[1].1.split_once('=').map(|(_, s)| s);
+        if p.has_token() && p.api_token.expose().split_once('=').map(|(_, s)| s) == example_secret {
+            found.push(format!(
+                "{}: still the template's example token; create one in Datacenter > Permissions > API Tokens and set USER@REALM!TOKENID=SECRET (or PROXMOX_VE_API_TOKEN)",
+                PLACEHOLDERS[1].0
+            ));
+        }
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1378,7 +1478,30 @@ mod tests {
         let c = Config::parse(TEMPLATE, &env(&[])).unwrap();
         let p = c.proxmox().unwrap();
         assert_eq!(p.endpoint.as_str(), "https://pve.example.lan:8006/");
-        assert_eq!(p.node, "pve");
+        // The README's default.
+        assert_eq!(p.node, AUTO_NODE);
+        assert_eq!(
+            c.logs.keep_deleted,
+            Duration::from_secs(u64::from(DEFAULT_KEEP_DELETED_DAYS) * 86_400)
+        );
+        // Untouched, it is flagged: both example values.
+        let flagged = c.placeholders();
+        assert_eq!(flagged.len(), 2, "{flagged:?}");
+        assert!(flagged[0].starts_with("proxmox.endpoint:"));
+        assert!(flagged[1].starts_with("proxmox.api_token:"));
+        // Edited (or overridden by the environment), it is not.
+        let edited = Config::parse(
+            TEMPLATE,
+            &env(&[
+                ("PROXMOX_VE_ENDPOINT", "https://10.0.0.2:8006/"),
+                (
+                    "PROXMOX_VE_API_TOKEN",
+                    "root@pam!pd=0b5c1a4e-1111-2222-3333-444455556666",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert!(edited.placeholders().is_empty());
         assert!(!p.insecure);
         assert_eq!(c.guest.ssh_user, "root");
         assert_eq!(c.timeouts.health, Duration::from_secs(120));
@@ -1426,6 +1549,9 @@ mod tests {
             ("[proxmox]\napi_token = \"a@b!c=d\"", "proxmox.endpoint"),
             ("[guest]\ndatastore = \"a b\"", "guest.datastore"),
             ("[guest]\napp_root = \"relative\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/opt/my apps\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/srv/$HOME\"", "guest.app_root"),
             ("[guest]\nvlan = 5000", "guest.vlan"),
             (
                 "[network]\npool = \"10.0.0.0/33\"\ngateway = \"10.0.0.1\"",
@@ -1624,6 +1750,10 @@ mod tests {
             ("[vm]\nuser = \"Root User\"", "vm.user"),
             ("[vm]\ncpu_type = \"a;b\"", "vm.cpu_type"),
             ("[vm]\nagent_timeout_secs = 0", "vm.agent_timeout_secs"),
+            (
+                "[logs]\nkeep_deleted_days = 99999",
+                "logs.keep_deleted_days",
+            ),
             (
                 "[terraform]\nmirror = \"/does/not/exist\"",
                 "terraform.mirror",

@@ -40,6 +40,17 @@ pub enum ProvisionError {
     NoRecipe { framework: String, recipe: String },
     #[error("the provisioning script does not render: {0}")]
     Render(String),
+    #[error("guest.app_root: {0}")]
+    AppRoot(String),
+}
+
+/// The app's folder must sit in a root the config would accept: the same check
+/// ([`crate::config::validate_app_root`]) guards the config and every script rendered here.
+fn check_app_dir(app_dir: &str) -> Result<(), ProvisionError> {
+    let root = app_dir.rsplit_once('/').map(|(root, _)| root).unwrap_or("");
+    crate::config::validate_app_root(if root.is_empty() { "/" } else { root })
+        .map(|_| ())
+        .map_err(ProvisionError::AppRoot)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -215,6 +226,7 @@ fn template(recipe: &str) -> Option<&'static str> {
 
 /// Renders the provisioning script for `framework` with `vars`.
 pub fn render_script(framework: &Framework, vars: &ScriptVars) -> Result<String, ProvisionError> {
+    check_app_dir(&vars.app_dir)?;
     let template = template(&framework.recipe).ok_or_else(|| ProvisionError::NoRecipe {
         framework: framework.id.clone(),
         recipe: framework.recipe.clone(),
@@ -252,8 +264,10 @@ impl Place {
 /// Renders the script that stops and removes the app `name` (service, folder, user) from its
 /// host.
 pub fn render_remove(name: &str, app_root: &str) -> Result<String, ProvisionError> {
+    let place = Place::new(name, app_root);
+    check_app_dir(&place.app_dir)?;
     engine()?
-        .render_template(REMOVE, &Place::new(name, app_root))
+        .render_template(REMOVE, &place)
         .map_err(|e| ProvisionError::Render(e.to_string()))
 }
 
@@ -270,6 +284,7 @@ pub fn render_logs(
         follow,
         ..Place::new(name, app_root)
     };
+    check_app_dir(&place.app_dir)?;
     engine()?
         .render_template(LOGS, &place)
         .map_err(|e| ProvisionError::Render(e.to_string()))
@@ -425,6 +440,38 @@ mod tests {
                 .unwrap()
                 .contains("FOLLOW=0")
         );
+    }
+
+    #[test]
+    fn scripts_refuse_an_app_root_the_config_refuses() {
+        let (fw, mut v) = vars("flask", &[]);
+        for (root, ok) in [
+            ("/opt/proxdeck", true),
+            ("/srv/apps/", true),
+            ("/opt/my apps", false),
+            ("/", false),
+            ("/srv/../etc", false),
+            ("/srv/$x", false),
+        ] {
+            v.app_dir = app_dir(root, "shop");
+            let by_config = crate::config::validate_app_root(root).is_ok();
+            assert_eq!(by_config, ok, "config on {root:?}");
+            assert_eq!(render_script(&fw, &v).is_ok(), ok, "script for {root:?}");
+            assert_eq!(
+                render_remove("shop", root).is_ok(),
+                ok,
+                "remove for {root:?}"
+            );
+            assert_eq!(
+                render_logs("shop", root, 10, false).is_ok(),
+                ok,
+                "logs for {root:?}"
+            );
+        }
+        let err = render_remove("shop", "/opt/my apps")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("guest.app_root: "), "{err}");
     }
 
     #[test]

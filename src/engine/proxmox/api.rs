@@ -1,6 +1,7 @@
 //! Typed Proxmox endpoints proxdeck uses: version, nodes, cluster resources, storages and
 //! their content, node networks, the caller's permissions, guest status, power actions, LXC
-//! interfaces and the QEMU guest agent's interfaces.
+//! interfaces and the QEMU guest agent's interfaces, a guest's configuration, and deleting a
+//! guest.
 //!
 //! Owns the shapes of those answers (numbers that Proxmox sometimes sends as strings are read
 //! either way) and the privileges a deployment needs. It does no retries or auth of its own:
@@ -499,6 +500,33 @@ impl Client {
         }
     }
 
+    /// A guest's configuration (`GET /nodes/{node}/{kind}/{vmid}/config`): its description,
+    /// tags, ... as Proxmox stores them.
+    pub async fn guest_config(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Value> {
+        self.call(&Call::get(&[
+            "nodes",
+            node,
+            kind.path(),
+            &vmid.to_string(),
+            "config",
+        ]))
+        .await
+    }
+
+    /// Deletes a stopped guest (`purge`: also from backup jobs, replication and HA); returns
+    /// its task's UPID. Not retried once sent.
+    pub async fn delete_guest(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<String> {
+        let call = Call::delete(&["nodes", node, kind.path(), &vmid.to_string()]).param("purge", 1);
+        let what = call.describe();
+        match self.call(&call).await? {
+            Value::String(upid) => Ok(upid),
+            other => Err(ProxmoxError::Decode {
+                what,
+                cause: format!("expected a task id, got {other}"),
+            }),
+        }
+    }
+
     /// The addresses of a container's interfaces (none while it is stopped).
     pub async fn lxc_interfaces(&self, node: &str, vmid: u32) -> Result<Vec<GuestIface>> {
         let v = self
@@ -750,13 +778,8 @@ impl Client {
     ) -> Result<String> {
         let mut path = Client::snapshot_path(node, kind, vmid);
         path.push(name.to_string());
-        let call = Call {
-            method: reqwest::Method::DELETE,
-            path,
-            params: Vec::new(),
-            repeat: super::Repeat::Once,
-        };
-        self.task_of(call).await
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        self.task_of(Call::delete(&path)).await
     }
 
     /// Starts a rollback of the guest to a snapshot (the guest is stopped by it and left
@@ -773,18 +796,6 @@ impl Client {
         path.push("rollback".into());
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
         self.task_of(Call::post(&path)).await
-    }
-
-    /// The guest's current config (`GET /nodes/{node}/{lxc|qemu}/{vmid}/config`).
-    pub async fn guest_config(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Value> {
-        self.call(&Call::get(&[
-            "nodes",
-            node,
-            kind.path(),
-            &vmid.to_string(),
-            "config",
-        ]))
-        .await
     }
 
     async fn task_of(&self, call: Call<'_>) -> Result<String> {
