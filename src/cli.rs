@@ -14,10 +14,12 @@ use crate::engine::{Engine, ssh};
 use std::path::PathBuf;
 
 mod args;
+mod autodeploy;
 mod cluster;
 mod jobs;
 mod logs;
 mod print;
+mod snapshots;
 
 pub use crate::engine::ops::format_line;
 pub use args::*;
@@ -126,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let engine = open_engine(&cli)?;
             let options = pipeline::DeployOptions {
                 os_template: args.os_template.clone(),
+                auto_deploy: args.auto_deploy,
             };
             if args.plan {
                 return plan(&engine, input, options, args.json).await;
@@ -210,13 +213,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show(a) => {
             let engine = open_engine(&cli)?;
             let key = a.id.clone();
-            let (d, history, job) = engine
+            let (d, history, job, auto) = engine
                 .db
                 .call(move |s| {
                     let d = s.find(&key)?;
                     let h = s.history(&d.id)?;
                     let j = s.active_job_for(&d.id)?;
-                    Ok((d, h, j))
+                    let a = s.auto_deploy(&d.id)?.filter(|a| a.enabled);
+                    Ok((d, h, j, a))
                 })
                 .await?;
             if a.json {
@@ -224,9 +228,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     serde_json::to_value(&d).map_err(|e| CliError::failed(e.to_string()))?;
                 v["history"] = serde_json::to_value(&history).unwrap_or_default();
                 v["job"] = serde_json::to_value(&job).unwrap_or_default();
+                v["auto_deploy"] = serde_json::to_value(&auto).unwrap_or_default();
                 print_json(&v)
             } else {
                 print::print_details(&d, &history, job.as_ref());
+                if let Some(a) = auto {
+                    println!(
+                        "auto-deploy: on{}",
+                        a.last_error
+                            .map(|e| format!(
+                                " (last failure, {} in a row: {e}; `proxdeck auto-deploy {}` says more)",
+                                a.failures, d.id
+                            ))
+                            .unwrap_or_default()
+                    );
+                }
                 Ok(())
             }
         }
@@ -243,6 +259,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Resources(a) => cluster::resources(&cli, a.orphans, a.json).await,
         Command::Doctor(a) => cluster::doctor(&cli, a.json).await,
         Command::Stats(a) => print::stats_command(&cli, a.json).await,
+        Command::Snapshots(a) => snapshots::list(&open_engine(&cli)?, a).await,
+        Command::Snapshot(a) => {
+            let engine = open_engine(&cli)?;
+            let op = Op::Snapshot {
+                name: a.name.clone(),
+            };
+            jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
+        }
+        Command::Restore(a) => {
+            let engine = open_engine(&cli)?;
+            let d = snapshots::check_restore(&engine, a).await?;
+            let op = Op::Restore {
+                snapshot: a.snapshot.clone(),
+            };
+            jobs::run(&engine, follow(&d.id.0, op, a.detach, a.json)).await
+        }
+        Command::AutoDeploy(a) => autodeploy::command(&open_engine(&cli)?, a).await,
         Command::SshKey => {
             let dir = data_dir(&cli).join("keys");
             let keys = ssh::ensure_key(&dir).map_err(|e| CliError::failed(e.to_string()))?;
@@ -312,6 +345,7 @@ async fn render(cli: &Cli, args: &RenderArgs) -> Result<(), CliError> {
     let engine = open_engine(cli)?;
     let options = pipeline::DeployOptions {
         os_template: args.deploy.os_template.clone(),
+        auto_deploy: false,
     };
     let report = pipeline::render_workspace(&engine, input, options, &args.out).await?;
     if args.deploy.json {
@@ -372,6 +406,13 @@ pub fn open_engine(cli: &Cli) -> Result<Engine, CliError> {
     }
     if let Ok(exe) = std::env::current_exe() {
         engine = engine.with_worker_process(exe, Some(config_path(cli)));
+    }
+    // Deployments with auto-deploy on need the worker polling: any command brings it back
+    // (after a reboot, say). The worker itself does not start another.
+    if !matches!(cli.command, Some(Command::Worker))
+        && let Err(e) = crate::engine::worker::ensure_for_auto_deploy(&engine)
+    {
+        eprintln!("notice: auto-deploy needs proxdeck's worker, which could not be started: {e}");
     }
     Ok(engine)
 }

@@ -59,6 +59,25 @@ struct RawConfig {
     logs: RawLogs,
     #[serde(default)]
     jobs: RawJobs,
+    #[serde(default)]
+    snapshots: RawSnapshots,
+    #[serde(default)]
+    auto_deploy: RawAutoDeploy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshots {
+    before: Option<Vec<String>>,
+    keep: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoDeploy {
+    interval_secs: Option<u64>,
+    jitter_secs: Option<u64>,
+    max_backoff_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,6 +391,57 @@ impl Default for JobsConfig {
     }
 }
 
+/// Snapshots of a deployment's whole guest before a change (`[snapshots]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotsConfig {
+    /// The operations a snapshot is taken before: `redeploy`, `rollback`, `destroy`
+    /// (default: all three; `[]` takes none).
+    pub before: Vec<String>,
+    /// How many of the snapshots proxdeck took before a change it keeps per guest (older
+    /// ones are deleted; snapshots taken by name or by hand are never deleted).
+    pub keep: u32,
+}
+
+impl SnapshotsConfig {
+    pub const OPS: [&'static str; 3] = ["redeploy", "rollback", "destroy"];
+
+    pub fn before(&self, op: &str) -> bool {
+        self.before.iter().any(|o| o == op)
+    }
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig {
+            before: SnapshotsConfig::OPS.iter().map(|s| s.to_string()).collect(),
+            keep: 5,
+        }
+    }
+}
+
+/// How the worker polls the repositories of deployments with auto-deploy on
+/// (`[auto_deploy]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoDeployConfig {
+    /// Time between two looks at a deployment's ref (`git ls-remote`).
+    pub interval: Duration,
+    /// Up to this much is added at random to each wait, so many deployments do not poll the
+    /// same Git host at the same moment.
+    pub jitter: Duration,
+    /// The longest wait after failures in a row (the wait doubles with each failure).
+    pub max_backoff: Duration,
+}
+
+impl Default for AutoDeployConfig {
+    fn default() -> Self {
+        AutoDeployConfig {
+            interval: Duration::from_secs(60),
+            jitter: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// `[logs]`: retention of deployment logs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogsConfig {
@@ -397,6 +467,8 @@ pub struct Config {
     pub vm: VmConfig,
     pub logs: LogsConfig,
     pub jobs: JobsConfig,
+    pub snapshots: SnapshotsConfig,
+    pub auto_deploy: AutoDeployConfig,
     /// Warnings for the user (e.g. a config file readable by others).
     pub warnings: Vec<String>,
 }
@@ -734,6 +806,8 @@ impl Config {
                 JobsConfig::default().idle_exit.as_secs(),
             )?,
         };
+        let snapshots = parse_snapshots(raw.snapshots)?;
+        let auto_deploy = parse_auto_deploy(raw.auto_deploy)?;
         let keep_days = match raw.logs.keep_deleted_days {
             Some(d) if d > 36_500 => {
                 return Err(invalid(
@@ -761,9 +835,103 @@ impl Config {
             vm,
             logs,
             jobs,
+            snapshots,
+            auto_deploy,
             warnings: Vec::new(),
         })
     }
+}
+
+fn parse_snapshots(raw: RawSnapshots) -> Result<SnapshotsConfig, ConfigError> {
+    let mut out = SnapshotsConfig::default();
+    if let Some(before) = raw.before {
+        for op in &before {
+            if !SnapshotsConfig::OPS.contains(&op.as_str()) {
+                return Err(invalid(
+                    "snapshots.before",
+                    format!(
+                        "{op:?} is not an operation a snapshot can precede; use some of {:?} (or [] for none)",
+                        SnapshotsConfig::OPS
+                    ),
+                ));
+            }
+        }
+        out.before = before;
+    }
+    match raw.keep {
+        Some(0) => {
+            return Err(invalid(
+                "snapshots.keep",
+                "0 would delete every snapshot right after taking it; use at least 1 (or snapshots.before = [] to take none)",
+            ));
+        }
+        Some(n) if n > 100 => {
+            return Err(invalid(
+                "snapshots.keep",
+                format!("{n} is more than proxdeck keeps per guest (100 at most)"),
+            ));
+        }
+        Some(n) => out.keep = n,
+        None => {}
+    }
+    Ok(out)
+}
+
+fn parse_auto_deploy(raw: RawAutoDeploy) -> Result<AutoDeployConfig, ConfigError> {
+    let d = AutoDeployConfig::default();
+    let interval = match raw.interval_secs {
+        Some(0) => {
+            return Err(invalid(
+                "auto_deploy.interval_secs",
+                "0 would poll without pause; use at least 1",
+            ));
+        }
+        Some(s) if s > 86_400 => {
+            return Err(invalid(
+                "auto_deploy.interval_secs",
+                format!("{s} is more than a day; use at most 86400"),
+            ));
+        }
+        Some(s) => Duration::from_secs(s),
+        None => d.interval,
+    };
+    let jitter = match raw.jitter_secs {
+        Some(s) if Duration::from_secs(s) > interval => {
+            return Err(invalid(
+                "auto_deploy.jitter_secs",
+                format!(
+                    "{s} is more than the interval ({} s); use at most that",
+                    interval.as_secs()
+                ),
+            ));
+        }
+        Some(s) => Duration::from_secs(s),
+        None => d.jitter.min(interval / 2),
+    };
+    let max_backoff = match raw.max_backoff_secs {
+        Some(s) if Duration::from_secs(s) < interval => {
+            return Err(invalid(
+                "auto_deploy.max_backoff_secs",
+                format!(
+                    "{s} is less than the interval ({} s); use at least that",
+                    interval.as_secs()
+                ),
+            ));
+        }
+        Some(s) if s > 7 * 86_400 => {
+            return Err(invalid(
+                "auto_deploy.max_backoff_secs",
+                format!("{s} is more than a week; use at most 604800"),
+            ));
+        }
+        Some(s) => Duration::from_secs(s),
+        None => d.max_backoff.max(interval),
+    };
+    Ok(AutoDeployConfig {
+        interval,
+        jitter,
+        max_backoff,
+    })
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -1236,7 +1404,27 @@ keep_deleted_days = 30
 # session does not stop it. How many jobs run at once; the others wait as QUEUED.
 max_parallel = 4
 # The worker exits after this long without work (a command or the dashboard starts it again).
+# It stays while any deployment has auto-deploy on.
 idle_exit_secs = 10
+
+[snapshots]
+# A snapshot of the whole guest (through the Proxmox API) before each of these operations,
+# named after the deployed commit, with the commit in its description (`proxdeck restore`).
+# Needs storage that snapshots: lvmthin, zfspool, rbd, btrfs; a `dir`/NFS storage only for
+# qcow2 VM disks. Proxmox deletes a guest's snapshots with the guest, so the one before
+# `destroy` protects a destroy that stops halfway.
+before = ["redeploy", "rollback", "destroy"]
+# How many of those snapshots are kept per guest (ones you name are never deleted).
+keep = 5
+
+[auto_deploy]
+# `deploy --auto-deploy` / `proxdeck auto-deploy ID on`: the worker looks at the ref with
+# `git ls-remote` every interval (plus up to jitter_secs at random) and queues a redeploy
+# when its commit changed. No webhook: works behind NAT. Failures in a row double the wait,
+# up to max_backoff_secs.
+interval_secs = 60
+jitter_secs = 10
+max_backoff_secs = 3600
 "#;
 
 /// Values of the template that mean "not edited yet": (key, value as written there).
@@ -1390,6 +1578,20 @@ mod tests {
             ("[jobs]\nmax_parallel = 0", "jobs.max_parallel"),
             ("[jobs]\nmax_parallel = 500", "jobs.max_parallel"),
             ("[jobs]\nidle_exit_secs = 0", "jobs.idle_exit_secs"),
+            ("[snapshots]\nbefore = [\"deploy\"]", "snapshots.before"),
+            ("[snapshots]\nkeep = 0", "snapshots.keep"),
+            (
+                "[auto_deploy]\ninterval_secs = 0",
+                "auto_deploy.interval_secs",
+            ),
+            (
+                "[auto_deploy]\ninterval_secs = 5\njitter_secs = 9",
+                "auto_deploy.jitter_secs",
+            ),
+            (
+                "[auto_deploy]\ninterval_secs = 50\nmax_backoff_secs = 10",
+                "auto_deploy.max_backoff_secs",
+            ),
             (
                 "[terraform]\ntemplates_dir = \"/does/not/exist\"",
                 "terraform.templates_dir",

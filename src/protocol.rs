@@ -73,6 +73,19 @@ pub enum Request {
         query: String,
     },
     CloseLog,
+    /// The guest's snapshots (Proxmox) and the deployment's auto-deploy state, for the
+    /// details screen. Answered by `Snapshots`.
+    LoadSnapshots(DeploymentId),
+    /// Roll the guest back to a snapshot (a restore job).
+    Restore {
+        id: DeploymentId,
+        snapshot: String,
+    },
+    /// Turn auto-deploy on or off. Answered by `Notice` (and a fresh `Snapshots`) or `Error`.
+    AutoDeploy {
+        id: DeploymentId,
+        on: bool,
+    },
     /// The app's own log over SSH: the last `lines`, then follow. `AppLog` events, then
     /// `AppLogEnded`.
     StartAppLog {
@@ -220,6 +233,32 @@ pub enum EngineEvent {
     Jobs(Vec<Job>),
     /// Something the user should know that is not a failure (shown briefly).
     Notice(String),
+    /// A deployment's snapshots and auto-deploy state (after `LoadSnapshots`).
+    Snapshots(Box<SnapshotsView>),
+}
+
+/// What the details screen shows about a deployment's snapshots and auto-deploy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotsView {
+    pub id: DeploymentId,
+    /// The guest's snapshots, oldest first, or why they cannot be listed (`None`: the
+    /// deployment has no Proxmox guest).
+    pub snapshots: Option<Result<Vec<SnapshotItem>, String>>,
+    /// Why the guest's storage cannot snapshot, when proxdeck found out.
+    pub unavailable: Option<String>,
+    pub auto_deploy: bool,
+    /// The last auto-deploy failure (message, Unix ms) and how many in a row.
+    pub auto_deploy_error: Option<(String, i64)>,
+    pub auto_deploy_failures: u32,
+}
+
+/// One snapshot in the details screen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotItem {
+    pub name: String,
+    /// Unix seconds.
+    pub taken: i64,
+    pub commit: Option<String>,
 }
 
 /// Matching lines a `LogFiltered` answer holds at most: what the log pane keeps of a filter.

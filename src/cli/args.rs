@@ -83,6 +83,60 @@ pub enum Command {
     /// Statistics: totals, success rate, deployments per day, time per stage, per framework
     /// (guests imported by sync are not deployments and are not counted).
     Stats(JsonArgs),
+    /// List the snapshots of a deployment's guest (Proxmox), with the commit each holds.
+    Snapshots(IdArgs),
+    /// Take a snapshot of a deployment's whole guest through the Proxmox API (default name:
+    /// from the deployed commit and the time).
+    Snapshot(SnapshotArgs),
+    /// Roll a deployment's guest back to a snapshot: the guest is shut down, rolled back and
+    /// started, the app health-checked, and the record's commit set to the snapshot's.
+    Restore(RestoreArgs),
+    /// Turn deploy-on-push on or off: the worker polls the repository's ref (`git ls-remote`,
+    /// no webhook) and redeploys when its commit changes. Without on/off: show the state.
+    AutoDeploy(AutoDeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// The snapshot's name (letters, digits, - and _, starting with a letter; at most 40).
+    pub name: Option<String>,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// The snapshot to return to (`proxdeck snapshots ID` lists them).
+    pub snapshot: String,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AutoDeployArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// on or off.
+    #[arg(value_parser = ["on", "off"])]
+    pub state: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,6 +389,10 @@ pub struct DeployArgs {
     /// this terminal (`proxdeck logs -f ID` follows it).
     #[arg(long)]
     pub detach: bool,
+    /// Redeploy on push: the worker polls the ref (`git ls-remote`, every
+    /// auto_deploy.interval_secs) and redeploys when its commit changes. No webhook needed.
+    #[arg(long = "auto-deploy")]
+    pub auto_deploy: bool,
     /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,

@@ -173,6 +173,14 @@ async fn finish(engine: &Engine, job: Job, json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     let d = engine.db.call(move |s| s.get(&id)).await?;
+    if job.kind() == OpKind::Snapshot {
+        if json {
+            let name = outcome.detail.as_ref().and_then(|v| v.get("snapshot"));
+            return print_json(&serde_json::json!({"snapshot": name, "deployment": d}));
+        }
+        println!("{}", outcome.message);
+        return Ok(());
+    }
     if json {
         return print_json(&d);
     }

@@ -1,5 +1,5 @@
 //! Jobs: every operation a user asks for (deploy, retry, redeploy, rollback, destroy, start,
-//! stop, restart, forget, sync) is a `Job` row in the store, run by proxdeck's worker process.
+//! stop, restart, forget, sync, snapshot, restore) is a `Job` row in the store, run by proxdeck's worker process.
 //! Owns the operation's kind and arguments ([`Op`]), the job's states and their meaning, and
 //! the typed outcome a finished job leaves. Pure data: the store persists it, the engine runs
 //! it, the front ends show it.
@@ -33,10 +33,12 @@ pub enum OpKind {
     Restart,
     Forget,
     Sync,
+    Snapshot,
+    Restore,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 10] = [
+    pub const ALL: [OpKind; 12] = [
         OpKind::Deploy,
         OpKind::Retry,
         OpKind::Redeploy,
@@ -47,6 +49,8 @@ impl OpKind {
         OpKind::Restart,
         OpKind::Forget,
         OpKind::Sync,
+        OpKind::Snapshot,
+        OpKind::Restore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +65,8 @@ impl OpKind {
             OpKind::Restart => "restart",
             OpKind::Forget => "forget",
             OpKind::Sync => "sync",
+            OpKind::Snapshot => "snapshot",
+            OpKind::Restore => "restore",
         }
     }
 
@@ -114,6 +120,16 @@ pub enum Op {
     },
     /// Import the cluster's guests, update known ones.
     Sync,
+    /// Take a snapshot of the deployment's whole guest through the Proxmox API (this name,
+    /// or one made from the deployed commit).
+    Snapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Roll the guest back to one of its snapshots: stop, roll back, start, health check.
+    Restore {
+        snapshot: String,
+    },
 }
 
 impl Op {
@@ -129,6 +145,8 @@ impl Op {
             Op::Restart => OpKind::Restart,
             Op::Forget { .. } => OpKind::Forget,
             Op::Sync => OpKind::Sync,
+            Op::Snapshot { .. } => OpKind::Snapshot,
+            Op::Restore { .. } => OpKind::Restore,
         }
     }
 }
@@ -238,6 +256,10 @@ mod tests {
                 git_ref: Some("v2".into()),
             },
             Op::Sync,
+            Op::Snapshot { name: None },
+            Op::Restore {
+                snapshot: "pd-abc1234".into(),
+            },
         ] {
             let text = serde_json::to_string(&op).unwrap();
             assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op, "{text}");

@@ -115,6 +115,33 @@ pub fn check(op: OpKind, d: &Deployment) -> Result<(), Refusal> {
                 Ok(())
             }
         }
+        OpKind::Snapshot | OpKind::Restore => {
+            let verb = if op == OpKind::Snapshot {
+                "take a snapshot of"
+            } else {
+                "restore"
+            };
+            if d.origin == Origin::Host {
+                refuse(format!(
+                    "{who} runs on a host proxdeck did not create: snapshots are of Proxmox guests; snapshot that host where it is managed"
+                ))
+            } else if imported && op == OpKind::Restore {
+                refuse(format!(
+                    "{who} was imported by sync: proxdeck did not deploy an app there to restore and check; roll it back in Proxmox"
+                ))
+            } else if d.vmid.is_none() || d.node.is_none() {
+                refuse(format!(
+                    "{who} has no guest on Proxmox yet (no vmid or node recorded): nothing to {verb}"
+                ))
+            } else if !matches!(d.status, Status::Running | Status::Stopped | Status::Failed) {
+                refuse(format!(
+                    "{who} is {}: only a RUNNING, STOPPED or FAILED deployment's guest can {verb}; wait for its work to finish",
+                    d.status
+                ))
+            } else {
+                Ok(())
+            }
+        }
         OpKind::Forget => {
             let gone = d.status == Status::Deleted || d.missing_since.is_some();
             if !imported && !gone {
@@ -145,11 +172,17 @@ pub fn check_op(op: &Op, d: &Deployment) -> Result<(), Refusal> {
     }
 }
 
-/// The operations `check` allows on `d`, in menu order (sync is not about one deployment).
+/// The operations `check` allows on `d`, in menu order (sync is not about one deployment;
+/// snapshots have their own list in the details screen, where a restore names its snapshot).
 pub fn allowed(d: &Deployment) -> Vec<OpKind> {
     OpKind::ALL
         .into_iter()
-        .filter(|op| *op != OpKind::Sync && *op != OpKind::Deploy && check(*op, d).is_ok())
+        .filter(|op| {
+            !matches!(
+                op,
+                OpKind::Sync | OpKind::Deploy | OpKind::Snapshot | OpKind::Restore
+            ) && check(*op, d).is_ok()
+        })
         .collect()
 }
 
@@ -226,5 +259,38 @@ mod tests {
         let pending = dep(Status::Pending, Origin::Terraform);
         assert!(check(OpKind::Deploy, &pending).is_ok());
         assert!(check(OpKind::Deploy, &failed).is_err());
+    }
+
+    #[test]
+    fn snapshots_are_of_proxmox_guests_and_restore_needs_an_app_proxdeck_deployed() {
+        let running = dep(Status::Running, Origin::Terraform);
+        assert!(check(OpKind::Snapshot, &running).is_ok());
+        assert!(check(OpKind::Restore, &running).is_ok());
+        let host = dep(Status::Running, Origin::Host);
+        let e = check(OpKind::Snapshot, &host).unwrap_err();
+        assert!(e.0.contains("host proxdeck did not create"), "{e}");
+        let imported = dep(Status::Running, Origin::Imported);
+        assert!(check(OpKind::Snapshot, &imported).is_ok());
+        assert!(
+            check(OpKind::Restore, &imported)
+                .unwrap_err()
+                .0
+                .contains("imported")
+        );
+        let busy = dep(Status::Deploying, Origin::Terraform);
+        assert!(
+            check(OpKind::Restore, &busy)
+                .unwrap_err()
+                .0
+                .contains("DEPLOYING")
+        );
+        let mut no_guest = dep(Status::Failed, Origin::Terraform);
+        no_guest.vmid = None;
+        assert!(
+            check(OpKind::Snapshot, &no_guest)
+                .unwrap_err()
+                .0
+                .contains("no guest")
+        );
     }
 }

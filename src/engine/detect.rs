@@ -323,6 +323,52 @@ pub async fn check_ref(repo: &str, git_ref: &str, timeout: Duration) -> Result<S
     })
 }
 
+/// The commit `git_ref` (a branch or tag; empty: the default branch) points at in the
+/// repository, by `git ls-remote` (what auto-deploy polls). A full commit id is its own answer.
+pub async fn remote_commit(repo: &str, git_ref: &str, timeout: Duration) -> Result<String, String> {
+    let git_ref = git_ref.trim();
+    if git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(git_ref.to_ascii_lowercase());
+    }
+    let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
+    let out = git(&["ls-remote", "--", repo, want], None, timeout)
+        .await
+        .map_err(|e| format!("the repository {repo} cannot be read: {e}"))?;
+    parse_ls_remote(&out, want).ok_or_else(|| {
+        format!("the repository {repo} has no branch or tag {want:?} (git ls-remote found none)")
+    })
+}
+
+/// The commit for `want` in `git ls-remote` output: the branch, else the tag's commit (an
+/// annotated tag's `^{}` line), else the tag (`HEAD`: the default branch).
+pub fn parse_ls_remote(out: &str, want: &str) -> Option<String> {
+    let lines: Vec<(&str, &str)> = out
+        .lines()
+        .filter_map(|l| {
+            let (sha, name) = l.split_once(char::is_whitespace)?;
+            let ok = sha.len() >= 40 && sha.chars().all(|c| c.is_ascii_hexdigit());
+            ok.then_some((sha, name.trim()))
+        })
+        .collect();
+    let pick = |name: String| {
+        lines
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(s, _)| s.to_string())
+    };
+    if want == "HEAD" {
+        return pick("HEAD".into()).or_else(|| lines.first().map(|(s, _)| s.to_string()));
+    }
+    let short = want
+        .strip_prefix("refs/heads/")
+        .or_else(|| want.strip_prefix("refs/tags/"))
+        .unwrap_or(want);
+    pick(format!("refs/heads/{short}"))
+        .or_else(|| pick(format!("refs/tags/{short}^{{}}")))
+        .or_else(|| pick(format!("refs/tags/{short}")))
+        .or_else(|| pick(want.to_string()))
+}
+
 /// Runs git (no prompts, batch-mode SSH) and returns its stdout, or its stderr as the error.
 async fn git(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Result<String, String> {
     let mut spec = ProcessSpec::new("git", args);
@@ -363,6 +409,20 @@ async fn git(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ls_remote_output_gives_the_branch_or_the_tag_commit() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let c = "c".repeat(40);
+        let out =
+            format!("{a}\tHEAD\n{b}\trefs/heads/main\n{a}\trefs/tags/v1\n{c}\trefs/tags/v1^{{}}\n");
+        assert_eq!(parse_ls_remote(&out, "main"), Some(b.clone()));
+        assert_eq!(parse_ls_remote(&out, "v1"), Some(c));
+        assert_eq!(parse_ls_remote(&out, "HEAD"), Some(a));
+        assert_eq!(parse_ls_remote("", "main"), None);
+        assert_eq!(parse_ls_remote("not a line", "main"), None);
+    }
 
     fn files(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

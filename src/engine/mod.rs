@@ -5,6 +5,7 @@
 //! `EngineEvent`s.
 
 pub mod applogs;
+pub mod autodeploy;
 pub mod detect;
 pub mod guest;
 pub mod guest_state;
@@ -22,6 +23,7 @@ pub mod reads;
 pub mod report;
 pub mod serve;
 pub mod shell;
+pub mod snapshots;
 pub mod ssh;
 pub mod sync;
 pub mod terraform;

@@ -14,7 +14,7 @@ use super::jobs::JobLock;
 use super::pipeline::{self, DeployError, DeployOptions};
 use super::power::{self, PowerError, PowerOp};
 use super::report::Reporter;
-use super::sync;
+use super::{snapshots, sync};
 use crate::domain::spec::DeployInput;
 use crate::domain::{
     Catalog, Deployment, DeploymentId, Job, JobId, JobState, Op, OpKind, Outcome, policy, present,
@@ -125,7 +125,15 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
             input
                 .validate(Catalog::builtin())
                 .map_err(|e| OpError::Invalid(e.to_string()))?;
+            let auto_deploy = options.auto_deploy;
             let d = pipeline::record_new(engine, *input, options).await?;
+            if auto_deploy {
+                let id = d.id.clone();
+                engine
+                    .db
+                    .call(move |s| s.set_auto_deploy(&id, true))
+                    .await?;
+            }
             (Op::Deploy, Some(d))
         }
         OpRequest::On { op, target } => {
@@ -138,6 +146,23 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
                 {
                     crate::domain::spec::validate_ref(r.trim())
                         .map_err(|m| OpError::Invalid(format!("ref: {m}")))?;
+                }
+                match &op {
+                    Op::Snapshot { name: Some(n) } => {
+                        super::snapshots::validate_name(n.trim())
+                            .map_err(|m| OpError::Invalid(format!("snapshot name: {m}")))?;
+                    }
+                    Op::Restore { snapshot } => {
+                        super::snapshots::validate_name(snapshot.trim())
+                            .map_err(|m| OpError::Invalid(format!("snapshot: {m}")))?;
+                    }
+                    _ => {}
+                }
+                if matches!(op, Op::Snapshot { .. } | Op::Restore { .. }) {
+                    engine
+                        .config
+                        .proxmox()
+                        .map_err(|e| OpError::Invalid(e.to_string()))?;
                 }
                 (op, Some(d))
             } else {
@@ -313,6 +338,23 @@ async fn run_on(
             job.id, job.requested_by
         ))
         .await;
+    // The snapshot before a change: taken (and waited for) before anything is touched.
+    let before = match &job.op {
+        Op::Redeploy { .. } => Some("redeploy"),
+        Op::Rollback => Some("rollback"),
+        Op::Destroy { .. } => Some("destroy"),
+        _ => None,
+    };
+    if let Some(op) = before {
+        snapshots::before_change(engine, &reporter, &d, op)
+            .await
+            .map_err(|m| Outcome {
+                message: format!("{}: {m}", present::who(&d)),
+                next: None,
+                code: 1,
+                detail: None,
+            })?;
+    }
     let done = match &job.op {
         Op::Deploy => pipeline::run_deploy(engine, &reporter, d, cancel).await,
         Op::Retry => pipeline::run_retry(engine, &reporter, d, cancel).await,
@@ -368,6 +410,29 @@ async fn run_on(
                 1,
             ));
         }
+        Op::Snapshot { name } => {
+            let who = present::who(&d);
+            return snapshots::run_snapshot(engine, &reporter, &d, name.clone())
+                .await
+                .map(|name| Outcome {
+                    message: format!("{who}: snapshot {name} taken"),
+                    next: Some(format!("`proxdeck restore {} {name}` returns to it", d.id)),
+                    code: 0,
+                    detail: Some(serde_json::json!({ "snapshot": name })),
+                })
+                .map_err(snapshot_outcome);
+        }
+        Op::Restore { snapshot } => {
+            return snapshots::run_restore(engine, &reporter, d, snapshot.trim())
+                .await
+                .map(|d| Outcome {
+                    message: present::settled(&d),
+                    next: None,
+                    code: 0,
+                    detail: None,
+                })
+                .map_err(snapshot_outcome);
+        }
     };
     done.map(|d| Outcome {
         message: present::settled(&d),
@@ -403,6 +468,19 @@ fn deploy_outcome(e: DeployError) -> Outcome {
             code: 1,
             detail: None,
         },
+    }
+}
+
+fn snapshot_outcome(e: snapshots::SnapshotError) -> Outcome {
+    let code = match e {
+        snapshots::SnapshotError::Config(_) | snapshots::SnapshotError::Invalid(_) => 2,
+        _ => 1,
+    };
+    Outcome {
+        message: e.to_string(),
+        next: None,
+        code,
+        detail: None,
     }
 }
 

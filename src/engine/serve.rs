@@ -393,6 +393,32 @@ impl Engine {
                     });
                 });
             }
+            Request::LoadSnapshots(id) => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    out.send(match super::snapshots::view(&engine, id).await {
+                        Ok(v) => EngineEvent::Snapshots(Box::new(v)),
+                        Err(e) => EngineEvent::Error(format!("snapshots: {e}")),
+                    });
+                });
+            }
+            Request::Restore { id, snapshot } => self.submit_on(Op::Restore { snapshot }, id, pipe),
+            Request::AutoDeploy { id, on } => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    out.send(match super::autodeploy::set(&engine, &id.0, on).await {
+                        Ok((d, _)) => EngineEvent::Notice(format!(
+                            "auto-deploy is {} for {}",
+                            if on { "on" } else { "off" },
+                            crate::domain::present::who(&d)
+                        )),
+                        Err(e) => EngineEvent::Error(format!("auto-deploy: {e}")),
+                    });
+                    if let Ok(v) = super::snapshots::view(&engine, id).await {
+                        out.send(EngineEvent::Snapshots(Box::new(v)));
+                    }
+                });
+            }
             Request::OpenLog(id) => {
                 let key = id.clone();
                 match watcher.call(move |s| s.logs_tail(&key, LOG_TAIL)).await {

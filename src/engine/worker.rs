@@ -8,7 +8,9 @@
 //! at most `jobs.max_parallel` at a time, runs each with its own cancellation (asked through
 //! the store: `Store::request_cancel`), records every process group a job starts
 //! (`process::ProcessRecord`), writes each outcome, and exits after `jobs.idle_exit_secs`
-//! without work. SIGTERM or SIGINT cancel its jobs gracefully before it exits; SIGHUP is
+//! without work, unless a deployment has auto-deploy on: then it stays and polls their
+//! repositories (`autodeploy::Poller`), and the front ends start it when it is not running
+//! ([`ensure_for_auto_deploy`]). SIGTERM or SIGINT cancel its jobs gracefully before it exits; SIGHUP is
 //! ignored.
 //!
 //! When nobody holds the lock but the store says jobs are running, their worker died (kill -9,
@@ -87,6 +89,17 @@ impl WorkerLock {
 /// True when a worker runs on this data dir.
 pub fn is_running(paths: &DataPaths) -> bool {
     matches!(WorkerLock::try_acquire(paths), Ok(None))
+}
+
+/// Starts the worker when a deployment has auto-deploy on and none runs (the CLI and the
+/// dashboard call it when they open: after a reboot, the first proxdeck command brings the
+/// polling back).
+pub fn ensure_for_auto_deploy(engine: &Engine) -> std::io::Result<()> {
+    if engine.db.blocking(|s| s.any_auto_deploy()).unwrap_or(false) {
+        ensure_running(engine)
+    } else {
+        Ok(())
+    }
 }
 
 /// Starts the worker unless one runs.
@@ -215,6 +228,7 @@ pub async fn run(engine: Engine, config_path: Option<PathBuf>) -> Result<(), Str
     let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let _hangup_ignored = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut running: HashMap<JobId, Running> = HashMap::new();
+    let mut autodeploy = super::autodeploy::Poller::default();
     let mut idle_since = Instant::now();
     let mut stopping = false;
     loop {
@@ -233,20 +247,21 @@ pub async fn run(engine: Engine, config_path: Option<PathBuf>) -> Result<(), Str
         }
         if !stopping {
             start_jobs(&engine, config_path.as_deref(), &mut running).await;
+            autodeploy.tick(&engine);
         }
         if running.is_empty() {
             if stopping {
                 break;
             }
-            if idle_since.elapsed() >= engine.config.jobs.idle_exit {
+            // Deployments with auto-deploy on keep the worker polling.
+            if idle_since.elapsed() >= engine.config.jobs.idle_exit && !autodeploy.active() {
                 // Let go of the lock first, then look once more: a job queued just now either
                 // finds us still here or starts a new worker.
                 drop(lock);
                 let queued = engine
                     .db
-                    .call(|s| s.active_jobs())
+                    .call(|s| Ok(!s.active_jobs()?.is_empty() || s.any_auto_deploy()?))
                     .await
-                    .map(|j| !j.is_empty())
                     .unwrap_or(false);
                 if !queued {
                     break;

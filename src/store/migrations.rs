@@ -123,6 +123,27 @@ const STEPS: &[&str] = &[
     CREATE INDEX log_chunks_last ON log_chunks(deployment_id, last_seq);
     CREATE INDEX deployments_deleted ON deployments(updated_at) WHERE status = 'DELETED';
     "#,
+    // 5: snapshots (why a guest's storage cannot snapshot, said once) and auto-deploy (the
+    // worker polls a deployment's ref and queues a redeploy when its commit changes).
+    r#"
+    CREATE TABLE snapshot_notes (
+        deployment_id TEXT PRIMARY KEY,
+        unavailable   TEXT NOT NULL,
+        noted_at      INTEGER NOT NULL
+    );
+    CREATE TABLE auto_deploy (
+        deployment_id   TEXT PRIMARY KEY,
+        enabled         INTEGER NOT NULL,
+        next_check_at   INTEGER NOT NULL DEFAULT 0,
+        last_checked_at INTEGER,
+        last_seen       TEXT,
+        failures        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        last_error_at   INTEGER,
+        job_id          INTEGER,
+        updated_at      INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub const LATEST: i64 = STEPS.len() as i64;

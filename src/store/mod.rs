@@ -10,11 +10,13 @@
 //! transition never lands. [`Db`] is the async handle the engine uses: every call runs on a
 //! blocking thread, never on the async workers.
 
+pub mod autodeploy;
 mod chunk;
 mod jobs;
 pub mod logs;
 mod migrations;
 pub mod search;
+mod snapshots;
 pub mod stats;
 pub mod sync;
 

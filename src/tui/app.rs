@@ -517,6 +517,18 @@ impl App {
             }
             _ => None,
         };
+        // Snapshots and auto-deploy: the details screen knows which snapshot and the state.
+        if let Screen::Details(ds) = top
+            && matches!(action, Action::Restore | Action::AutoDeploy)
+        {
+            let (snapshot, auto) = (ds.selected_snapshot(), ds.auto_deploy());
+            let id = ds.id().clone();
+            match self.deployments.iter().find(|d| d.id == id).cloned() {
+                Some(d) => self.snapshot_action(action, &d, snapshot, auto),
+                None => self.note("That deployment is no longer in the list.", false),
+            }
+            return;
+        }
         if let Some(id) = target {
             match self.deployments.iter().find(|d| d.id == id).cloned() {
                 Some(d) => self.deployment_action(action, &d),
@@ -870,6 +882,43 @@ impl App {
             },
             Action::No => {}
             _ => self.overlay = Some(Overlay::Confirm(confirm)),
+        }
+    }
+
+    /// Restore the snapshot under the cursor (asks first), or turn auto-deploy on or off.
+    fn snapshot_action(
+        &mut self,
+        action: Action,
+        d: &Deployment,
+        snapshot: Option<String>,
+        auto: Option<bool>,
+    ) {
+        let who = present::who(d);
+        let id = d.id.clone();
+        if action == Action::AutoDeploy {
+            match auto {
+                Some(on) => self.outbox.push(Request::AutoDeploy { id, on: !on }),
+                None => self.note("auto-deploy: still loading", false),
+            }
+            return;
+        }
+        let Some(snapshot) = snapshot else {
+            self.note(&format!("{who} has no snapshot to restore"), false);
+            return;
+        };
+        if self.allowed(Kind::Restore, d) {
+            self.ask(
+                format!("Restore {}?", d.name),
+                vec![
+                    format!("{who}: the guest is shut down and rolled back to snapshot {snapshot}."),
+                    "What changed on it since (files, databases) is lost; the app is started and checked.".into(),
+                ],
+                Then::Op {
+                    op: OpKind::Restore,
+                    target: id.0.clone(),
+                    request: Request::Restore { id, snapshot },
+                },
+            );
         }
     }
 
@@ -1277,6 +1326,13 @@ impl App {
                 for s in &mut self.screens {
                     if let Screen::Details(d) = s {
                         self.dirty |= d.apply(snapshot);
+                    }
+                }
+            }
+            EngineEvent::Snapshots(view) => {
+                for s in &mut self.screens {
+                    if let Screen::Details(d) = s {
+                        self.dirty |= d.apply_snapshots(view);
                     }
                 }
             }

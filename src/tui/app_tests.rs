@@ -742,7 +742,10 @@ fn enter_opens_details_and_esc_comes_back() {
     assert_eq!(app.mode(), Mode::Details);
     assert_eq!(
         app.take_requests(),
-        vec![Request::LoadDetails(DeploymentId("k3x9ta".into()))]
+        vec![
+            Request::LoadDetails(DeploymentId("k3x9ta".into())),
+            Request::LoadSnapshots(DeploymentId("k3x9ta".into()))
+        ]
     );
     // A newer copy of the deployment in the list: asked again.
     let mut list = typical();
@@ -750,7 +753,10 @@ fn enter_opens_details_and_esc_comes_back() {
     app.apply(&EngineEvent::Deployments(list));
     assert_eq!(
         app.take_requests(),
-        vec![Request::LoadDetails(DeploymentId("k3x9ta".into()))]
+        vec![
+            Request::LoadDetails(DeploymentId("k3x9ta".into())),
+            Request::LoadSnapshots(DeploymentId("k3x9ta".into()))
+        ]
     );
     app.on_ui_event(key(KeyCode::Esc));
     assert_eq!(app.mode(), Mode::Dashboard);
@@ -1587,4 +1593,73 @@ fn snapshot_wizard_onto_an_existing_host() {
     typed(&mut app, "10.20.30.40");
     insta::assert_snapshot!("wizard_host_80x24", draw(&mut app, 80, 24));
     assert!(draw(&mut app, 80, 24).contains("enter next page"));
+fn details_list_snapshots_restore_the_selected_one_and_toggle_auto_deploy() {
+    use crate::protocol::{SnapshotItem, SnapshotsView};
+    let mut app = fed();
+    select(&mut app, "k3x9ta");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.take_requests();
+    let id = DeploymentId("k3x9ta".into());
+    let item = |name: &str, taken: i64| SnapshotItem {
+        name: name.into(),
+        taken,
+        commit: Some("9f3c2a1".into()),
+    };
+    app.apply(&EngineEvent::Snapshots(Box::new(SnapshotsView {
+        id: id.clone(),
+        snapshots: Some(Ok(vec![
+            item("by-hand", (NOW - DAY) / 1000),
+            item("pd-redeploy-9f3c2a1-20261130221500", (NOW - HOUR) / 1000),
+        ])),
+        auto_deploy_error: Some(("redeploy job #7 failed: build".into(), NOW - MIN)),
+        auto_deploy_failures: 2,
+        ..SnapshotsView::default()
+    })));
+    app.apply(&EngineEvent::Details(Box::new(DetailsSnapshot {
+        deployment: typical()[1].clone(),
+        history: Vec::new(),
+        stages: Vec::new(),
+        next_step: None,
+        job: None,
+    })));
+    // Drawn under the fields: auto-deploy with its last failure, the snapshots with the cursor.
+    let screen = draw(&mut app, 120, 60);
+    for text in [
+        "auto-deploy",
+        "off (a turns it on)",
+        "(2 in a row, the old release still runs): redeploy job #7 failed: build",
+        "Snapshots",
+        "  by-hand",
+        "› pd-redeploy-9f3c2a1-20261130221500",
+    ] {
+        assert!(screen.contains(text), "no {text:?} in:\n{screen}");
+    }
+    // The newest is under the cursor; V asks, y restores it.
+    app.on_ui_event(ch('V'));
+    assert_eq!(app.mode(), Mode::Confirm);
+    app.on_ui_event(ch('y'));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Restore {
+            id: id.clone(),
+            snapshot: "pd-redeploy-9f3c2a1-20261130221500".into()
+        }]
+    );
+    // [ moves to the older one.
+    app.on_ui_event(ch('['));
+    app.on_ui_event(ch('V'));
+    app.on_ui_event(ch('y'));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::Restore {
+            id: id.clone(),
+            snapshot: "by-hand".into()
+        }]
+    );
+    // a turns auto-deploy on (it is off).
+    app.on_ui_event(ch('a'));
+    assert_eq!(
+        app.take_requests(),
+        vec![Request::AutoDeploy { id, on: true }]
+    );
 }

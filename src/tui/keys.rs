@@ -137,6 +137,10 @@ pub enum Action {
     Resources,
     Stats,
     Sync,
+    /// Roll the guest back to the snapshot under the cursor (details).
+    Restore,
+    /// Turn auto-deploy on or off (details).
+    AutoDeploy,
     /// Enter in a form or a text field.
     Submit,
     /// Tab: the next field (or the completion, on the command line).
@@ -546,6 +550,34 @@ const DETAILS: &[Binding] = &[
     b(&[Key::char('X')], "X", Action::Restart, "restart", false),
     b(&[Key::char('F')], "F", Action::Forget, "forget", false),
     b(&[Key::char('c')], "c", Action::Cancel, "cancel job", false),
+    b(
+        &[Key::char('a')],
+        "a",
+        Action::AutoDeploy,
+        "auto-deploy on/off",
+        false,
+    ),
+    b(
+        &[Key::char('[')],
+        "[",
+        Action::Left,
+        "previous snapshot",
+        false,
+    ),
+    b(
+        &[Key::char(']')],
+        "]",
+        Action::Right,
+        "next snapshot",
+        false,
+    ),
+    b(
+        &[Key::char('V')],
+        "V",
+        Action::Restore,
+        "restore snapshot",
+        false,
+    ),
     NAV[0],
     NAV[1],
     NAV[2],

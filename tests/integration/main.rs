@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod autodeploy;
 mod e2e;
 mod frameworks;
 mod guest_rig;
@@ -19,6 +20,7 @@ mod real_guests;
 mod recovery;
 mod runner;
 mod scale;
+mod snapshots;
 mod templates;
 mod terraform_flow;
 mod tui;

@@ -173,6 +173,8 @@ pub(super) fn redactor(engine: &Engine, env: &[(String, String)]) -> Redactor {
 pub struct DeployOptions {
     /// The container's OS template (a volume id) instead of `guest.os_template`.
     pub os_template: Option<String>,
+    /// Turn auto-deploy on for the new deployment (`deploy --auto-deploy`).
+    pub auto_deploy: bool,
 }
 
 /// Validates a request, records it as PENDING with its environment (in the secrets file) and

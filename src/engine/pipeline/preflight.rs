@@ -234,8 +234,50 @@ async fn check_proxmox(cx: &mut Ctx<'_>) -> StageResult<()> {
             ));
         }
     }
+    if let Some(node) = &node {
+        snapshot_warning(cx, &client, &node.node, kind).await?;
+    }
     cx.pve = Some(client);
     report(cx, problems).await
+}
+
+/// Says once (a warning, not a failure: the app deploys fine without snapshots) when the datastore
+/// cannot snapshot this kind of guest, and notes it so later changes skip the snapshot quietly.
+async fn snapshot_warning(
+    cx: &Ctx<'_>,
+    client: &Client,
+    node: &str,
+    kind: GuestKind,
+) -> StageResult<()> {
+    if cx.engine.config.snapshots.before.is_empty() {
+        return Ok(());
+    }
+    let datastore = &cx.engine.config.guest.datastore;
+    let Ok(storages) = client.storages(node).await else {
+        return Ok(()); // node_problems has said it already
+    };
+    let Some(store) = storages.iter().find(|s| &s.storage == datastore) else {
+        return Ok(());
+    };
+    let Some(why) = crate::engine::snapshots::preflight_warning(kind, datastore, &store.kind)
+    else {
+        return Ok(());
+    };
+    let id = cx.d.id.clone();
+    let note = why.clone();
+    let new = cx
+        .engine
+        .db
+        .call(move |s| s.set_snapshot_note(&id, Some(&note)))
+        .await
+        .map_err(|e| pfail(&e))?;
+    if new {
+        let _ = cx
+            .reporter
+            .lines(LogStream::Stderr, vec![format!("warning: {why}")])
+            .await;
+    }
+    Ok(())
 }
 
 /// The reserved vmid is free on the cluster, or holds this deployment's own guest (from an

@@ -671,3 +671,172 @@ mod tests {
         assert!(vm.iter().any(|n| n.path == "/sdn/zones/localnetwork/vmbr0"));
     }
 }
+
+// ---- snapshots (`proxdeck snapshot`, `snapshots`, `restore`, and the ones taken before a
+// change): list, take, delete, roll back; the guest's config and its disks' storages. ----
+
+/// A guest's snapshot as `GET /nodes/{node}/{lxc|qemu}/{vmid}/snapshot` lists it (the
+/// `current` entry, "You are here!", is left out).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub name: String,
+    /// Seconds since the epoch (0 when Proxmox gave none).
+    #[serde(default, deserialize_with = "num_u64")]
+    pub snaptime: u64,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Set while the snapshot is being made or deleted (`prepare`, `delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapstate: Option<String>,
+}
+
+/// The volumes of a guest's disks (`storage:name`), from its config (`rootfs`/`mpN` of a
+/// container, the disks of a VM; CD-ROMs, bind mounts and unused volumes left out), sorted.
+pub fn disk_volumes(config: &Value) -> Vec<String> {
+    let Some(map) = config.as_object() else {
+        return Vec::new();
+    };
+    let disk_key = |k: &str| {
+        let digits = |p: &str| {
+            k.strip_prefix(p)
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        };
+        k == "rootfs"
+            || k == "efidisk0"
+            || k == "tpmstate0"
+            || ["mp", "scsi", "virtio", "sata", "ide"]
+                .iter()
+                .any(|p| digits(p))
+    };
+    let mut out: Vec<String> = map
+        .iter()
+        .filter(|(k, _)| disk_key(k))
+        .filter_map(|(_, v)| v.as_str())
+        .filter(|v| !v.contains("media=cdrom"))
+        .filter_map(|v| {
+            let volume = v.split(',').next()?;
+            let (storage, _) = volume.split_once(':')?;
+            (!storage.is_empty() && !storage.starts_with('/')).then(|| volume.to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Client {
+    fn snapshot_path(node: &str, kind: GuestKind, vmid: u32) -> Vec<String> {
+        vec![
+            "nodes".into(),
+            node.into(),
+            kind.path().into(),
+            vmid.to_string(),
+            "snapshot".into(),
+        ]
+    }
+
+    /// The guest's snapshots, oldest first.
+    pub async fn snapshots(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Vec<Snapshot>> {
+        let path = Client::snapshot_path(node, kind, vmid);
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut list: Vec<Snapshot> = self
+            .list_as::<Snapshot>(Call::get(&path))
+            .await?
+            .into_iter()
+            .filter(|s| s.name != "current")
+            .collect();
+        list.sort_by(|a, b| a.snaptime.cmp(&b.snaptime).then(a.name.cmp(&b.name)));
+        Ok(list)
+    }
+
+    /// Starts a snapshot of the guest (without a VM's RAM) and returns its task's UPID.
+    pub async fn take_snapshot(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+        description: &str,
+    ) -> Result<String> {
+        let path = Client::snapshot_path(node, kind, vmid);
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let call = Call::post(&path)
+            .param("snapname", name)
+            .param("description", description);
+        self.task_of(call).await
+    }
+
+    /// Starts the removal of a snapshot and returns its task's UPID.
+    pub async fn delete_snapshot(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<String> {
+        let mut path = Client::snapshot_path(node, kind, vmid);
+        path.push(name.to_string());
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        self.task_of(Call::delete(&path)).await
+    }
+
+    /// Starts a rollback of the guest to a snapshot (the guest is stopped by it and left
+    /// stopped) and returns its task's UPID.
+    pub async fn rollback_snapshot(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<String> {
+        let mut path = Client::snapshot_path(node, kind, vmid);
+        path.push(name.to_string());
+        path.push("rollback".into());
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        self.task_of(Call::post(&path)).await
+    }
+
+    async fn task_of(&self, call: Call<'_>) -> Result<String> {
+        let what = call.describe();
+        match self.call(&call).await? {
+            Value::String(upid) => Ok(upid),
+            other => Err(ProxmoxError::Decode {
+                what,
+                cause: format!("expected a task id, got {other}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    #[test]
+    fn disk_volumes_reads_container_and_vm_disks_and_skips_cdroms() {
+        let ct = serde_json::json!({
+            "rootfs": "local-lvm:vm-120-disk-0,size=8G",
+            "mp0": "tank:subvol-120-disk-1,mp=/data,size=2G",
+            "memory": 512,
+            "unused0": "local:120/vm-120-disk-9.raw",
+        });
+        assert_eq!(
+            disk_volumes(&ct),
+            vec!["local-lvm:vm-120-disk-0", "tank:subvol-120-disk-1"]
+        );
+        let vm = serde_json::json!({
+            "scsi0": "local:120/vm-120-disk-0.qcow2,size=10G",
+            "ide2": "local:iso/debian.iso,media=cdrom",
+            "ide0": "local-lvm:vm-120-cloudinit,media=cdrom",
+            "efidisk0": "local-lvm:vm-120-disk-1,size=4M",
+            "scsihw": "virtio-scsi-pci",
+        });
+        assert_eq!(
+            disk_volumes(&vm),
+            vec!["local-lvm:vm-120-disk-1", "local:120/vm-120-disk-0.qcow2"]
+        );
+        assert!(disk_volumes(&Value::Null).is_empty());
+    }
+}

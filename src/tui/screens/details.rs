@@ -1,5 +1,7 @@
-//! Details of one deployment: every field, the URL, the commit, the stage timeline with
-//! durations, the last error with its next step, and the status history.
+//! Details of one deployment: every field, the URL, the commit, auto-deploy (on/off, its last
+//! failure), the guest's snapshots (a cursor moved with `[`/`]`, `V` restores the one under
+//! it), the stage timeline with durations, the last error with its next step, and the status
+//! history.
 //!
 //! Owns the scroll and the last snapshot the engine sent (`DetailsSnapshot`); asks for a new
 //! one when the deployment changes in the list. Durations are computed here from the stage and
@@ -7,7 +9,7 @@
 
 use super::{Ctx, Intent};
 use crate::domain::{Deployment, DeploymentId, Origin, Stage, Status};
-use crate::protocol::{DetailsSnapshot, Request};
+use crate::protocol::{DetailsSnapshot, Request, SnapshotsView};
 use crate::tui::keys::Action;
 use crate::tui::widgets::text::{SPINNER, bar, format_duration, format_time, wrap};
 use ratatui::Frame;
@@ -24,6 +26,10 @@ pub struct DetailsScreen {
     asked_at: i64,
     scroll: usize,
     height: usize,
+    /// The guest's snapshots and the auto-deploy state (`LoadSnapshots`).
+    snaps: Option<SnapshotsView>,
+    /// The snapshot under the cursor.
+    cursor: usize,
 }
 
 /// One stage run: when it started, how long it took (`None`: still running).
@@ -82,8 +88,13 @@ impl DetailsScreen {
                 asked_at: d.updated_at,
                 scroll: 0,
                 height: 10,
+                snaps: None,
+                cursor: 0,
             },
-            vec![Intent::Send(Request::LoadDetails(d.id.clone()))],
+            vec![
+                Intent::Send(Request::LoadDetails(d.id.clone())),
+                Intent::Send(Request::LoadSnapshots(d.id.clone())),
+            ],
         )
     }
 
@@ -103,6 +114,37 @@ impl DetailsScreen {
         true
     }
 
+    /// The snapshots and auto-deploy state arrived (for this deployment, or not: false).
+    pub fn apply_snapshots(&mut self, view: &SnapshotsView) -> bool {
+        if view.id != self.id {
+            return false;
+        }
+        let n = match &view.snapshots {
+            Some(Ok(list)) => list.len(),
+            _ => 0,
+        };
+        // A new snapshot lands at the end: keep the cursor on the newest when it was there.
+        self.cursor = if n == 0 { 0 } else { self.cursor.min(n - 1) };
+        if self.snaps.is_none() && n > 0 {
+            self.cursor = n - 1;
+        }
+        self.snaps = Some(view.clone());
+        true
+    }
+
+    /// The snapshot under the cursor, if the guest has any.
+    pub fn selected_snapshot(&self) -> Option<String> {
+        match self.snaps.as_ref()?.snapshots.as_ref()? {
+            Ok(list) => list.get(self.cursor).map(|s| s.name.clone()),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether auto-deploy is on, once known.
+    pub fn auto_deploy(&self) -> Option<bool> {
+        self.snaps.as_ref().map(|v| v.auto_deploy)
+    }
+
     /// The list changed: ask again when this deployment did.
     pub fn on_list(&mut self, list: &[Deployment], out: &mut Vec<Intent>) {
         if let Some(d) = list.iter().find(|d| d.id == self.id)
@@ -110,6 +152,7 @@ impl DetailsScreen {
         {
             self.asked_at = d.updated_at;
             out.push(Intent::Send(Request::LoadDetails(self.id.clone())));
+            out.push(Intent::Send(Request::LoadSnapshots(self.id.clone())));
         }
     }
 
@@ -122,7 +165,20 @@ impl DetailsScreen {
             Action::Bottom => self.scroll = usize::MAX / 2,
             Action::PageUp => self.scroll = self.scroll.saturating_sub(self.height),
             Action::PageDown => self.scroll += self.height,
-            Action::Refresh => out.push(Intent::Send(Request::LoadDetails(self.id.clone()))),
+            Action::Refresh => {
+                out.push(Intent::Send(Request::LoadDetails(self.id.clone())));
+                out.push(Intent::Send(Request::LoadSnapshots(self.id.clone())));
+            }
+            Action::Left => self.cursor = self.cursor.saturating_sub(1),
+            Action::Right => {
+                if let Some(SnapshotsView {
+                    snapshots: Some(Ok(list)),
+                    ..
+                }) = &self.snaps
+                {
+                    self.cursor = (self.cursor + 1).min(list.len().saturating_sub(1));
+                }
+            }
             _ => return false,
         }
         true
@@ -147,7 +203,8 @@ impl DetailsScreen {
                 if let Some(d) = live {
                     s.deployment = d.clone();
                 }
-                detail_lines(&s, cx, width)
+                let extra = snapshot_lines(self.snaps.as_ref(), self.cursor, cx, width);
+                detail_lines(&s, cx, width, extra)
             }
             (None, _) => vec![Line::from(Span::styled(
                 format!("{} loading…", SPINNER[cx.spinner % SPINNER.len()]),
@@ -163,7 +220,95 @@ impl DetailsScreen {
     }
 }
 
-fn detail_lines(s: &DetailsSnapshot, cx: &Ctx, width: usize) -> Vec<Line<'static>> {
+/// Auto-deploy and the snapshots, under the fields.
+fn snapshot_lines(
+    view: Option<&SnapshotsView>,
+    cursor: usize,
+    cx: &Ctx,
+    width: usize,
+) -> Vec<Line<'static>> {
+    let theme = cx.theme;
+    let Some(v) = view else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    let auto = if v.auto_deploy {
+        "on: the worker polls the ref and redeploys new commits (a toggles)"
+    } else {
+        "off (a turns it on)"
+    };
+    lines.push(Line::from(vec![
+        Span::styled(format!("{:<11} ", "auto-deploy"), theme.table_header()),
+        Span::raw(auto),
+    ]));
+    if let Some((error, at)) = &v.auto_deploy_error {
+        let text = format!(
+            "last failure {} ({} in a row, the old release still runs): {error}",
+            format_time(*at, cx.utc_offset, true),
+            v.auto_deploy_failures
+        );
+        for l in wrap(&text, width.saturating_sub(12).max(8)) {
+            lines.push(Line::from(vec![
+                Span::raw(format!("{:<11} ", "")),
+                Span::styled(l, theme.error()),
+            ]));
+        }
+    }
+    let Some(snaps) = &v.snapshots else {
+        return lines;
+    };
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled("Snapshots", theme.title()),
+        Span::styled("  ([ ] select, V restores)", theme.muted()),
+    ]));
+    if let Some(why) = &v.unavailable {
+        for l in wrap(why, width) {
+            lines.push(Line::from(Span::styled(l, theme.warning())));
+        }
+    }
+    match snaps {
+        Err(e) => {
+            for l in wrap(&format!("cannot list them: {e}"), width) {
+                lines.push(Line::from(Span::styled(l, theme.error())));
+            }
+        }
+        Ok(list) if list.is_empty() => {
+            lines.push(Line::from(Span::styled("none yet", theme.muted())));
+        }
+        Ok(list) => {
+            for (i, s) in list.iter().enumerate() {
+                let mark = if i == cursor { "› " } else { "  " };
+                let commit: String = s
+                    .commit
+                    .as_deref()
+                    .unwrap_or("-")
+                    .chars()
+                    .take(10)
+                    .collect();
+                let text = format!(
+                    "{mark}{:<40} {} {commit}",
+                    s.name,
+                    format_time(s.taken * 1000, cx.utc_offset, true)
+                );
+                let style = if i == cursor {
+                    Style::new().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::new()
+                };
+                lines.push(Line::from(Span::styled(text, style)));
+            }
+        }
+    }
+    lines
+}
+
+fn detail_lines(
+    s: &DetailsSnapshot,
+    cx: &Ctx,
+    width: usize,
+    extra: Vec<Line<'static>>,
+) -> Vec<Line<'static>> {
     let theme = cx.theme;
     let d = &s.deployment;
     let label_w = 11;
@@ -282,6 +427,8 @@ fn detail_lines(s: &DetailsSnapshot, cx: &Ctx, width: usize) -> Vec<Line<'static
             theme.warning(),
         );
     }
+
+    lines.extend(extra);
 
     if let Some(error) = &d.error
         && d.status == Status::Failed
@@ -432,7 +579,13 @@ mod tests {
             ..Deployment::default()
         };
         let (mut screen, intents) = DetailsScreen::open(&d);
-        assert_eq!(intents, [Intent::Send(Request::LoadDetails(d.id.clone()))]);
+        assert_eq!(
+            intents,
+            [
+                Intent::Send(Request::LoadDetails(d.id.clone())),
+                Intent::Send(Request::LoadSnapshots(d.id.clone()))
+            ]
+        );
         let mut out = Vec::new();
         screen.on_list(std::slice::from_ref(&d), &mut out);
         assert!(out.is_empty());
@@ -441,6 +594,12 @@ mod tests {
             ..d.clone()
         };
         screen.on_list(&[newer], &mut out);
-        assert_eq!(out, [Intent::Send(Request::LoadDetails(d.id))]);
+        assert_eq!(
+            out,
+            [
+                Intent::Send(Request::LoadDetails(d.id.clone())),
+                Intent::Send(Request::LoadSnapshots(d.id))
+            ]
+        );
     }
 }
