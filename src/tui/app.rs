@@ -1699,7 +1699,8 @@ fn action_of(op: Kind) -> Option<Action> {
         Kind::Stop => Action::Stop,
         Kind::Restart => Action::Restart,
         Kind::Forget => Action::Forget,
-        Kind::Deploy | Kind::Sync => return None,
+        // Snapshots and restores are chosen in the details screen's snapshot list.
+        Kind::Deploy | Kind::Sync | Kind::Snapshot | Kind::Restore => return None,
     })
 }
 

@@ -1593,6 +1593,9 @@ fn snapshot_wizard_onto_an_existing_host() {
     typed(&mut app, "10.20.30.40");
     insta::assert_snapshot!("wizard_host_80x24", draw(&mut app, 80, 24));
     assert!(draw(&mut app, 80, 24).contains("enter next page"));
+}
+
+#[test]
 fn details_list_snapshots_restore_the_selected_one_and_toggle_auto_deploy() {
     use crate::protocol::{SnapshotItem, SnapshotsView};
     let mut app = fed();
@@ -1656,8 +1659,8 @@ fn details_list_snapshots_restore_the_selected_one_and_toggle_auto_deploy() {
             snapshot: "by-hand".into()
         }]
     );
-    // a turns auto-deploy on (it is off).
-    app.on_ui_event(ch('a'));
+    // A turns auto-deploy on (it is off).
+    app.on_ui_event(ch('A'));
     assert_eq!(
         app.take_requests(),
         vec![Request::AutoDeploy { id, on: true }]

@@ -551,8 +551,8 @@ const DETAILS: &[Binding] = &[
     b(&[Key::char('F')], "F", Action::Forget, "forget", false),
     b(&[Key::char('c')], "c", Action::Cancel, "cancel job", false),
     b(
-        &[Key::char('a')],
-        "a",
+        &[Key::char('A')],
+        "A",
         Action::AutoDeploy,
         "auto-deploy on/off",
         false,
