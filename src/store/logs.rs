@@ -290,8 +290,9 @@ impl Store {
         since: Option<i64>,
         visit: &mut dyn FnMut(LineRef<'_>) -> ControlFlow<()>,
     ) -> Result<()> {
-        // Batched lines are older than plain ones (see the module docs).
-        let flow = match from {
+        // Batched lines are older than plain ones (see the module docs). Whether the visitor
+        // stopped early is its own business.
+        let _stopped_or_done = match from {
             LogFrom::After(_) => match self.visit_chunks(id, from, since, visit)? {
                 ControlFlow::Continue(()) => self.visit_plain(id, from, since, visit)?,
                 done => done,
@@ -301,7 +302,6 @@ impl Store {
                 done => done,
             },
         };
-        let _finished_or_stopped = flow;
         Ok(())
     }
 
