@@ -150,12 +150,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let key = a.id.clone();
             let d = engine.db.call(move |s| s.find(&key)).await?;
             // The rules first: nothing to confirm for what would be refused anyway.
-            crate::domain::policy::check(crate::domain::OpKind::Destroy, &d)
-                .map_err(|r| CliError::failed(r.0))?;
+            let op = Op::Destroy { force: a.force };
+            crate::domain::policy::check_op(&op, &d).map_err(|r| CliError::failed(r.0))?;
             if !a.yes {
                 print::confirm_destroy(&d)?;
             }
-            jobs::run(&engine, follow(&d.id.0, Op::Destroy, a.detach, a.json)).await
+            jobs::run(&engine, follow(&d.id.0, op, a.detach, a.json)).await
         }
         Command::Redeploy(a) => {
             let engine = open_engine(&cli)?;
@@ -168,12 +168,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let engine = open_engine(&cli)?;
             jobs::run(&engine, follow(&a.id, Op::Rollback, a.detach, a.json)).await
         }
-        Command::Start(a) | Command::Stop(a) | Command::Restart(a) | Command::Forget(a) => {
+        Command::Forget(a) => {
+            let engine = open_engine(&cli)?;
+            let op = Op::Forget { force: a.force };
+            jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
+        }
+        Command::RemoveOrphan(a) => cluster::remove_orphan(&cli, a.vmid, a.yes, a.json).await,
+        Command::Start(a) | Command::Stop(a) | Command::Restart(a) => {
             let op = match command {
                 Command::Start(_) => Op::Start,
                 Command::Stop(_) => Op::Stop,
-                Command::Restart(_) => Op::Restart,
-                _ => Op::Forget,
+                _ => Op::Restart,
             };
             let engine = open_engine(&cli)?;
             jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
@@ -225,8 +230,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Ok(())
             }
         }
-        Command::Logs(a) => logs::logs(&open_engine(&cli)?, a).await,
-        Command::Resources(a) => cluster::resources(&cli, a.json).await,
+        Command::Logs(a) if a.prune => logs::prune(&open_engine(&cli)?, a.json).await,
+        Command::Logs(a) => {
+            let engine = open_engine(&cli)?;
+            let id = a.id.clone().unwrap_or_default();
+            if a.app {
+                logs::app_logs(&engine, a, &id).await
+            } else {
+                logs::deployment_logs(&engine, a, &id).await
+            }
+        }
+        Command::Resources(a) => cluster::resources(&cli, a.orphans, a.json).await,
         Command::Doctor(a) => cluster::doctor(&cli, a.json).await,
         Command::Stats(a) => print::stats_command(&cli, a.json).await,
         Command::SshKey => {

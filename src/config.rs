@@ -56,6 +56,8 @@ struct RawConfig {
     #[serde(default)]
     vm: RawVm,
     #[serde(default)]
+    logs: RawLogs,
+    #[serde(default)]
     jobs: RawJobs,
 }
 
@@ -64,6 +66,13 @@ struct RawConfig {
 struct RawJobs {
     max_parallel: Option<u32>,
     idle_exit_secs: Option<u64>,
+}
+
+/// `[logs]`: how long the logs of deleted deployments are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    keep_deleted_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -363,6 +372,17 @@ impl Default for JobsConfig {
     }
 }
 
+/// `[logs]`: retention of deployment logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogsConfig {
+    /// How long the log of a deleted (destroyed) deployment is kept (`logs.keep_deleted_days`,
+    /// default 30; 0 removes it at the next start of proxdeck or `proxdeck logs --prune`).
+    pub keep_deleted: Duration,
+}
+
+/// Days a deleted deployment's log is kept unless `logs.keep_deleted_days` says otherwise.
+pub const DEFAULT_KEEP_DELETED_DAYS: u32 = 30;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where the settings came from (shown by `doctor` and in errors).
@@ -375,6 +395,7 @@ pub struct Config {
     pub terraform: TerraformConfig,
     pub timeouts: Timeouts,
     pub vm: VmConfig,
+    pub logs: LogsConfig,
     pub jobs: JobsConfig,
     /// Warnings for the user (e.g. a config file readable by others).
     pub warnings: Vec<String>,
@@ -557,15 +578,13 @@ impl Config {
                 v => v,
             },
             os_template: {
-                let t = g.os_template.unwrap_or_else(|| {
-                    "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".to_string()
-                });
+                let t = g
+                    .os_template
+                    .unwrap_or_else(|| DEFAULT_OS_TEMPLATE.to_string());
                 if !t.contains(':') || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(invalid(
                         "guest.os_template",
-                        format!(
-                            "{t:?} is not a volume id like local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
-                        ),
+                        format!("{t:?} is not a volume id like {DEFAULT_OS_TEMPLATE}"),
                     ));
                 }
                 t
@@ -593,17 +612,7 @@ impl Config {
             },
             app_root: {
                 let root = g.app_root.unwrap_or_else(|| "/opt/proxdeck".to_string());
-                if !root.starts_with('/')
-                    || root.len() < 2
-                    || root.chars().any(|c| c.is_control())
-                    || root.contains("..")
-                {
-                    return Err(invalid(
-                        "guest.app_root",
-                        format!("{root:?} must be an absolute path without '..'"),
-                    ));
-                }
-                root.trim_end_matches('/').to_string()
+                validate_app_root(&root).map_err(|m| invalid("guest.app_root", m))?
             },
             vmid_range: match g.vmid_range {
                 Some(r) => parse_vmid_range(&r)?,
@@ -725,6 +734,18 @@ impl Config {
                 JobsConfig::default().idle_exit.as_secs(),
             )?,
         };
+        let keep_days = match raw.logs.keep_deleted_days {
+            Some(d) if d > 36_500 => {
+                return Err(invalid(
+                    "logs.keep_deleted_days",
+                    format!("{d} days is over a hundred years; use 0-36500"),
+                ));
+            }
+            d => d.unwrap_or(DEFAULT_KEEP_DELETED_DAYS),
+        };
+        let logs = LogsConfig {
+            keep_deleted: Duration::from_secs(u64::from(keep_days) * 86_400),
+        };
 
         Ok(Config {
             path: PathBuf::new(),
@@ -738,6 +759,7 @@ impl Config {
             terraform,
             timeouts,
             vm,
+            logs,
             jobs,
             warnings: Vec::new(),
         })
@@ -807,6 +829,38 @@ fn check_username(u: &str) -> Result<(), ConfigError> {
 
 /// A SHA-256 certificate fingerprint as Proxmox shows it (`AB:CD:...`, 32 bytes), with or
 /// without colons, any case.
+/// The folder apps live in on their guests (`guest.app_root`), checked the way the
+/// provisioning and removal scripts check each app's folder (`APP_ROOT/NAME`): an absolute
+/// path of letters, digits, '_', '-', '.' and '/', without '..', below `/` (so the app's
+/// folder is at least two levels down). Shared by the config and the script renderers, so a
+/// root the config accepts is never refused on the guest (where a refusal would also make
+/// the deployment impossible to destroy). Returns it without trailing slashes.
+pub fn validate_app_root(root: &str) -> Result<String, String> {
+    let trimmed = root.trim_end_matches('/');
+    if !root.starts_with('/') {
+        return Err(format!(
+            "{root:?} must be an absolute path, e.g. /opt/proxdeck"
+        ));
+    }
+    if trimmed.is_empty() {
+        return Err(format!(
+            "{root:?} is the root folder; apps need a folder of their own, e.g. /opt/proxdeck"
+        ));
+    }
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_./-".contains(*c)))
+    {
+        return Err(format!(
+            "{root:?} holds {c:?}; use letters, digits, '_', '-', '.' and '/' (the provisioning scripts refuse anything else)"
+        ));
+    }
+    if trimmed.contains("..") || trimmed.contains("//") {
+        return Err(format!("{root:?} must not contain '..' or '//'"));
+    }
+    Ok(trimmed.to_string())
+}
+
 pub fn parse_fingerprint(f: &str) -> Result<[u8; 32], ConfigError> {
     let hex: String = f
         .trim()
@@ -1071,6 +1125,10 @@ fn permission_warning(path: &Path) -> Option<String> {
     }
 }
 
+/// The container template of new guests unless `guest.os_template` names another: Debian 13,
+/// what Proxmox VE 9 offers (its Node.js is 20.19; Debian 12's is 18).
+pub const DEFAULT_OS_TEMPLATE: &str = "local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst";
+
 /// The commented template `proxdeck config init` writes.
 pub const TEMPLATE: &str = r#"# proxdeck configuration.
 # Environment variables with the Terraform provider's names override this file:
@@ -1091,9 +1149,9 @@ api_token = "root@pam!proxdeck=00000000-0000-0000-0000-000000000000"
 # fingerprint = "AB:CD:...:EF"
 # Skip TLS verification. Only for testing: anyone on the path can read your token.
 insecure = false
-# The node new guests go to; "auto" (or leaving it out) places each guest on the online node
-# with the most free memory that fits it.
-node = "pve"
+# The node new guests go to (e.g. "pve"); "auto" (or leaving it out) places each guest on the
+# online node with the most free memory that fits it.
+node = "auto"
 # Each API call's timeout, retries of calls safe to repeat, and how long to wait for a task.
 # timeout_secs = 30
 # retries = 3
@@ -1105,8 +1163,10 @@ datastore = "local-lvm"
 # Network bridge, and an optional VLAN tag.
 bridge = "vmbr0"
 # vlan = 20
-# Container template (pveam list local).
-os_template = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+# Container template (pveam list local; `pveam available --section system` lists what to
+# download). Debian 13 offers Node.js 20.19, which current Vite and Next.js need; Debian 12's
+# is 18.
+os_template = "local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst"
 os_type = "debian"
 swap_mib = 512
 # How proxdeck logs into guests, and where apps live there.
@@ -1165,6 +1225,11 @@ address_secs = 300
 # terraform_apply_secs = 1800
 # terraform_destroy_secs = 1800
 
+[logs]
+# How long the log of a destroyed deployment is kept (0: removed at the next start of
+# proxdeck, or by `proxdeck logs --prune`, which also gives the space back).
+keep_deleted_days = 30
+
 [jobs]
 # Every operation (deploy, redeploy, destroy, ...) is a job run by proxdeck's worker, a
 # background process detached from the terminal: closing the dashboard or losing the SSH
@@ -1173,6 +1238,45 @@ max_parallel = 4
 # The worker exits after this long without work (a command or the dashboard starts it again).
 idle_exit_secs = 10
 "#;
+
+/// Values of the template that mean "not edited yet": (key, value as written there).
+const PLACEHOLDERS: &[(&str, &str)] = &[
+    ("proxmox.endpoint", "https://pve.example.lan:8006/"),
+    (
+        "proxmox.api_token",
+        "root@pam!proxdeck=00000000-0000-0000-0000-000000000000",
+    ),
+];
+
+impl Config {
+    /// Settings still at the template's example values, each with what to do: a config that
+    /// `config init` wrote and nobody edited. Checks the values in force (the environment
+    /// may have replaced them).
+    pub fn placeholders(&self) -> Vec<String> {
+        let Some(p) = &self.proxmox else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let endpoint_host = url::Url::parse(PLACEHOLDERS[0].1)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string));
+        if p.endpoint.host_str().map(str::to_string) == endpoint_host {
+            found.push(format!(
+                "{}: still the example {} from the template; set your Proxmox's address (https://HOST:8006/) or PROXMOX_VE_ENDPOINT",
+                PLACEHOLDERS[0].0, PLACEHOLDERS[0].1
+            ));
+        }
+        // The example's secret part, whatever token id was put in front of it.
+        let example_secret = PLACEHOLDERS[1].1.split_once('=').map(|(_, s)| s);
+        if p.has_token() && p.api_token.expose().split_once('=').map(|(_, s)| s) == example_secret {
+            found.push(format!(
+                "{}: still the template's example token; create one in Datacenter > Permissions > API Tokens and set USER@REALM!TOKENID=SECRET (or PROXMOX_VE_API_TOKEN)",
+                PLACEHOLDERS[1].0
+            ));
+        }
+        found
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -1190,10 +1294,40 @@ mod tests {
         let c = Config::parse(TEMPLATE, &env(&[])).unwrap();
         let p = c.proxmox().unwrap();
         assert_eq!(p.endpoint.as_str(), "https://pve.example.lan:8006/");
-        assert_eq!(p.node, "pve");
+        // The README's default.
+        assert_eq!(p.node, AUTO_NODE);
+        assert_eq!(
+            c.logs.keep_deleted,
+            Duration::from_secs(u64::from(DEFAULT_KEEP_DELETED_DAYS) * 86_400)
+        );
+        // Untouched, it is flagged: both example values.
+        let flagged = c.placeholders();
+        assert_eq!(flagged.len(), 2, "{flagged:?}");
+        assert!(flagged[0].starts_with("proxmox.endpoint:"));
+        assert!(flagged[1].starts_with("proxmox.api_token:"));
+        // Edited (or overridden by the environment), it is not.
+        let edited = Config::parse(
+            TEMPLATE,
+            &env(&[
+                ("PROXMOX_VE_ENDPOINT", "https://10.0.0.2:8006/"),
+                (
+                    "PROXMOX_VE_API_TOKEN",
+                    "root@pam!pd=0b5c1a4e-1111-2222-3333-444455556666",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert!(edited.placeholders().is_empty());
         assert!(!p.insecure);
         assert_eq!(c.guest.ssh_user, "root");
         assert_eq!(c.timeouts.health, Duration::from_secs(120));
+        // Debian 13 by default, in the template and without one.
+        assert_eq!(c.guest.os_template, DEFAULT_OS_TEMPLATE);
+        assert!(DEFAULT_OS_TEMPLATE.contains("/debian-13-standard_"));
+        assert_eq!(
+            Config::parse("", &env(&[])).unwrap().guest.os_template,
+            DEFAULT_OS_TEMPLATE
+        );
     }
 
     #[test]
@@ -1238,6 +1372,9 @@ mod tests {
             ("[proxmox]\napi_token = \"a@b!c=d\"", "proxmox.endpoint"),
             ("[guest]\ndatastore = \"a b\"", "guest.datastore"),
             ("[guest]\napp_root = \"relative\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/opt/my apps\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/\"", "guest.app_root"),
+            ("[guest]\napp_root = \"/srv/$HOME\"", "guest.app_root"),
             ("[guest]\nvlan = 5000", "guest.vlan"),
             (
                 "[network]\npool = \"10.0.0.0/33\"\ngateway = \"10.0.0.1\"",
@@ -1422,6 +1559,10 @@ mod tests {
             ("[vm]\nuser = \"Root User\"", "vm.user"),
             ("[vm]\ncpu_type = \"a;b\"", "vm.cpu_type"),
             ("[vm]\nagent_timeout_secs = 0", "vm.agent_timeout_secs"),
+            (
+                "[logs]\nkeep_deleted_days = 99999",
+                "logs.keep_deleted_days",
+            ),
             (
                 "[terraform]\nmirror = \"/does/not/exist\"",
                 "terraform.mirror",

@@ -336,6 +336,9 @@ pub struct GuestInfo {
     pub template: bool,
     /// Created by proxdeck (not merely imported).
     pub managed: bool,
+    /// It carries the id of no live deployment of this proxdeck: the deployment id it
+    /// carries (`proxdeck remove-orphan VMID` removes it).
+    pub orphan_of: Option<DeploymentId>,
     pub entry: Option<GuestEntry>,
 }
 

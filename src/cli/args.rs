@@ -38,7 +38,8 @@ pub enum Command {
     Show(IdArgs),
     /// Print a deployment's log (`--app`: the app's own log, read over SSH).
     Logs(LogsArgs),
-    /// Destroy a deployment's guest (terraform destroy); the record stays as DELETED.
+    /// Destroy a deployment's guest (terraform destroy, then confirmed with Proxmox); the
+    /// record stays as DELETED.
     Destroy(DestroyArgs),
     /// List the framework catalog.
     Frameworks(JsonArgs),
@@ -58,12 +59,16 @@ pub enum Command {
     /// Reboot a deployment's guest (starts it when it is stopped).
     Restart(OpArgs),
     /// Every VM and container of the cluster: node, status, CPU, memory, disk, uptime, and
-    /// whether proxdeck manages it.
-    Resources(JsonArgs),
+    /// whether proxdeck manages it (orphans: guests carrying the id of no live deployment).
+    Resources(ResourcesArgs),
     /// Import the cluster's guests proxdeck does not know, update known ones, mark gone ones.
     Sync(SyncArgs),
-    /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays.
-    Forget(OpArgs),
+    /// Remove an imported entry (or one whose guest is gone) from proxdeck; the guest stays
+    /// (`--force`: also a deployment whose guest or host cannot be reached).
+    Forget(ForgetArgs),
+    /// Delete an orphan guest (one carrying the id of no live deployment of this proxdeck)
+    /// through the Proxmox API; `resources --orphans` lists them.
+    RemoveOrphan(RemoveOrphanArgs),
     /// Running, queued and recent jobs (every operation is a job run by proxdeck's worker).
     Jobs(JobsArgs),
     /// Ask a deployment's queued or running job (or job #N) to stop: terraform saves its
@@ -116,6 +121,44 @@ pub struct OpArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Also drop a deployment proxdeck made whose guest or host cannot be reached; names what
+    /// may be left behind.
+    #[arg(long)]
+    pub force: bool,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResourcesArgs {
+    /// Only the orphans: guests carrying the id of no live deployment of this proxdeck.
+    #[arg(long)]
+    pub orphans: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveOrphanArgs {
+    /// The orphan guest's vmid.
+    pub vmid: u32,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct SyncArgs {
     /// Queue the sync and return.
     #[arg(long)]
@@ -156,7 +199,8 @@ pub struct IdArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Deployment id or name.
-    pub id: String,
+    #[arg(required_unless_present = "prune")]
+    pub id: Option<String>,
     /// The app's own log (its service's journal, or the supervisor's log file), over SSH.
     #[arg(long)]
     pub app: bool,
@@ -164,9 +208,17 @@ pub struct LogsArgs {
     /// following; the job goes on); with --app until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// With --app: how many of the last lines to print first.
-    #[arg(long, short = 'n', default_value_t = 200, value_name = "N")]
-    pub lines: u32,
+    /// Print only the last N lines (default: the whole log; with --app: 200).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub lines: Option<u32>,
+    /// Only lines written since WHEN: a duration back from now (90s, 10m, 2h, 3d, 1w) or a
+    /// time (2026-11-30T14:00:00Z, 2026-11-30 14:00, 2026-11-30; local time unless it says).
+    #[arg(long, value_name = "WHEN", value_parser = super::logs::parse_since, conflicts_with = "app")]
+    pub since: Option<i64>,
+    /// Remove the logs of deployments deleted more than `[logs] keep_deleted_days` ago, fold
+    /// the rest into compact batches, and give the freed space back to the file system.
+    #[arg(long, conflicts_with_all = ["id", "app", "follow", "lines", "since"])]
+    pub prune: bool,
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -194,6 +246,10 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// For a guest or host that cannot be reached any more: record DELETED even when the
+    /// removal cannot be done or confirmed, naming what may be left behind.
+    #[arg(long)]
+    pub force: bool,
     /// Queue the job and return.
     #[arg(long)]
     pub detach: bool,

@@ -1,15 +1,27 @@
-//! The commands that read the cluster without changing it: `resources` and `doctor`, and how a
-//! sync's report is printed (`sync` itself is a job: `cli::jobs`). Thin clients of
-//! `engine::sync` and `engine::proxmox`; this module only prints (tables, or `--json`).
+//! The commands that talk to the cluster outside the job queue: `resources` (with
+//! `--orphans`), `remove-orphan` (one API call, confirmed) and `doctor`, and how a sync's
+//! report is printed (`sync` itself is a job: `cli::jobs`). Thin clients of `engine::sync`,
+//! `engine::identity` and `engine::proxmox`; this module only prints (tables, or `--json`).
 
 use super::{CliError, open_engine, print_json};
 use crate::config::AUTO_NODE;
 use crate::engine::Engine;
+use crate::engine::identity::{self, IdentityError};
 use crate::engine::proxmox::api::GuestKind;
 use crate::engine::proxmox::{Client, TlsMode, checks};
 use crate::engine::sync::{self, SyncError, SyncReport};
 use serde::Serialize;
 use std::time::Duration;
+
+impl From<IdentityError> for CliError {
+    fn from(e: IdentityError) -> CliError {
+        match e {
+            IdentityError::Config(_) | IdentityError::Refused(_) => CliError::usage(e.to_string()),
+            IdentityError::Store(s) => s.into(),
+            other => CliError::failed(other.to_string()),
+        }
+    }
+}
 
 impl From<SyncError> for CliError {
     fn from(e: SyncError) -> CliError {
@@ -17,6 +29,64 @@ impl From<SyncError> for CliError {
             SyncError::Config(_) => CliError::usage(e.to_string()),
             other => CliError::failed(other.to_string()),
         }
+    }
+}
+
+pub(super) async fn remove_orphan(
+    cli: &super::Cli,
+    vmid: u32,
+    yes: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    use std::io::{IsTerminal, Write};
+    let engine = open_engine(cli)?;
+    let orphans = identity::find_orphans(&engine).await?;
+    let Some(orphan) = orphans.iter().find(|o| o.vmid == vmid) else {
+        return Err(CliError::usage(
+            identity::not_an_orphan(&engine, vmid).await?,
+        ));
+    };
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::usage(format!(
+                "removing {} {vmid} needs confirmation: run it on a terminal, or pass --yes",
+                orphan.kind.label()
+            )));
+        }
+        eprint!(
+            "Delete {} {vmid} ({}) on {}? It is an orphan: {}. Type the vmid to confirm: ",
+            orphan.kind.label(),
+            orphan.name,
+            orphan.node,
+            orphan.why
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| CliError::failed(e.to_string()))?;
+        if answer.trim() != vmid.to_string() {
+            return Err(CliError::failed("not confirmed; nothing was removed"));
+        }
+    }
+    let mut say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let removed = identity::remove_orphan(&engine, vmid, &mut say).await?;
+    if json {
+        print_json(&removed)
+    } else {
+        println!(
+            "removed the orphan {} {vmid} ({}) of deployment {}",
+            removed.kind.label(),
+            removed.name,
+            removed.deployment
+        );
+        Ok(())
     }
 }
 
@@ -33,8 +103,21 @@ fn uptime(secs: u64) -> String {
     }
 }
 
-pub(super) async fn resources(cli: &super::Cli, json: bool) -> Result<(), CliError> {
+pub(super) async fn resources(cli: &super::Cli, orphans: bool, json: bool) -> Result<(), CliError> {
     let engine = open_engine(cli)?;
+    if orphans {
+        let found = identity::find_orphans(&engine).await?;
+        if json {
+            return print_json(&found);
+        }
+        print_orphans(&found);
+        println!(
+            "{} orphan{}",
+            found.len(),
+            if found.len() == 1 { "" } else { "s" }
+        );
+        return Ok(());
+    }
     let view = sync::resources(&engine).await?;
     if json {
         return print_json(&view);
@@ -61,11 +144,15 @@ pub(super) async fn resources(cli: &super::Cli, json: bool) -> Result<(), CliErr
         "VMID", "TYPE", "NODE", "NAME", "STATUS", "CPUS", "CPU%", "MEM GiB", "DISK GiB", "UPTIME"
     );
     for g in &view.guests {
-        let tracked = match &g.deployment {
-            Some(t) if g.managed => format!("managed: {} ({})", t.name, t.id),
-            Some(t) => format!("imported: {} ({})", t.name, t.id),
-            None if g.template => "template".to_string(),
-            None => "-".to_string(),
+        let tracked = match (&g.deployment, &g.orphan) {
+            (Some(t), _) if g.managed => format!("managed: {} ({})", t.name, t.id),
+            (Some(t), _) => format!("imported: {} ({})", t.name, t.id),
+            (None, Some(o)) => format!(
+                "ORPHAN of {}: `proxdeck remove-orphan {}` removes it",
+                o.deployment, g.vmid
+            ),
+            (None, None) if g.template => "template".to_string(),
+            (None, None) => "-".to_string(),
         };
         println!(
             "{:>6} {:<4} {:<12} {:<24} {:<8} {:>5} {:>4.0}% {:>11} {:>11} {:>9}  {tracked}{}",
@@ -94,13 +181,37 @@ pub(super) async fn resources(cli: &super::Cli, json: bool) -> Result<(), CliErr
         .iter()
         .filter(|g| !g.managed && g.deployment.is_some())
         .count();
+    let orphans = view
+        .guests
+        .iter()
+        .filter(|g| g.deployment.is_none() && g.orphan.is_some())
+        .count();
     println!(
-        "\n{} guests on {} nodes: {managed} managed by proxdeck, {imported} imported, {} unknown to proxdeck (`proxdeck sync` imports them)",
+        "\n{} guests on {} nodes: {managed} managed by proxdeck, {imported} imported, {orphans} orphaned (`proxdeck resources --orphans`), {} unknown to proxdeck (`proxdeck sync` imports them)",
         view.guests.len(),
         view.nodes.len(),
-        view.guests.len() - managed - imported
+        view.guests.len() - managed - imported - orphans
     );
     Ok(())
+}
+
+fn print_orphans(found: &[identity::Orphan]) {
+    for o in found {
+        println!(
+            "orphan    {:<6} {:<4} {:<12} {:<24} {:<8} deployment {}: {}; `proxdeck remove-orphan {}` removes it",
+            o.vmid,
+            match o.kind {
+                GuestKind::Lxc => "lxc",
+                GuestKind::Qemu => "vm",
+            },
+            o.node,
+            o.name,
+            o.status,
+            o.deployment,
+            o.why,
+            o.vmid
+        );
+    }
 }
 
 pub(super) fn print_sync(r: &SyncReport) {
@@ -121,18 +232,20 @@ pub(super) fn print_sync(r: &SyncReport) {
             );
         }
     }
+    print_orphans(&r.orphans);
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
     println!(
-        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged, {} templates skipped",
+        "{} guests: {} imported, {} updated, {} marked missing, {} back, {} unchanged, {} templates skipped, {} orphans (not imported)",
         r.guests,
         r.imported.len(),
         r.updated.len(),
         r.missing.len(),
         r.returned.len(),
         r.unchanged,
-        r.templates_skipped
+        r.templates_skipped,
+        r.orphans.len()
     );
 }
 

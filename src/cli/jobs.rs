@@ -163,7 +163,11 @@ async fn finish(engine: &Engine, job: Job, json: bool) -> Result<(), CliError> {
     };
     if job.kind() == OpKind::Forget {
         if json {
-            return print_json(&serde_json::json!({"id": id, "forgotten": true, "job": job}));
+            // What was forgotten, and what may be left behind (`forget --force`).
+            return match &outcome.detail {
+                Some(detail) => print_json(detail),
+                None => print_json(&serde_json::json!({"id": id, "forgotten": true})),
+            };
         }
         println!("{}", outcome.message);
         return Ok(());

@@ -189,6 +189,17 @@ pub(super) fn config_command(cli: &Cli, c: &ConfigCommand) -> Result<(), CliErro
         }
         ConfigCommand::Check => {
             let config = load_config(cli)?;
+            let placeholders = config.placeholders();
+            if !placeholders.is_empty() {
+                for p in &placeholders {
+                    eprintln!("{p}");
+                }
+                return Err(CliError::usage(format!(
+                    "{}: not ready: {} setting(s) above still hold the template's examples; edit them, then run `proxdeck config check` again",
+                    path.display(),
+                    placeholders.len()
+                )));
+            }
             match config.proxmox() {
                 Ok(p) => println!(
                     "{}: ok (proxmox {} node {}{})",

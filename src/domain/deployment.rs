@@ -5,9 +5,64 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Short, typeable id of a deployment (six lowercase letters and digits, e.g. `k3x9ta`).
+///
+/// Six characters from a 31-letter alphabet give about 887 million ids: random ids collide
+/// now and then in a list of thousands, so a new id is always checked against the store in
+/// the transaction that records it (`Store::insert_deployment` refuses a taken id and the
+/// deploy path draws again; `Store::apply_sync` draws again for every taken one). The id a
+/// user sees is the whole id: there is no longer form to resolve.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct DeploymentId(pub String);
+
+impl DeploymentId {
+    /// The letters ids are made of: lowercase letters and digits without the look-alikes
+    /// (`l`, `o`, `0`, `1`, `i`).
+    pub const ALPHABET: &'static [u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    pub const LEN: usize = 6;
+
+    /// A fresh random id (not yet checked against the store: see the type's docs).
+    pub fn random() -> DeploymentId {
+        let alphabet = Self::ALPHABET;
+        // The largest multiple of the alphabet's size below 256: bytes at or above it are
+        // drawn again, so every letter is equally likely.
+        let limit = (256 / alphabet.len() * alphabet.len()) as u8;
+        let mut id = String::with_capacity(Self::LEN);
+        let mut pool = [0u8; 16];
+        while id.len() < Self::LEN {
+            fill_random(&mut pool);
+            for b in pool {
+                if b < limit && id.len() < Self::LEN {
+                    id.push(alphabet[b as usize % alphabet.len()] as char);
+                }
+            }
+        }
+        DeploymentId(id)
+    }
+}
+
+/// Fills `buf` from the OS's random source; without one (never seen on Linux), from a hash
+/// of the time, the process id and a counter, which still differs on every call.
+fn fill_random(buf: &mut [u8]) {
+    if getrandom::getrandom(buf).is_ok() {
+        return;
+    }
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut hash = Sha256::new();
+    hash.update(nanos.to_le_bytes());
+    hash.update(std::process::id().to_le_bytes());
+    hash.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let digest = hash.finalize();
+    for (b, d) in buf.iter_mut().zip(digest.iter().cycle()) {
+        *b = *d;
+    }
+}
 
 impl fmt::Display for DeploymentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -59,6 +59,14 @@ pub struct Framework {
     /// The runtime's Alpine (apk) packages, the counterpart of `runtime` on Alpine guests.
     #[serde(default)]
     pub alpine: String,
+    /// Node frameworks: the oldest Node.js the framework's current release runs on
+    /// (`major.minor`), checked against the guest's Node before anything is installed. An
+    /// app whose package.json declares `engines.node` is taken at its word instead.
+    #[serde(default)]
+    pub node: String,
+    /// Why the framework needs that Node.js, for the message when the guest's is too old.
+    #[serde(default)]
+    pub node_why: String,
 }
 
 fn default_health_path() -> String {
@@ -114,6 +122,17 @@ impl Catalog {
                 return Err(CatalogError::Invalid(format!(
                     "{}: install and start commands are required",
                     fw.id
+                )));
+            }
+            if !fw.node.is_empty()
+                && !fw
+                    .node
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            {
+                return Err(CatalogError::Invalid(format!(
+                    "{}: node {:?} must be a version like 20.19",
+                    fw.id, fw.node
                 )));
             }
             if !fw.health_path.starts_with('/') {
@@ -209,6 +228,26 @@ mod tests {
                 fw.start
             );
         }
+    }
+
+    #[test]
+    fn node_frameworks_name_their_minimum_node() {
+        let c = Catalog::builtin();
+        for fw in &c.frameworks {
+            let uses_node = fw.runtime.split_whitespace().any(|p| p == "nodejs");
+            assert_eq!(
+                uses_node,
+                !fw.node.is_empty(),
+                "{}: node {:?}",
+                fw.id,
+                fw.node
+            );
+            assert_eq!(fw.node.is_empty(), fw.node_why.is_empty(), "{}", fw.id);
+        }
+        // Current Vite and Next.js releases need Node 20 (Debian 12's nodejs is 18).
+        assert_eq!(c.get("react").unwrap().node, "20.19");
+        assert_eq!(c.get("nextjs").unwrap().node, "20.9");
+        assert!(invalid(&entry("x", "node = \"20.x\"\n")).contains("node"));
     }
 
     #[test]

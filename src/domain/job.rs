@@ -97,12 +97,21 @@ pub enum Op {
     /// Back to the commit deployed before.
     Rollback,
     /// Remove the guest (or the app from an existing host); the record stays as DELETED.
-    Destroy,
+    /// `force`: record DELETED even when the guest or host cannot be reached, naming what
+    /// may be left behind.
+    Destroy {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
     Start,
     Stop,
     Restart,
-    /// Drop an entry proxdeck owns no guest for.
-    Forget,
+    /// Drop an entry proxdeck owns no guest for (`force`: also one whose guest or host cannot
+    /// be reached, naming what may be left behind).
+    Forget {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
     /// Import the cluster's guests, update known ones.
     Sync,
 }
@@ -114,11 +123,11 @@ impl Op {
             Op::Retry => OpKind::Retry,
             Op::Redeploy { .. } => OpKind::Redeploy,
             Op::Rollback => OpKind::Rollback,
-            Op::Destroy => OpKind::Destroy,
+            Op::Destroy { .. } => OpKind::Destroy,
             Op::Start => OpKind::Start,
             Op::Stop => OpKind::Stop,
             Op::Restart => OpKind::Restart,
-            Op::Forget => OpKind::Forget,
+            Op::Forget { .. } => OpKind::Forget,
             Op::Sync => OpKind::Sync,
         }
     }

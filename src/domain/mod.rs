@@ -1,6 +1,7 @@
 //! The domain: deployments, their lifecycle, what a user may ask for (validated), the jobs
 //! that carry out operations, the rules of what may be done to a deployment, and the
-//! framework catalog. Pure data and rules: no I/O beyond parsing the built-in catalog.
+//! framework catalog. Pure data and rules: no I/O beyond parsing the built-in catalog (and the
+//! OS's random source for new deployment ids).
 
 pub mod deployment;
 pub mod framework;

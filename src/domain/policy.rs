@@ -5,7 +5,7 @@
 //! Pure rules over a `Deployment` record; whether another job is queued or running for it is
 //! the store's concern (`Store::enqueue` refuses a second active job with its own words).
 
-use super::job::OpKind;
+use super::job::{Op, OpKind};
 use super::{Deployment, Origin, Status};
 
 /// Why an operation is refused, as one sentence naming the deployment and what to do instead.
@@ -119,8 +119,8 @@ pub fn check(op: OpKind, d: &Deployment) -> Result<(), Refusal> {
             let gone = d.status == Status::Deleted || d.missing_since.is_some();
             if !imported && !gone {
                 refuse(format!(
-                    "{who} is a deployment proxdeck made and its guest exists: `proxdeck destroy {}` removes it; forget is for imported entries and guests that are gone",
-                    d.id
+                    "{who} is a deployment proxdeck made and its guest exists: `proxdeck destroy {}` removes it; forget is for imported entries and guests that are gone (if its guest or host cannot be reached any more, `proxdeck forget {} --force` drops the entry and names what may be left behind)",
+                    d.id, d.id
                 ))
             } else if d.status.is_in_flight() {
                 refuse(format!("{who} is {}: wait for it to finish", d.status))
@@ -128,6 +128,20 @@ pub fn check(op: OpKind, d: &Deployment) -> Result<(), Refusal> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Checks an operation with its arguments: `forget --force` may also drop a deployment
+/// proxdeck made whose guest or host cannot be reached (never one with work in flight).
+pub fn check_op(op: &Op, d: &Deployment) -> Result<(), Refusal> {
+    match op {
+        Op::Forget { force: true } if d.status.is_in_flight() => Err(Refusal(format!(
+            "{} is {}: wait for it to finish",
+            who(d),
+            d.status
+        ))),
+        Op::Forget { force: true } => Ok(()),
+        other => check(other.kind(), d),
     }
 }
 
@@ -206,6 +220,9 @@ mod tests {
                 .0
                 .contains("did not create")
         );
+        assert!(check_op(&Op::Forget { force: true }, &running).is_ok());
+        assert!(check_op(&Op::Forget { force: false }, &running).is_err());
+        assert!(check_op(&Op::Forget { force: true }, &busy).is_err());
         let pending = dep(Status::Pending, Origin::Terraform);
         assert!(check(OpKind::Deploy, &pending).is_ok());
         assert!(check(OpKind::Deploy, &failed).is_err());

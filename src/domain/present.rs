@@ -136,7 +136,7 @@ mod tests {
             queued_note(OpKind::Deploy, "shop", &j),
             "deploy shop is queued as job #7 (2nd in line)"
         );
-        let mut running = job(Op::Destroy, JobState::Running, None);
+        let mut running = job(Op::Destroy { force: false }, JobState::Running, None);
         assert_eq!(job_phrase(&running), "destroy running");
         running.cancel_requested = true;
         assert_eq!(job_phrase(&running), "destroy cancelling");

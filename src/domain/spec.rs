@@ -167,14 +167,18 @@ impl DeployInput {
             guest_type.as_ref().map(|_| ()).map_err(Clone::clone),
         );
 
-        let name = self
-            .name
-            .as_deref()
-            .map(str::trim)
-            .filter(|n| !n.is_empty());
-        if let Some(n) = name {
-            check("name", validate_name(n));
+        // Left out, a name is suggested from the repository; given empty, it is a mistake
+        // (an unset shell variable, a script's bug), not a request for the default.
+        let name = self.name.as_deref().map(str::trim);
+        match name {
+            Some("") => check(
+                "name",
+                Err("is empty; give a name, or leave --name out to have one made from the repository".into()),
+            ),
+            Some(n) => check("name", validate_name(n)),
+            None => {}
         }
+        let name = name.filter(|n| !n.is_empty());
 
         let cores = self.cores.unwrap_or(DEFAULT_CORES);
         check("cores", in_range(cores, 1, 128, "cores"));
@@ -435,6 +439,31 @@ pub fn validate_node(n: &str) -> Result<(), String> {
     }
 }
 
+/// Why an app may not set this variable itself: proxdeck sets it on the guest (the
+/// provisioning scripts' env file, `run/with-env`, the service), or it changes how every
+/// program there runs (the dynamic loader, the shell). `None`: the name is the app's to use.
+pub fn reserved_env_name(k: &str) -> Option<&'static str> {
+    Some(match k {
+        "PORT" => "proxdeck sets it from the deployment's port (--port)",
+        "PATH" => {
+            "proxdeck sets it on the guest (the app's own bin folders first); a different PATH breaks the install, build and start commands"
+        }
+        "HOME" | "USER" | "LOGNAME" | "APP_DIR" | "PWD" | "OLDPWD" => {
+            "proxdeck sets it on the guest for the app's own user and folder"
+        }
+        "SHELL" | "IFS" | "CDPATH" | "ENV" | "GLOBIGNORE" | "SHELLOPTS" | "BASHOPTS" | "PS4" => {
+            "it changes how the shell runs proxdeck's scripts and the app's commands"
+        }
+        "UID" | "EUID" | "PPID" | "GROUPS" => "the shell keeps it read-only",
+        _ if k.starts_with("LD_") => {
+            "it changes how every program on the guest is loaded (the dynamic loader)"
+        }
+        _ if k.starts_with("BASH_") => "it changes how bash runs proxdeck's scripts",
+        _ if k.starts_with("PROXDECK_") => "the PROXDECK_ prefix is proxdeck's own",
+        _ => return None,
+    })
+}
+
 pub fn validate_env_name(k: &str) -> Result<(), String> {
     let mut chars = k.chars();
     let first_ok = chars
@@ -445,8 +474,8 @@ pub fn validate_env_name(k: &str) -> Result<(), String> {
             "{k:?} is not a variable name: letters, digits and '_', not starting with a digit"
         ));
     }
-    if k == "PORT" {
-        return Err("PORT is set by proxdeck from the deployment's port".into());
+    if let Some(why) = reserved_env_name(k) {
+        return Err(format!("{k} cannot be set for the app: {why}"));
     }
     Ok(())
 }
@@ -593,7 +622,8 @@ fn validate_health_path(p: &str) -> Result<(), String> {
 
 /// Parses an env file: `KEY=VALUE` per line, optionally after `export `; blank lines and
 /// lines starting with `#` are skipped. A value in single quotes is taken literally; in
-/// double quotes, `\"` and `\\` are unescaped; unquoted, it runs to the end of the line
+/// double quotes, `\"` and `\\` are unescaped; after the closing quote only blanks and a
+/// `# comment` may follow. Unquoted, it runs to the end of the line or to a ` #` comment
 /// (blanks around it dropped). Errors name the line.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
@@ -614,37 +644,73 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
         validate_env_name(k).map_err(|e| format!("line {n}: {e}"))?;
         let v = v.trim();
         let value = if let Some(rest) = v.strip_prefix('\'') {
-            rest.strip_suffix('\'')
-                .ok_or_else(|| format!("line {n}: the single quote is not closed"))?
-                .to_string()
+            let end = closing_quote(rest, '\'', false)
+                .ok_or_else(|| format!("line {n}: the single quote is not closed"))?;
+            rest[..end].to_string()
         } else if let Some(rest) = v.strip_prefix('"') {
-            let inner = rest
-                .strip_suffix('"')
-                .filter(|s| !s.ends_with('\\') || s.ends_with("\\\\"))
+            let end = closing_quote(rest, '"', true)
                 .ok_or_else(|| format!("line {n}: the double quote is not closed"))?;
-            let mut value = String::new();
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                if c == '\\' {
-                    match chars.next() {
-                        Some(e @ ('"' | '\\')) => value.push(e),
-                        Some(other) => {
-                            value.push('\\');
-                            value.push(other);
-                        }
-                        None => value.push('\\'),
-                    }
-                } else {
-                    value.push(c);
-                }
-            }
-            value
+            unescape_double(&rest[..end])
         } else {
-            v.to_string()
+            strip_comment(v).to_string()
         };
         out.push((k.to_string(), value));
     }
     Ok(out)
+}
+
+/// Where the value's closing quote is in `rest` (the text after the opening quote): the last
+/// quote (unescaped, with `escapes`) after which only blanks or a `# comment` follow.
+fn closing_quote(rest: &str, quote: char, escapes: bool) -> Option<usize> {
+    let mut candidates = Vec::new();
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        if escapes && escaped {
+            escaped = false;
+            continue;
+        }
+        if escapes && c == '\\' {
+            escaped = true;
+        } else if c == quote {
+            candidates.push(i);
+        }
+    }
+    candidates.into_iter().rev().find(|&i| {
+        let after = rest[i + quote.len_utf8()..].trim_start();
+        after.is_empty() || after.starts_with('#')
+    })
+}
+
+fn unescape_double(inner: &str) -> String {
+    let mut value = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(e @ ('"' | '\\')) => value.push(e),
+                Some(other) => {
+                    value.push('\\');
+                    value.push(other);
+                }
+                None => value.push('\\'),
+            }
+        } else {
+            value.push(c);
+        }
+    }
+    value
+}
+
+/// An unquoted value without its ` # comment` (a `#` right after text is part of the value).
+fn strip_comment(v: &str) -> &str {
+    let mut prev_blank = false;
+    for (i, c) in v.char_indices() {
+        if c == '#' && prev_blank {
+            return v[..i].trim_end();
+        }
+        prev_blank = c.is_whitespace();
+    }
+    v
 }
 
 /// Parses `KEY=VALUE` (the value may be empty and may contain '=').
@@ -1026,6 +1092,96 @@ mod tests {
         assert!(parse_env_file("1A=x").unwrap_err().starts_with("line 1:"));
         assert!(parse_env_file("A='open").is_err());
         assert!(parse_env_file("A=\"open").is_err());
+        assert!(parse_env_file("A=\"open\\\"").is_err());
+    }
+
+    #[test]
+    fn env_file_comments_after_values() {
+        let text = "A=\"x\" # the x\nB='y'   #y\nC=plain # note\nD=a#b\nE=\"has # inside\"\n\
+                    F='q' # it's quoted\nG=\"say \\\"hi\\\"\" # greeting\n";
+        let got = parse_env_file(text).unwrap();
+        let want: Vec<(String, String)> = [
+            ("A", "x"),
+            ("B", "y"),
+            ("C", "plain"),
+            ("D", "a#b"),
+            ("E", "has # inside"),
+            ("F", "q"),
+            ("G", "say \"hi\""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        // Text after the closing quote that is not a comment is still an error.
+        let err = parse_env_file("A=\"x\" y\n").unwrap_err();
+        assert!(err.starts_with("line 1: the double quote"), "{err}");
+    }
+
+    #[test]
+    fn names_the_runtime_or_proxdeck_needs_are_refused() {
+        for k in [
+            "PATH",
+            "HOME",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PORT",
+            "USER",
+            "APP_DIR",
+            "IFS",
+            "BASH_ENV",
+            "BASH_FUNC_x%%",
+            "PROXDECK_STATIC_ROOT",
+            "UID",
+        ] {
+            let err = parse_env_pair(&format!("{k}=x")).unwrap_err();
+            assert!(
+                err.contains("cannot be set") || err.contains("not a variable name"),
+                "{k}: {err}"
+            );
+        }
+        let err = parse_env_pair("PATH=/usr/bin").unwrap_err();
+        assert!(
+            err.starts_with("PATH cannot be set for the app: proxdeck sets it"),
+            "{err}"
+        );
+        let err = parse_env_file("# x\nLD_PRELOAD=/tmp/x.so\n").unwrap_err();
+        assert!(err.starts_with("line 2: LD_PRELOAD cannot be set"), "{err}");
+        let mut i = input();
+        i.env = vec![("HOME".into(), "/root".into())];
+        let err = i.validate(&catalog()).unwrap_err();
+        assert!(err.field("env").unwrap().message.contains("HOME"), "{err}");
+        for k in [
+            "DATABASE_URL",
+            "NODE_ENV",
+            "LANG",
+            "PYTHONPATH",
+            "DJANGO_SETTINGS_MODULE",
+            "HOSTNAME_X",
+        ] {
+            assert!(parse_env_pair(&format!("{k}=x")).is_ok(), "{k}");
+        }
+    }
+
+    #[test]
+    fn an_empty_name_is_refused_not_defaulted() {
+        for empty in ["", "   "] {
+            let mut i = input();
+            i.name = Some(empty.into());
+            let err = i.validate(&catalog()).unwrap_err();
+            assert!(
+                err.field("name").unwrap().message.contains("is empty"),
+                "{err}"
+            );
+        }
+        let mut i = input();
+        i.name = None;
+        assert_eq!(i.validate(&catalog()).unwrap().name, None);
+        i.name = Some(" shop ".into());
+        assert_eq!(
+            i.validate(&catalog()).unwrap().name.as_deref(),
+            Some("shop")
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! reads the files on the controller (`git fetch --depth 1` into a throwaway bare repo, then
 //! `git cat-file`): no checkout, nothing of the repository executed.
 //!
+//! Also what Node.js an app needs ([`node_need`]): the lower bound of package.json's
+//! `engines.node` when the app declares one, else the framework's minimum from the catalog.
+//!
 //! It must not decide anything else about a deployment: the caller records the framework.
 
 use crate::domain::{Catalog, Framework};
@@ -216,6 +219,87 @@ async fn fetch_and_read(
     Ok((files, commit))
 }
 
+/// The oldest Node.js an app runs on, and why: what the provisioning script compares with
+/// the guest's Node before it installs anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNeed {
+    /// `major.minor.patch`.
+    pub min: String,
+    /// Why, in words (said when the guest's Node is older).
+    pub why: String,
+}
+
+/// What the framework needs by itself (the catalog's `node`), or `None` for a framework that
+/// does not run on Node.
+pub fn framework_node_need(fw: &Framework) -> Option<NodeNeed> {
+    if fw.node.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<&str> = fw.node.split('.').collect();
+    parts.resize(3, "0");
+    Some(NodeNeed {
+        min: parts.join("."),
+        why: fw.node_why.clone(),
+    })
+}
+
+/// What the app's `package.json` (its text) says about Node: the lowest version its
+/// `engines.node` range allows. `Ok(None)` when it declares nothing.
+pub fn engines_node_need(package_json: &str) -> Result<Option<NodeNeed>, String> {
+    let parsed: serde_json::Value = serde_json::from_str(package_json)
+        .map_err(|e| format!("package.json is not valid JSON: {e}"))?;
+    let Some(range) = parsed.pointer("/engines/node") else {
+        return Ok(None);
+    };
+    let text = range
+        .as_str()
+        .ok_or_else(|| format!("package.json's engines.node is not a string: {range}"))?;
+    let parsed = nodejs_semver::Range::parse(text)
+        .map_err(|e| format!("package.json's engines.node {text:?} is not a version range: {e}"))?;
+    let min = parsed
+        .min_version()
+        .ok_or_else(|| format!("package.json's engines.node {text:?} allows no version"))?;
+    Ok(Some(NodeNeed {
+        min: format!("{}.{}.{}", min.major(), min.minor(), min.patch()),
+        why: format!("package.json's engines.node is {text:?}"),
+    }))
+}
+
+/// What Node.js the app at `repo` (`git_ref`: a branch, tag or commit; empty for the default
+/// branch) needs: its `engines.node` when its package.json declares one, else the
+/// framework's minimum. Reads package.json with a shallow fetch on the controller; when that
+/// cannot be read, the framework's minimum stands and the second value says why.
+pub async fn node_need(
+    fw: &Framework,
+    repo: &str,
+    git_ref: &str,
+    scratch: &Path,
+    timeout: Duration,
+) -> (Option<NodeNeed>, Option<String>) {
+    let framework = framework_node_need(fw);
+    if framework.is_none() {
+        return (None, None);
+    }
+    let dir = scratch.join(format!("node-{}", unique_suffix()));
+    let git_ref = (!git_ref.is_empty()).then_some(git_ref);
+    let read = fetch_and_read(Catalog::builtin(), repo, git_ref, &dir, timeout).await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let package = match read {
+        Ok((files, _)) => files.get("package.json").cloned(),
+        Err(e) => {
+            return (
+                framework,
+                Some(format!("cannot read package.json's engines ({e})")),
+            );
+        }
+    };
+    match package.as_deref().map(engines_node_need) {
+        Some(Ok(Some(need))) => (Some(need), None),
+        Some(Err(e)) => (framework, Some(e)),
+        Some(Ok(None)) | None => (framework, None),
+    }
+}
+
 /// `git ls-remote REPO [REF]` from the controller: the repository answers and the ref exists
 /// (a commit id cannot be listed and is taken on trust). Returns a line for the log.
 pub async fn check_ref(repo: &str, git_ref: &str, timeout: Duration) -> Result<String, String> {
@@ -355,6 +439,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DetectError::Ambiguous { .. }), "{err}");
+    }
+
+    #[test]
+    fn node_needs_come_from_engines_else_the_framework() {
+        let c = Catalog::builtin();
+        let react = framework_node_need(c.get("react").unwrap()).unwrap();
+        assert_eq!(react.min, "20.19.0");
+        assert!(react.why.contains("Vite"), "{}", react.why);
+        assert_eq!(framework_node_need(c.get("flask").unwrap()), None);
+        let express = framework_node_need(c.get("express").unwrap()).unwrap();
+        assert_eq!(express.min, "18.0.0");
+        for (range, min) in [
+            (">=18", "18.0.0"),
+            ("^20.19.0 || >=22.12.0", "20.19.0"),
+            (">= 20.9.0", "20.9.0"),
+            ("18.x", "18.0.0"),
+            ("~20.11.1", "20.11.1"),
+            ("20 - 22", "20.0.0"),
+            ("*", "0.0.0"),
+        ] {
+            let text = format!(r#"{{"name": "app", "engines": {{"node": "{range}"}}}}"#);
+            let need = engines_node_need(&text).unwrap().unwrap();
+            assert_eq!(need.min, min, "{range}");
+            assert!(need.why.contains(range), "{}", need.why);
+        }
+        assert_eq!(engines_node_need(r#"{"name": "app"}"#).unwrap(), None);
+        assert!(
+            engines_node_need(r#"{"engines": {"node": "not a range!"}}"#)
+                .unwrap_err()
+                .contains("engines.node")
+        );
+        assert!(engines_node_need("{").unwrap_err().contains("JSON"));
     }
 
     #[test]

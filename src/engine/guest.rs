@@ -108,6 +108,8 @@ pub struct ScriptRun {
     pub status: i32,
     /// The first `proxdeck-commit:` line of its output.
     pub commit: Option<String>,
+    /// The script's own reason for stopping: its last `proxdeck: ` line on stderr.
+    pub reason: Option<String>,
 }
 
 /// Uploads `script` to a private temporary file on the guest (it may hold secrets: mode
@@ -158,10 +160,19 @@ pub fn run_script(
     };
     let command = format!("{runner} {quoted} </dev/null; rc=$?; rm -f {quoted}; exit $rc");
     let mut commit = None;
+    let mut reason = None;
     let mut sudo_refused = None;
     let mut forward = |stream: LogStream, lines: Vec<String>| {
         if stream == LogStream::Stdout && commit.is_none() {
             commit = lines.iter().find_map(|l| provision::commit_from_line(l));
+        }
+        if stream == LogStream::Stderr
+            && let Some(r) = lines
+                .iter()
+                .rev()
+                .find_map(|l| provision::reason_from_line(l))
+        {
+            reason = Some(r);
         }
         if stream == LogStream::Stderr && sudo_refused.is_none() {
             sudo_refused = lines
@@ -181,7 +192,11 @@ pub fn run_script(
             ),
         });
     }
-    Ok(ScriptRun { status, commit })
+    Ok(ScriptRun {
+        status,
+        commit,
+        reason,
+    })
 }
 
 /// Host keys pinned in the store: accepted and pinned on first contact, compared afterwards.

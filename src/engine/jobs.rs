@@ -76,19 +76,37 @@ pub fn recover_interrupted(
 ) -> Result<Vec<Deployment>, StoreError> {
     let mut recovered = Vec::new();
     for d in store.in_flight()? {
-        // Hold the lock while changing the record, so a process starting on it now waits for
-        // a consistent state.
-        let Ok(_lock) = JobLock::acquire(paths, &d.id) else {
-            continue;
-        };
-        let stage = d.stage.map(|s| s.as_str()).unwrap_or("unknown");
-        let message = format!(
-            "interrupted: proxdeck stopped during stage {stage} ({}); retry or destroy it",
-            d.status
-        );
-        recovered.push(store.transition(&d.id, Status::Failed, None, Some(&message))?);
+        if let Some(d) = recover_if_interrupted(paths, store, &d.id)? {
+            recovered.push(d);
+        }
     }
     Ok(recovered)
+}
+
+/// Marks `id` FAILED if it is in flight and no process holds its lock. The record is read
+/// again under the lock: the process that held it may have finished it meanwhile.
+fn recover_if_interrupted(
+    paths: &DataPaths,
+    store: &mut crate::store::Store,
+    id: &crate::domain::DeploymentId,
+) -> Result<Option<Deployment>, StoreError> {
+    // Hold the lock while changing the record, so a process starting on it now waits for
+    // a consistent state.
+    let Ok(_lock) = JobLock::acquire(paths, id) else {
+        return Ok(None);
+    };
+    let d = store.get(id)?;
+    if !d.status.is_in_flight() {
+        return Ok(None);
+    }
+    let stage = d.stage.map(|s| s.as_str()).unwrap_or("unknown");
+    let message = format!(
+        "interrupted: proxdeck stopped during stage {stage} ({}); retry or destroy it",
+        d.status
+    );
+    store
+        .transition(id, Status::Failed, None, Some(&message))
+        .map(Some)
 }
 
 #[cfg(test)]
@@ -157,5 +175,34 @@ mod recovery_tests {
         );
         assert_eq!(store.find("busy").unwrap().status, Status::Provisioning);
         assert_eq!(store.find("idle").unwrap().status, Status::Pending);
+    }
+
+    #[test]
+    fn a_deployment_finished_since_the_list_was_read_is_left_alone() {
+        // Another process held the lock while the list was read, then finished (RUNNING) and
+        // let go: the record read under the lock wins over the stale list.
+        let dir = tempfile::tempdir().unwrap();
+        let paths = DataPaths::new(dir.path());
+        let mut store = Store::open(&paths.database()).unwrap();
+        let id = DeploymentId("ddd444".into());
+        store
+            .insert_deployment(&Deployment {
+                id: id.clone(),
+                name: "done".into(),
+                ..Deployment::default()
+            })
+            .unwrap();
+        for (status, stage) in [
+            (Status::Provisioning, Some(Stage::Provision)),
+            (Status::Deploying, Some(Stage::HealthCheck)),
+            (Status::Running, None),
+        ] {
+            store.transition(&id, status, stage, None).unwrap();
+        }
+        assert_eq!(
+            recover_if_interrupted(&paths, &mut store, &id).unwrap(),
+            None
+        );
+        assert_eq!(store.get(&id).unwrap().status, Status::Running);
     }
 }

@@ -7,7 +7,9 @@
 pub mod applogs;
 pub mod detect;
 pub mod guest;
+pub mod guest_state;
 pub mod health;
+pub mod identity;
 pub mod jobs;
 pub mod logfile;
 pub mod ops;
@@ -77,6 +79,9 @@ pub struct Engine {
     pub interrupted: Vec<crate::domain::Job>,
     /// How `ops` starts the worker when it queues a job.
     pub launch: worker::Launch,
+    /// The logs of deployments deleted longer ago than `[logs] keep_deleted_days`, removed
+    /// when the data dir was opened.
+    pub expired: crate::store::Pruned,
 }
 
 impl Engine {
@@ -90,6 +95,13 @@ impl Engine {
         let mut store = Store::open(&paths.database())?;
         let interrupted = worker::recover(&paths, &mut store)?;
         let recovered = jobs::recover_interrupted(&paths, &mut store)?;
+        // Retention runs at every start: one indexed query when there is nothing to remove.
+        let expired = store
+            .expire_deleted_logs(config.logs.keep_deleted)
+            .unwrap_or_else(|e| {
+                tracing::warn!("removing the logs of deleted deployments: {e}");
+                crate::store::Pruned::default()
+            });
         Ok(Engine {
             config: Arc::new(config),
             paths,
@@ -97,6 +109,7 @@ impl Engine {
             recovered,
             interrupted,
             launch: worker::Launch::InProcess,
+            expired,
         })
     }
 

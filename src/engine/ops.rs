@@ -131,7 +131,7 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
         OpRequest::On { op, target } => {
             if op.kind().has_target() {
                 let d = engine.db.call(move |s| s.find(&target)).await?;
-                policy::check(op.kind(), &d).map_err(|r| OpError::Refused(r.0))?;
+                policy::check_op(&op, &d).map_err(|r| OpError::Refused(r.0))?;
                 if let Op::Redeploy {
                     git_ref: Some(r), ..
                 } = &op
@@ -290,7 +290,7 @@ async fn run_on(
         .call(move |s| s.get(&key))
         .await
         .map_err(|e| failed(e.to_string(), 1))?;
-    policy::check(kind, &d).map_err(|r| failed(r.0, 1))?;
+    policy::check_op(&job.op, &d).map_err(|r| failed(r.0, 1))?;
     engine.audit(
         kind.as_str(),
         &d.id,
@@ -320,7 +320,10 @@ async fn run_on(
             pipeline::run_redeploy(engine, &reporter, d, git_ref.clone(), cancel).await
         }
         Op::Rollback => pipeline::run_rollback(engine, &reporter, d, cancel).await,
-        Op::Destroy => pipeline::run_destroy(engine, &reporter, d, cancel).await,
+        Op::Destroy { force } => {
+            let options = pipeline::DestroyOptions { force: *force };
+            pipeline::run_destroy(engine, &reporter, d, options, cancel).await
+        }
         Op::Start | Op::Stop | Op::Restart => {
             let op = match job.op {
                 Op::Start => PowerOp::Start,
@@ -337,17 +340,25 @@ async fn run_on(
                 })
                 .map_err(power_outcome);
         }
-        Op::Forget => {
-            return power::run_forget(engine, d)
+        Op::Forget { force } => {
+            return power::run_forget(engine, d, *force)
                 .await
-                .map(|d| Outcome {
-                    message: format!(
-                        "{} is forgotten; its guest was not touched",
-                        present::who(&d)
-                    ),
+                .map(|f| Outcome {
+                    message: if f.left_behind.is_empty() {
+                        format!(
+                            "{} is forgotten; its guest was not touched",
+                            present::who(&f.deployment)
+                        )
+                    } else {
+                        format!(
+                            "{} is forgotten; may be left behind: {}",
+                            present::who(&f.deployment),
+                            f.left_behind.join("; ")
+                        )
+                    },
                     next: None,
                     code: 0,
-                    detail: None,
+                    detail: serde_json::to_value(&f).ok(),
                 })
                 .map_err(power_outcome);
         }

@@ -3,16 +3,16 @@
 //!
 //! Owns what each action does (start; stop = a clean shutdown forced off after a timeout;
 //! restart = reboot, or start when stopped), the status that follows (RUNNING / STOPPED,
-//! through the store's transition graph) and the removal of a forgotten entry's files. Each
-//! runs as a job (`engine::ops`: the job lock, the rules in `domain::policy`, the audit log);
-//! every step is written to the deployment's log.
+//! through the store's transition graph) and the removal of a forgotten entry (with `--force`
+//! naming what may be left behind). Each runs as a job (`engine::ops`: the job lock, the rules
+//! in `domain::policy`, the audit log); every step is written to the deployment's log.
 
 use super::Engine;
 use super::jobs::JobError;
 use super::proxmox::api::{GuestKind, PowerAction};
 use super::proxmox::{Client, ProxmoxError};
 use super::report::Reporter;
-use crate::domain::{Deployment, Status};
+use crate::domain::{Deployment, Origin, Status};
 use crate::protocol::LogStream;
 use crate::store::StoreError;
 
@@ -44,11 +44,13 @@ pub enum PowerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Busy(#[from] JobError),
-    #[error("{name} ({id}): {source}")]
+    #[error("{name} ({id}): {source}\nnext: {next}")]
     Proxmox {
         name: String,
         id: String,
         source: ProxmoxError,
+        /// What the user can do about it.
+        next: String,
     },
     #[error("{0}")]
     Refused(String),
@@ -70,17 +72,14 @@ pub async fn run_power(
         )));
     };
     let kind = GuestKind::from(d.guest_type);
-    let client = Client::new(&proxmox).map_err(|source| PowerError::Proxmox {
+    let label = format!("{} {vmid}", kind.label());
+    let wrap = |source: ProxmoxError| PowerError::Proxmox {
         name: d.name.clone(),
         id: d.id.0.clone(),
-        source,
-    })?;
-    let wrap = |source| PowerError::Proxmox {
-        name: d.name.clone(),
-        id: d.id.0.clone(),
+        next: next_step(op, &d.id.0, &label, &node, &source),
         source,
     };
-    let label = format!("{} {vmid}", kind.label());
+    let client = Client::new(&proxmox).map_err(wrap)?;
     let current = client.guest_status(&node, kind, vmid).await.map_err(wrap)?;
     let running = current.status == "running";
     let action = match (op, running) {
@@ -125,13 +124,19 @@ pub async fn run_power(
                         .await?;
                 }
                 Err(e) => {
-                    let _ = reporter
-                        .lines(
-                            LogStream::Stderr,
-                            vec![format!("{} of {label} failed: {e}", op.as_str())],
-                        )
-                        .await;
-                    return Err(wrap(e));
+                    let err = wrap(e);
+                    if let PowerError::Proxmox { source, next, .. } = &err {
+                        let _ = reporter
+                            .lines(
+                                LogStream::Stderr,
+                                vec![
+                                    format!("{} of {label} failed: {source}", op.as_str()),
+                                    format!("next: {next}"),
+                                ],
+                            )
+                            .await;
+                    }
+                    return Err(err);
                 }
             }
         }
@@ -152,10 +157,81 @@ pub async fn run_power(
     Ok(done)
 }
 
+/// What to do when a power action on `label` (`CT 100`) failed with `e`.
+pub fn next_step(op: PowerOp, id: &str, label: &str, node: &str, e: &ProxmoxError) -> String {
+    let again = format!("`proxdeck {} {id}` again", op.as_str());
+    match e {
+        ProxmoxError::Unreachable { .. }
+        | ProxmoxError::Timeout { .. }
+        | ProxmoxError::Tls { .. }
+        | ProxmoxError::Auth { .. }
+        | ProxmoxError::Setup(_) => {
+            format!(
+                "check the connection to Proxmox and the credentials with `proxdeck doctor`, then {again}"
+            )
+        }
+        ProxmoxError::Api { status: 403, .. } => format!(
+            "grant the credentials VM.PowerMgmt on /vms (the PVEVMAdmin role covers it), then {again}"
+        ),
+        ProxmoxError::Api { message, .. }
+            if message.contains("does not exist") || message.contains("no such") =>
+        {
+            format!(
+                "{label} is gone from node {node}: `proxdeck sync` marks the entry missing, `proxdeck forget {id}` drops it (or `proxdeck destroy {id}`)"
+            )
+        }
+        ProxmoxError::Api { status: 595, .. } => format!(
+            "node {node} is offline or unreachable from the cluster: bring it back, then {again}"
+        ),
+        _ => match op {
+            PowerOp::Stop => format!(
+                "{label} may be locked (a backup, a snapshot, a migration) or hung in its shutdown: read its task log on Proxmox (node {node} > {label} > Task History), wait for the task or unlock it (`pct unlock` / `qm unlock`), then {again}; `proxdeck start {id}` brings it back if it stopped half-way"
+            ),
+            PowerOp::Start | PowerOp::Restart => format!(
+                "read {label}'s task log on Proxmox (node {node} > {label} > Task History): a lock, a missing disk or too little memory on the node are the usual causes; fix it, then {again}"
+            ),
+        },
+    }
+}
+
+/// What `forget` did: the entry removed, and what may be left behind (with `--force`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Forgotten {
+    pub deployment: Deployment,
+    /// What may still exist on Proxmox or the host, in words; empty without `--force`.
+    pub left_behind: Vec<String>,
+}
+
 /// Removes an entry proxdeck does not own a guest for (the forget job; `policy` has allowed
 /// it): an imported one (the guest stays on Proxmox; a later sync imports it again), or one
-/// whose guest is gone (DELETED, or marked missing by sync).
-pub async fn run_forget(engine: &Engine, d: Deployment) -> Result<Deployment, PowerError> {
+/// whose guest is gone (DELETED, or marked missing by sync); with `force`, also a deployment
+/// whose guest or host cannot be reached (or still exists): its record goes, and what may be
+/// left behind is named.
+pub async fn run_forget(
+    engine: &Engine,
+    d: Deployment,
+    force: bool,
+) -> Result<Forgotten, PowerError> {
+    let gone = d.status == Status::Deleted || d.missing_since.is_some();
+    let owned = d.origin != Origin::Imported && !gone;
+    if owned && !force {
+        return Err(PowerError::Refused(format!(
+            "{} ({}) is a deployment proxdeck made and its guest exists: `proxdeck destroy {}` removes it",
+            d.name, d.id, d.id
+        )));
+    }
+    let left_behind = if owned {
+        left_behind(engine, &d)
+    } else {
+        Vec::new()
+    };
+    if !left_behind.is_empty() {
+        tracing::warn!(
+            "forgot {} with --force; may be left behind: {}",
+            d.id,
+            left_behind.join("; ")
+        );
+    }
     let id = d.id.clone();
     engine.db.call(move |s| s.forget(&id)).await?;
     // What proxdeck kept on disk for it (a destroyed workspace, env values) goes too.
@@ -167,5 +243,96 @@ pub async fn run_forget(engine: &Engine, d: Deployment) -> Result<Deployment, Po
             .join("secrets")
             .join(format!("{}.json", d.id.0)),
     );
-    Ok(d)
+    Ok(Forgotten {
+        deployment: d,
+        left_behind,
+    })
+}
+
+/// What a deployment proxdeck made may leave behind when its entry is dropped unremoved.
+fn left_behind(engine: &Engine, d: &Deployment) -> Vec<String> {
+    match d.origin {
+        Origin::Host => vec![format!(
+            "on the host {}: the service {}, the system user {} and the folder {}",
+            d.ip.as_deref().unwrap_or("?"),
+            super::provision::service_name(&d.name),
+            super::provision::app_user(&d.name),
+            super::provision::app_dir(&engine.config.guest.app_root, &d.name)
+        )],
+        _ => {
+            let mut out = Vec::new();
+            if let Some(vmid) = d.vmid {
+                out.push(format!(
+                    "the guest {} {vmid} on node {}, if it exists: it carries this deployment's id, so `proxdeck resources --orphans` lists it and `proxdeck remove-orphan {vmid}` removes it",
+                    GuestKind::from(d.guest_type).label(),
+                    d.node.as_deref().unwrap_or("?")
+                ));
+            }
+            if let Some(b) = &engine.config.terraform.backend {
+                out.push(format!(
+                    "its terraform state in the {} backend (proxdeck removes only the local workspace)",
+                    b.kind
+                ));
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, message: &str) -> ProxmoxError {
+        ProxmoxError::Api {
+            what: "POST /nodes/pve1/lxc/100/status/shutdown".into(),
+            status,
+            message: message.into(),
+            hint: String::new(),
+        }
+    }
+
+    #[test]
+    fn every_failure_has_a_next_step_naming_the_deployment() {
+        let cases = [
+            (api(500, "CT is locked (backup)"), "Task History"),
+            (api(403, "Permission check failed"), "VM.PowerMgmt"),
+            (
+                api(
+                    500,
+                    "Configuration file 'nodes/pve1/lxc/100.conf' does not exist",
+                ),
+                "proxdeck forget abc234",
+            ),
+            (api(595, "No route to host"), "offline"),
+            (
+                ProxmoxError::Unreachable {
+                    endpoint: "https://pve:8006".into(),
+                    cause: "connection refused".into(),
+                },
+                "proxdeck doctor",
+            ),
+            (
+                ProxmoxError::TaskTimeout {
+                    what: "shutdown of CT 100".into(),
+                    upid: "UPID:pve1:1:1:1:vzshutdown:100:root@pam:".into(),
+                    secs: 600,
+                },
+                "pct unlock",
+            ),
+        ];
+        for (e, want) in cases {
+            let next = next_step(PowerOp::Stop, "abc234", "CT 100", "pve1", &e);
+            assert!(next.contains(want), "{e}: {next}");
+            assert!(next.contains("abc234"), "{e}: {next}");
+        }
+        let next = next_step(
+            PowerOp::Start,
+            "abc234",
+            "CT 100",
+            "pve1",
+            &api(500, "boom"),
+        );
+        assert!(next.contains("`proxdeck start abc234` again"), "{next}");
+    }
 }

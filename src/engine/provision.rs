@@ -8,7 +8,9 @@
 //! `printf %q`), never through `eval`. This module renders text only: it runs nothing.
 //!
 //! A script prints `proxdeck-commit: <sha>` once it has checked the source out; the pipeline
-//! reads the deployed commit from the first such line.
+//! reads the deployed commit from the first such line. A script that stops on purpose says
+//! why in one line on stderr starting with `proxdeck: ` (its `die`); the pipeline makes the
+//! last such line the failure's cause.
 
 use crate::domain::{Deployment, Framework};
 use handlebars::{
@@ -32,6 +34,9 @@ pub const RECIPES: [&str; 5] = ["python", "node", "static", "laravel", "lamp"];
 /// The line prefix the scripts use to report the deployed commit.
 pub const COMMIT_MARKER: &str = "proxdeck-commit: ";
 
+/// The line prefix (on stderr) of a script's own reason for stopping.
+pub const REASON_MARKER: &str = "proxdeck: ";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error(
@@ -40,6 +45,17 @@ pub enum ProvisionError {
     NoRecipe { framework: String, recipe: String },
     #[error("the provisioning script does not render: {0}")]
     Render(String),
+    #[error("guest.app_root: {0}")]
+    AppRoot(String),
+}
+
+/// The app's folder must sit in a root the config would accept: the same check
+/// ([`crate::config::validate_app_root`]) guards the config and every script rendered here.
+fn check_app_dir(app_dir: &str) -> Result<(), ProvisionError> {
+    let root = app_dir.rsplit_once('/').map(|(root, _)| root).unwrap_or("");
+    crate::config::validate_app_root(if root.is_empty() { "/" } else { root })
+        .map(|_| ())
+        .map_err(ProvisionError::AppRoot)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +95,10 @@ pub struct ScriptVars {
     pub django_settings: String,
     /// A private MongoDB next to the app (MERN, MEAN) unless MONGODB_URI points elsewhere.
     pub mongodb: bool,
+    /// Node apps: the oldest Node.js they run on (`major.minor.patch`; empty: no check), and
+    /// why (see `detect::node_need`).
+    pub node_min: String,
+    pub node_why: String,
 }
 
 /// The app's system user: `pd-<name>`, shortened with a hash to fit the 32 characters
@@ -163,7 +183,18 @@ impl ScriptVars {
             django,
             django_settings,
             mongodb,
+            node_min: String::new(),
+            node_why: String::new(),
         }
+        .with_node_need(crate::engine::detect::framework_node_need(fw))
+    }
+
+    /// The Node.js the app needs (from `detect::node_need`); `None`: no check.
+    pub fn with_node_need(mut self, need: Option<crate::engine::detect::NodeNeed>) -> Self {
+        let (min, why) = need.map(|n| (n.min, n.why)).unwrap_or_default();
+        self.node_min = min;
+        self.node_why = why;
+        self
     }
 }
 
@@ -215,6 +246,7 @@ fn template(recipe: &str) -> Option<&'static str> {
 
 /// Renders the provisioning script for `framework` with `vars`.
 pub fn render_script(framework: &Framework, vars: &ScriptVars) -> Result<String, ProvisionError> {
+    check_app_dir(&vars.app_dir)?;
     let template = template(&framework.recipe).ok_or_else(|| ProvisionError::NoRecipe {
         framework: framework.id.clone(),
         recipe: framework.recipe.clone(),
@@ -252,8 +284,10 @@ impl Place {
 /// Renders the script that stops and removes the app `name` (service, folder, user) from its
 /// host.
 pub fn render_remove(name: &str, app_root: &str) -> Result<String, ProvisionError> {
+    let place = Place::new(name, app_root);
+    check_app_dir(&place.app_dir)?;
     engine()?
-        .render_template(REMOVE, &Place::new(name, app_root))
+        .render_template(REMOVE, &place)
         .map_err(|e| ProvisionError::Render(e.to_string()))
 }
 
@@ -270,9 +304,16 @@ pub fn render_logs(
         follow,
         ..Place::new(name, app_root)
     };
+    check_app_dir(&place.app_dir)?;
     engine()?
         .render_template(LOGS, &place)
         .map_err(|e| ProvisionError::Render(e.to_string()))
+}
+
+/// The reason a script gave for stopping, if this stderr line is one.
+pub fn reason_from_line(line: &str) -> Option<String> {
+    let reason = line.strip_prefix(REASON_MARKER)?.trim();
+    (!reason.is_empty()).then(|| reason.to_string())
 }
 
 /// The commit a script reported, if this line is its marker.
@@ -428,6 +469,38 @@ mod tests {
     }
 
     #[test]
+    fn scripts_refuse_an_app_root_the_config_refuses() {
+        let (fw, mut v) = vars("flask", &[]);
+        for (root, ok) in [
+            ("/opt/proxdeck", true),
+            ("/srv/apps/", true),
+            ("/opt/my apps", false),
+            ("/", false),
+            ("/srv/../etc", false),
+            ("/srv/$x", false),
+        ] {
+            v.app_dir = app_dir(root, "shop");
+            let by_config = crate::config::validate_app_root(root).is_ok();
+            assert_eq!(by_config, ok, "config on {root:?}");
+            assert_eq!(render_script(&fw, &v).is_ok(), ok, "script for {root:?}");
+            assert_eq!(
+                render_remove("shop", root).is_ok(),
+                ok,
+                "remove for {root:?}"
+            );
+            assert_eq!(
+                render_logs("shop", root, 10, false).is_ok(),
+                ok,
+                "logs for {root:?}"
+            );
+        }
+        let err = render_remove("shop", "/opt/my apps")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("guest.app_root: "), "{err}");
+    }
+
+    #[test]
     fn commit_marker() {
         assert_eq!(
             commit_from_line("proxdeck-commit: 0123456789abcdef0123456789abcdef01234567")
@@ -436,5 +509,29 @@ mod tests {
         );
         assert_eq!(commit_from_line("proxdeck-commit: nope"), None);
         assert_eq!(commit_from_line("other"), None);
+        assert_eq!(
+            reason_from_line("proxdeck: no Node.js 20.19 here").as_deref(),
+            Some("no Node.js 20.19 here")
+        );
+        assert_eq!(reason_from_line("npm ERR! proxdeck: x"), None);
+    }
+
+    #[test]
+    fn node_apps_carry_their_node_need() {
+        let (fw, v) = vars("react", &[]);
+        assert_eq!(v.node_min, "20.19.0");
+        let script = render_script(&fw, &v).unwrap();
+        assert!(script.contains("NODE_MIN=20.19.0"), "{script}");
+        assert!(script.contains("check_node\n"), "{script}");
+        let (_, v) = vars("flask", &[]);
+        assert_eq!(v.node_min, "");
+        let v = v.with_node_need(Some(crate::engine::detect::NodeNeed {
+            min: "18.0.0".into(),
+            why: "package.json says so".into(),
+        }));
+        assert_eq!(
+            (v.node_min.as_str(), v.node_why.as_str()),
+            ("18.0.0", "package.json says so")
+        );
     }
 }

@@ -346,7 +346,7 @@ impl Engine {
             Request::Retry(id) => self.submit_on(Op::Retry, id, pipe),
             Request::Redeploy { id, git_ref } => self.submit_on(Op::Redeploy { git_ref }, id, pipe),
             Request::Rollback(id) => self.submit_on(Op::Rollback, id, pipe),
-            Request::Destroy(id) => self.submit_on(Op::Destroy, id, pipe),
+            Request::Destroy(id) => self.submit_on(Op::Destroy { force: false }, id, pipe),
             Request::Power { id, action } => {
                 let op = match action {
                     Power::Start => Op::Start,
@@ -355,7 +355,7 @@ impl Engine {
                 };
                 self.submit_on(op, id, pipe);
             }
-            Request::Forget(id) => self.submit_on(Op::Forget, id, pipe),
+            Request::Forget(id) => self.submit_on(Op::Forget { force: false }, id, pipe),
             Request::Sync => self.spawn_submit(OpKind::Sync, String::new(), OpRequest::Sync, pipe),
             Request::Cancel(id) => {
                 let (engine, out) = (self.clone(), out.clone());
@@ -691,6 +691,7 @@ fn cluster_snapshot(view: sync::ClusterView) -> ClusterSnapshot {
                 uptime: g.uptime,
                 template: g.template,
                 managed: g.managed,
+                orphan_of: g.orphan.map(|o| o.deployment),
                 entry: g.deployment.map(|t| GuestEntry {
                     id: t.id,
                     name: t.name,

@@ -3,16 +3,23 @@
 //! entries, known ones updated (node, RUNNING/STOPPED, an imported guest's size), entries whose
 //! guest is gone marked `missing_since`, returning ones unmarked. A second sync changes nothing.
 //!
-//! Owns the matching and the plan; the store applies it in one transaction
-//! ([`Store::apply_sync`](crate::store::Store::apply_sync)). It must never delete anything on
-//! Proxmox, never import templates, and never mark entries missing from a view it knows to be
-//! partial (credentials that cannot see every guest).
+//! Owns the matching ([`Known::classify`]: what one guest is to proxdeck) and the plan; the
+//! store applies it in one transaction, set-based
+//! ([`Store::apply_sync`](crate::store::Store::apply_sync)). Every step is linear in the number
+//! of guests and entries (hash maps, no lookup per guest in the database). A row the store
+//! cannot read or record is reported in `rejected`; the rest is applied. It must never delete
+//! anything on Proxmox, never import templates, and never mark entries missing from a view it
+//! knows to be partial (credentials that cannot see every guest).
+//! Guests that carry the id of no live deployment of this proxdeck (`identity::orphans`) are
+//! shown as orphans and never imported.
 
 use super::Engine;
+use super::identity;
 use super::proxmox::api::{GuestKind, Node, Resource};
 use super::proxmox::{Client, ProxmoxError};
 use crate::domain::{Deployment, DeploymentId, Origin, Status};
-use crate::store::{GuestUpdate, StoreError, SyncChanges, now_ms};
+use crate::store::sync::SyncView;
+use crate::store::{GuestUpdate, Rejected, StoreError, SyncChanges, now_ms};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -27,6 +34,8 @@ pub enum SyncError {
     Proxmox(#[from] ProxmoxError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the installation id: {0}")]
+    Installation(#[from] std::io::Error),
     #[error(
         "{identity} sees no privileges on Proxmox (a privilege-separated API token without ACL entries sees empty lists, not errors); grant it a role, e.g. `pveum acl modify / --tokens '{token}' --roles PVEAuditor` (PVEVMAdmin to deploy), then sync again"
     )]
@@ -66,6 +75,17 @@ pub struct Guest {
     pub managed: bool,
     /// The proxdeck entry for this guest (managed, or imported by sync).
     pub deployment: Option<Tracked>,
+    /// Set when the guest carries the id of no live deployment of this proxdeck
+    /// (`identity::orphans`): `proxdeck remove-orphan VMID` removes it.
+    pub orphan: Option<OrphanNote>,
+}
+
+/// Why a guest is an orphan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrphanNote {
+    /// The deployment id the guest carries.
+    pub deployment: DeploymentId,
+    pub why: String,
 }
 
 /// Every node and guest of the cluster.
@@ -94,8 +114,13 @@ pub struct SyncReport {
     pub returned: Vec<SyncEntry>,
     /// Known guests with nothing to change.
     pub unchanged: usize,
+    /// Rows that could not be read or recorded, each with the reason; the rest was applied.
+    pub rejected: Vec<SyncEntry>,
     pub templates_skipped: usize,
     pub guests: usize,
+    /// Guests carrying the id of no live deployment of this proxdeck: not imported;
+    /// `proxdeck remove-orphan VMID` removes one.
+    pub orphans: Vec<identity::Orphan>,
     pub warnings: Vec<String>,
 }
 
@@ -112,20 +137,82 @@ fn client(engine: &Engine) -> Result<Client, SyncError> {
     Ok(Client::new(engine.config.proxmox()?)?)
 }
 
-/// The live entry per vmid (the newest when, oddly, there are several).
-fn by_vmid(list: &[Deployment]) -> HashMap<u32, &Deployment> {
-    let mut map: HashMap<u32, &Deployment> = HashMap::new();
-    for d in list.iter().filter(|d| d.status != Status::Deleted) {
-        if let Some(v) = d.vmid {
-            match map.get(&v) {
-                Some(old) if old.created_at >= d.created_at => {}
-                _ => {
-                    map.insert(v, d);
+/// The store's entries, indexed for matching guests.
+pub struct Known<'a> {
+    /// The live entry per vmid (the newest when, oddly, there are several).
+    by_vmid: HashMap<u32, &'a Deployment>,
+    /// Entries by id (live or deleted).
+    by_id: HashMap<&'a str, &'a Deployment>,
+    /// Rows the store could not read, by the vmid they hold: their guests are left alone.
+    unreadable: HashMap<u32, &'a Rejected>,
+}
+
+/// What one guest of the cluster is to proxdeck.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Classified<'a> {
+    /// A template: never imported.
+    Template,
+    /// The guest of this entry.
+    Known(&'a Deployment),
+    /// A guest proxdeck has no entry for: sync imports it.
+    Unknown,
+    /// Its entry is unreadable: left alone, reported.
+    Unreadable(&'a Rejected),
+}
+
+impl<'a> Known<'a> {
+    pub fn new(view: &'a SyncView) -> Known<'a> {
+        let mut by_vmid: HashMap<u32, &Deployment> = HashMap::with_capacity(view.entries.len());
+        let mut by_id = HashMap::with_capacity(view.entries.len());
+        for d in &view.entries {
+            by_id.insert(d.id.0.as_str(), d);
+            if d.status == Status::Deleted {
+                continue;
+            }
+            if let Some(v) = d.vmid {
+                match by_vmid.get(&v) {
+                    Some(old) if old.created_at >= d.created_at => {}
+                    _ => {
+                        by_vmid.insert(v, d);
+                    }
                 }
             }
         }
+        let unreadable = view
+            .unreadable
+            .iter()
+            .filter_map(|r| Some((r.vmid?, r)))
+            .collect();
+        Known {
+            by_vmid,
+            by_id,
+            unreadable,
+        }
     }
-    map
+
+    /// The live entry holding `vmid`.
+    pub fn by_vmid(&self, vmid: u32) -> Option<&'a Deployment> {
+        self.by_vmid.get(&vmid).copied()
+    }
+
+    /// The entry with this id (live or deleted).
+    pub fn by_id(&self, id: &str) -> Option<&'a Deployment> {
+        self.by_id.get(id).copied()
+    }
+
+    /// What a guest (a `qemu` or `lxc` resource with a vmid) is to proxdeck.
+    pub fn classify(&self, r: &Resource, vmid: u32) -> Classified<'a> {
+        if r.template {
+            return Classified::Template;
+        }
+        if let Some(bad) = self.unreadable.get(&vmid) {
+            return Classified::Unreadable(bad);
+        }
+        match self.by_vmid(vmid) {
+            Some(d) => Classified::Known(d),
+            None => Classified::Unknown,
+        }
+    }
 }
 
 fn guest_of(r: &Resource, tracked: Option<&Deployment>) -> Option<Guest> {
@@ -152,6 +239,7 @@ fn guest_of(r: &Resource, tracked: Option<&Deployment>) -> Option<Guest> {
             origin: d.origin,
             status: d.status,
         }),
+        orphan: None,
     })
 }
 
@@ -159,11 +247,24 @@ fn guest_of(r: &Resource, tracked: Option<&Deployment>) -> Option<Guest> {
 pub async fn resources(engine: &Engine) -> Result<ClusterView, SyncError> {
     let client = client(engine)?;
     let (nodes, guests) = tokio::try_join!(client.nodes(), client.guests())?;
-    let list = engine.db.call(|s| s.list()).await?;
-    let known = by_vmid(&list);
+    let view = engine.db.call(|s| s.sync_view()).await?;
+    let known = Known::new(&view);
+    let installation = identity::installation(&engine.paths)?;
+    let orphans: HashMap<u32, identity::Orphan> =
+        identity::orphans(&guests, &view.entries, &installation)
+            .into_iter()
+            .map(|o| (o.vmid, o))
+            .collect();
     let mut guests: Vec<Guest> = guests
         .iter()
-        .filter_map(|r| guest_of(r, r.vmid.and_then(|v| known.get(&v).copied())))
+        .filter_map(|r| guest_of(r, r.vmid.and_then(|v| known.by_vmid(v))))
+        .map(|mut g| {
+            g.orphan = orphans.get(&g.vmid).map(|o| OrphanNote {
+                deployment: o.deployment.clone(),
+                why: o.why.clone(),
+            });
+            g
+        })
         .collect();
     guests.sort_by_key(|g| g.vmid);
     let mut nodes = nodes;
@@ -205,11 +306,11 @@ fn size_of(r: &Resource) -> (u32, u32, u32) {
 /// tests drive it with made-up lists.
 pub fn plan(
     guests: &[Resource],
-    list: &[Deployment],
+    view: &SyncView,
     can_see_all: bool,
     now: i64,
 ) -> (SyncChanges, SyncReport) {
-    let known = by_vmid(list);
+    let known = Known::new(view);
     let mut changes = SyncChanges {
         at: now,
         ..SyncChanges::default()
@@ -218,23 +319,22 @@ pub fn plan(
         guests: guests.len(),
         ..SyncReport::default()
     };
-    let mut present = std::collections::HashSet::new();
+    let mut present = std::collections::HashSet::with_capacity(guests.len());
     for r in guests {
         let (Some(vmid), Some(kind)) = (r.vmid, r.guest_kind()) else {
             continue;
         };
         present.insert(vmid);
-        if r.template {
-            report.templates_skipped += 1;
-            continue;
-        }
         let node = r.node.clone().unwrap_or_default();
         let status = r.status.as_deref().and_then(status_of);
-        match known.get(&vmid) {
-            None => {
+        match known.classify(r, vmid) {
+            Classified::Template => report.templates_skipped += 1,
+            // Reported once below, with every unreadable row.
+            Classified::Unreadable(_) => {}
+            Classified::Unknown => {
                 let (cores, memory_mib, disk_gib) = size_of(r);
                 let d = Deployment {
-                    id: super::pipeline::new_id(),
+                    id: DeploymentId::random(),
                     name: import_name(r, vmid),
                     guest_type: kind.into(),
                     cores,
@@ -260,64 +360,21 @@ pub fn plan(
                 });
                 changes.imports.push(d);
             }
-            Some(d) => {
-                let mut update = GuestUpdate {
-                    id: d.id.clone(),
-                    ..GuestUpdate::default()
-                };
-                let mut what = Vec::new();
-                if !node.is_empty() && d.node.as_deref() != Some(node.as_str()) {
-                    what.push(format!(
-                        "node {} → {node}",
-                        d.node.as_deref().unwrap_or("-")
-                    ));
-                    update.node = Some(node.clone());
-                }
-                if let Some(s) = status
-                    && s != d.status
-                    && matches!(d.status, Status::Running | Status::Stopped)
-                {
-                    what.push(format!("{} → {s}", d.status));
-                    update.status = Some(s);
-                }
-                if d.origin == Origin::Imported {
-                    let size = size_of(r);
-                    if size != (d.cores, d.memory_mib, d.disk_gib) {
-                        what.push(format!(
-                            "size {}c/{}MiB/{}GiB → {}c/{}MiB/{}GiB",
-                            d.cores, d.memory_mib, d.disk_gib, size.0, size.1, size.2
-                        ));
-                        update.resources = Some(size);
-                    }
-                }
-                if d.missing_since.is_some() {
-                    changes.returned.push(d.id.clone());
-                    report.returned.push(SyncEntry {
-                        id: d.id.clone(),
-                        name: d.name.clone(),
-                        vmid: Some(vmid),
-                        node: Some(node.clone()),
-                        changes: vec!["back on the cluster".into()],
-                    });
-                }
-                if what.is_empty() {
-                    if d.missing_since.is_none() {
-                        report.unchanged += 1;
-                    }
-                } else {
-                    report.updated.push(SyncEntry {
-                        id: d.id.clone(),
-                        name: d.name.clone(),
-                        vmid: Some(vmid),
-                        node: Some(node),
-                        changes: what,
-                    });
-                    changes.updates.push(update);
-                }
+            Classified::Known(d) => {
+                plan_known(d, r, vmid, node, status, &mut changes, &mut report);
             }
         }
     }
-    for d in list {
+    for bad in &view.unreadable {
+        report.rejected.push(SyncEntry {
+            id: bad.id.clone(),
+            name: String::new(),
+            vmid: bad.vmid,
+            node: None,
+            changes: vec![bad.reason.clone()],
+        });
+    }
+    for d in &view.entries {
         let Some(vmid) = d.vmid else { continue };
         if d.status == Status::Deleted || present.contains(&vmid) || d.missing_since.is_some() {
             continue;
@@ -348,6 +405,72 @@ pub fn plan(
     (changes, report)
 }
 
+/// The changes for a guest proxdeck knows: node, RUNNING/STOPPED, an imported guest's size,
+/// back from missing.
+fn plan_known(
+    d: &Deployment,
+    r: &Resource,
+    vmid: u32,
+    node: String,
+    status: Option<Status>,
+    changes: &mut SyncChanges,
+    report: &mut SyncReport,
+) {
+    let mut update = GuestUpdate {
+        id: d.id.clone(),
+        ..GuestUpdate::default()
+    };
+    let mut what = Vec::new();
+    if !node.is_empty() && d.node.as_deref() != Some(node.as_str()) {
+        what.push(format!(
+            "node {} → {node}",
+            d.node.as_deref().unwrap_or("-")
+        ));
+        update.node = Some(node.clone());
+    }
+    if let Some(s) = status
+        && s != d.status
+        && matches!(d.status, Status::Running | Status::Stopped)
+    {
+        what.push(format!("{} → {s}", d.status));
+        update.status = Some(s);
+    }
+    if d.origin == Origin::Imported {
+        let size = size_of(r);
+        if size != (d.cores, d.memory_mib, d.disk_gib) {
+            what.push(format!(
+                "size {}c/{}MiB/{}GiB → {}c/{}MiB/{}GiB",
+                d.cores, d.memory_mib, d.disk_gib, size.0, size.1, size.2
+            ));
+            update.resources = Some(size);
+        }
+    }
+    if d.missing_since.is_some() {
+        changes.returned.push(d.id.clone());
+        report.returned.push(SyncEntry {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            vmid: Some(vmid),
+            node: Some(node.clone()),
+            changes: vec!["back on the cluster".into()],
+        });
+    }
+    if what.is_empty() {
+        if d.missing_since.is_none() {
+            report.unchanged += 1;
+        }
+    } else {
+        report.updated.push(SyncEntry {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            vmid: Some(vmid),
+            node: Some(node),
+            changes: what,
+        });
+        changes.updates.push(update);
+    }
+}
+
 /// Imports, updates and marks missing as described in the module docs.
 pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
     let client = client(engine)?;
@@ -361,29 +484,38 @@ pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
         return Err(SyncError::SeesNothing { identity, token });
     }
     let can_see_all = perms.holds("/vms", "VM.Audit");
-    let guests = client.guests().await?;
-    let list = engine.db.call(|s| s.list()).await?;
-    let (changes, mut report) = plan(&guests, &list, can_see_all, now_ms());
-    let planned = changes.imports.len();
-    let imported = engine.db.call(move |s| s.apply_sync(&changes)).await?;
-    // Another sync may have imported some of these meanwhile; report what this one did, with
-    // the names as recorded.
-    report.imported = imported
-        .iter()
-        .map(|d| SyncEntry {
-            id: d.id.clone(),
-            name: d.name.clone(),
-            vmid: d.vmid,
-            node: d.node.clone(),
-            changes: vec![format!("imported as {}", d.status)],
-        })
+    let (guests, view) = tokio::try_join!(
+        async { client.guests().await.map_err(SyncError::from) },
+        async {
+            engine
+                .db
+                .call(|s| s.sync_view())
+                .await
+                .map_err(SyncError::from)
+        },
+    )?;
+    // Orphans (guests of this proxdeck's deployments that are gone) are reported, not
+    // imported: `proxdeck remove-orphan` removes them.
+    let installation = identity::installation(&engine.paths)?;
+    let orphans = identity::orphans(&guests, &view.entries, &installation);
+    let total = guests.len();
+    let orphaned: std::collections::HashSet<u32> = orphans.iter().map(|o| o.vmid).collect();
+    let guests: Vec<Resource> = guests
+        .into_iter()
+        .filter(|g| g.vmid.is_none_or(|v| !orphaned.contains(&v)))
         .collect();
-    if imported.len() < planned {
-        report.warnings.push(format!(
-            "{} guests were imported by another proxdeck meanwhile",
-            planned - imported.len()
-        ));
-    }
+    let (changes, mut report) = plan(&guests, &view, can_see_all, now_ms());
+    report.guests = total;
+    report.orphans = orphans;
+    let planned = changes.imports.len();
+    let outcome = engine.db.call(move |s| s.apply_sync(&changes)).await?;
+    absorb(
+        &mut report,
+        &view,
+        outcome.imported,
+        outcome.rejected,
+        planned,
+    );
     engine.audit(
         "sync",
         &DeploymentId(String::new()),
@@ -396,6 +528,72 @@ pub async fn sync(engine: &Engine) -> Result<SyncReport, SyncError> {
         }),
     );
     Ok(report)
+}
+
+/// Puts what the store did into the report: the imports as recorded (another sync may have
+/// imported some meanwhile; names and ids are final), and the rows it refused, taken out of
+/// the lists of what changed.
+fn absorb(
+    report: &mut SyncReport,
+    view: &SyncView,
+    imported: Vec<Deployment>,
+    rejected: Vec<Rejected>,
+    planned: usize,
+) {
+    let planned_imports: HashMap<DeploymentId, SyncEntry> = std::mem::take(&mut report.imported)
+        .into_iter()
+        .map(|e| (e.id.clone(), e))
+        .collect();
+    report.imported = imported
+        .iter()
+        .map(|d| SyncEntry {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            vmid: d.vmid,
+            node: d.node.clone(),
+            changes: vec![format!("imported as {}", d.status)],
+        })
+        .collect();
+    let refused: std::collections::HashSet<&DeploymentId> =
+        rejected.iter().map(|r| &r.id).collect();
+    for list in [
+        &mut report.updated,
+        &mut report.missing,
+        &mut report.returned,
+    ] {
+        list.retain(|e| !refused.contains(&e.id));
+    }
+    let known = Known::new(view);
+    for r in &rejected {
+        let (name, vmid, node) = match (planned_imports.get(&r.id), known.by_id(&r.id.0)) {
+            (Some(e), _) => (e.name.clone(), e.vmid, e.node.clone()),
+            (None, Some(d)) => (d.name.clone(), d.vmid, d.node.clone()),
+            (None, None) => (String::new(), r.vmid, None),
+        };
+        report.rejected.push(SyncEntry {
+            id: r.id.clone(),
+            name,
+            vmid,
+            node,
+            changes: vec![r.reason.clone()],
+        });
+    }
+    let refused_imports = rejected
+        .iter()
+        .filter(|r| planned_imports.contains_key(&r.id))
+        .count();
+    let skipped = planned.saturating_sub(imported.len() + refused_imports);
+    if skipped > 0 {
+        report.warnings.push(format!(
+            "{skipped} guests were imported by another proxdeck meanwhile"
+        ));
+    }
+    if !report.rejected.is_empty() {
+        report.warnings.push(format!(
+            "{} rows could not be read or recorded (listed as rejected, with the reason); everything else was applied",
+            report.rejected.len()
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -449,7 +647,11 @@ mod tests {
             entry("ccc", 103, Origin::Imported, Status::Stopped),
             entry("ddd", 104, Origin::Terraform, Status::Provisioning),
         ];
-        let (changes, report) = plan(&guests, &list, true, 7);
+        let view = SyncView {
+            entries: list.to_vec(),
+            unreadable: vec![],
+        };
+        let (changes, report) = plan(&guests, &view, true, 7);
         assert_eq!(changes.imports.len(), 1);
         assert_eq!(changes.imports[0].vmid, Some(100));
         assert_eq!(changes.imports[0].origin, Origin::Imported);
@@ -461,7 +663,7 @@ mod tests {
         assert_eq!(report.unchanged, 1);
         assert_eq!(report.templates_skipped, 1);
         // A partial view marks nothing missing.
-        let (changes, report) = plan(&guests, &list, false, 7);
+        let (changes, report) = plan(&guests, &view, false, 7);
         assert!(changes.missing.is_empty());
         assert_eq!(report.warnings.len(), 1);
     }
@@ -470,7 +672,11 @@ mod tests {
     fn a_returning_guest_is_unmarked() {
         let mut d = entry("aaa", 100, Origin::Imported, Status::Running);
         d.missing_since = Some(1);
-        let (changes, report) = plan(&[guest(100, "lxc", "pve1", "running")], &[d], true, 7);
+        let view = SyncView {
+            entries: vec![d],
+            unreadable: vec![],
+        };
+        let (changes, report) = plan(&[guest(100, "lxc", "pve1", "running")], &view, true, 7);
         assert_eq!(changes.returned.len(), 1);
         assert_eq!(report.returned.len(), 1);
         assert!(changes.updates.is_empty());

@@ -842,9 +842,41 @@ impl Terraform {
         result
     }
 
-    /// `terraform state list`: the resources the state holds (local or remote).
+    /// `terraform import ADDRESS ID`: puts an existing guest into the state (adoption of a
+    /// guest a killed run created but never saved).
+    pub async fn import(
+        &self,
+        address: &str,
+        id: &str,
+        out: mpsc::UnboundedSender<Output>,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<(), TerraformError> {
+        let result = self
+            .run_text(
+                "import",
+                "terraform_apply_secs",
+                &["import", "-input=false", "-no-color", address, id],
+                self.limits.apply,
+                out,
+                cancel,
+            )
+            .await;
+        self.note_state().await;
+        result
+    }
+
+    /// `terraform state list`: the resources the state holds (local or remote); none when
+    /// there is no state yet.
     pub async fn state_list(&self) -> Result<Vec<String>, TerraformError> {
-        let text = self.read("state list", &["state", "list"]).await?;
+        let text = match self.read("state list", &["state", "list"]).await {
+            Ok(text) => text,
+            Err(TerraformError::Failed { detail, .. })
+                if detail.contains("No state file was found") =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
         Ok(text
             .lines()
             .map(str::trim)
@@ -949,6 +981,10 @@ pub struct PlanSummary {
     pub resources: Vec<(String, String)>,
     /// The guest, from the plan's variables (the names proxdeck's templates use).
     pub guest: BTreeMap<String, Value>,
+    /// The resource the `vmid` output reads (`proxmox_virtual_environment_container.app`,
+    /// or a stand-in's `terraform_data.container`): the guest, for `terraform import`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_resource: Option<String>,
 }
 
 impl PlanSummary {
@@ -997,6 +1033,14 @@ impl PlanSummary {
             };
             s.resources.push((address, action.to_string()));
         }
+        s.guest_resource = v
+            .pointer("/configuration/root_module/outputs/vmid/expression/references")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|r| is_resource_address(r))
+            .map(str::to_string);
         if let Some(vars) = v.get("variables").and_then(Value::as_object) {
             for (k, var) in vars {
                 if GUEST_KEYS.contains(&k.as_str())
@@ -1078,6 +1122,22 @@ impl PlanSummary {
         }
         out
     }
+}
+
+/// `TYPE.NAME` of a managed resource in the root module (not `var.`, `local.`, `data.`,
+/// `module.`, nor an attribute path).
+fn is_resource_address(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('.').collect();
+    parts.len() == 2
+        && !matches!(
+            parts[0],
+            "var" | "local" | "data" | "module" | "path" | "terraform" | "each" | "count" | "self"
+        )
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
 }
 
 /// Plan variables shown in the summary.
@@ -1304,6 +1364,29 @@ mod tests {
         // The key is not a guest property: never in the summary.
         assert!(!s.guest.contains_key("ssh_public_key"));
         assert!(PlanSummary::parse("nope").is_err());
+        assert_eq!(s.guest_resource, None);
+    }
+
+    #[test]
+    fn the_guest_resource_is_what_the_vmid_output_reads() {
+        for (refs, want) in [
+            (
+                r#"["proxmox_virtual_environment_container.app.vm_id","proxmox_virtual_environment_container.app"]"#,
+                Some("proxmox_virtual_environment_container.app"),
+            ),
+            (
+                r#"["terraform_data.container.output.vmid","terraform_data.container.output","terraform_data.container"]"#,
+                Some("terraform_data.container"),
+            ),
+            (r#"["var.vm_id"]"#, None),
+            (r#"["local.vmid"]"#, None),
+        ] {
+            let json = format!(
+                r#"{{"configuration":{{"root_module":{{"outputs":{{"vmid":{{"expression":{{"references":{refs}}}}}}}}}}}}}"#
+            );
+            let s = PlanSummary::parse(&json).unwrap();
+            assert_eq!(s.guest_resource.as_deref(), want, "{refs}");
+        }
     }
 
     #[test]

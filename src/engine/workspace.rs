@@ -6,11 +6,15 @@
 //! guest ([`LxcVars`] or [`VmVars`], chosen by guest type) from the config and the deployment
 //! record, and writes the files. It runs no terraform and talks to nobody.
 //!
+//! A deploy's guest carries its identity (`identity`): the deployment's and the
+//! installation's ids as tags and description lines, values like any other.
+//!
 //! The template sees only structural choices ([`RenderFlags`]: `static_ip`, `vlan`, `vm_id`,
 //! `full_clone`), never a user value: values travel as Terraform variables in JSON, so nothing
 //! a user typed is ever spliced into HCL text. Credentials are in none of the files; they reach
 //! terraform through its environment (see `terraform`).
 
+use super::identity::Identity;
 use crate::config::{BackendConfig, Config};
 use crate::domain::{Deployment, GuestType};
 use handlebars::Handlebars;
@@ -247,17 +251,25 @@ pub struct GuestInput<'a> {
     /// proxdeck's public key (OpenSSH format), authorized for the login user.
     pub public_key: &'a str,
     pub choices: &'a Choices,
+    /// The marks the guest carries (its deployment's id and the installation's, as tags and
+    /// description lines); `None` for a workspace handed to the user (`render --out`), whose
+    /// guest proxdeck does not own.
+    pub identity: Option<&'a Identity>,
 }
 
 /// The guest's variables: LXC or VM by the deployment's type, every value from the config,
 /// the record and the choices. Fails naming the setting when one is missing or unusable.
 pub fn guest_vars(config: &Config, input: &GuestInput<'_>) -> Result<GuestVars, WorkspaceError> {
     let d = input.deployment;
-    // No id: it is random, and `render --out` must match what a deploy writes.
-    let description = format!("proxdeck deployment {} of {}", d.name, d.repo);
+    let mut description = format!("proxdeck deployment {} of {}", d.name, d.repo);
     let mut tags = vec!["proxdeck".to_string()];
     if !d.framework.is_empty() {
         tags.push(d.framework.to_ascii_lowercase());
+    }
+    if let Some(identity) = input.identity {
+        description.push('\n');
+        description.push_str(&identity.description_lines());
+        tags.extend(identity.tags());
     }
     let ipv4_address = match input.static_ip {
         Some(ip) => format!("{ip}/{}", config.network.prefix),
@@ -482,6 +494,7 @@ mod tests {
             static_ip: None,
             public_key: "ssh-ed25519 AAAA proxdeck\n",
             choices,
+            identity: None,
         }
     }
 
@@ -532,6 +545,36 @@ mod tests {
         assert_eq!(v.ipv4_address, "10.0.0.5/24");
         assert_eq!(v.ipv4_gateway.as_deref(), Some("10.0.0.1"));
         assert_eq!(v.tags, ["proxdeck", "flask"]);
+        // A deploy's guest carries its identity; a workspace for the user does not.
+        let me = Identity {
+            deployment: d.id.clone(),
+            installation: "abcd2345".into(),
+        };
+        let mut marked = i.clone();
+        marked.identity = Some(&me);
+        let GuestVars::Lxc(m) = guest_vars(&c, &marked).unwrap() else {
+            panic!("not lxc")
+        };
+        assert_eq!(
+            m.tags,
+            [
+                "proxdeck",
+                "flask",
+                "proxdeck-id-abc234",
+                "proxdeck-of-abcd2345"
+            ]
+        );
+        assert!(
+            m.description
+                .ends_with("\nproxdeck-id: abc234\nproxdeck-installation: abcd2345"),
+            "{}",
+            m.description
+        );
+        assert_eq!(
+            crate::engine::identity::read_mark(&m.tags, Some(&m.description))
+                .map(|mark| mark.deployment),
+            Some(d.id.clone())
+        );
         assert_eq!(v.ssh_public_key, "ssh-ed25519 AAAA proxdeck");
         assert_eq!(
             v.flags(),

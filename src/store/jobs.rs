@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(j.state, JobState::Queued);
         assert_eq!(j.position, Some(1));
         let e = s
-            .enqueue(&Op::Destroy, Some(&dep("aaa111")), "me")
+            .enqueue(&Op::Destroy { force: false }, Some(&dep("aaa111")), "me")
             .unwrap_err();
         assert!(
             e.to_string().contains("deploy job #1 is queued")
@@ -376,7 +376,9 @@ mod tests {
         s.finish_job(a.id, JobState::Succeeded, &Outcome::default())
             .unwrap();
         // The finished deployment can queue again, but the older job goes first.
-        let a2 = s.enqueue(&Op::Destroy, Some(&dep("aaa111")), "me").unwrap();
+        let a2 = s
+            .enqueue(&Op::Destroy { force: false }, Some(&dep("aaa111")), "me")
+            .unwrap();
         assert_eq!(s.claim_next(2).unwrap().unwrap().id, c.id);
         s.finish_job(b.id, JobState::Failed, &Outcome::default())
             .unwrap();

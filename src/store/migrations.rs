@@ -102,6 +102,27 @@ const STEPS: &[&str] = &[
     CREATE INDEX jobs_state ON jobs(state, id);
     CREATE INDEX jobs_deployment ON jobs(deployment_id, id);
     "#,
+    // 4: compact logs and lookups that stay fast with many entries. Lines are appended to
+    // log_lines as before and folded into compressed batches (log_chunks) when a batch is full
+    // or the deployment settles; a batch keeps every line's sequence number. Indexes for
+    // sync's vmid and name lookups and for the retention of deleted deployments' logs.
+    r#"
+    CREATE TABLE log_chunks (
+        id            INTEGER PRIMARY KEY,
+        deployment_id TEXT NOT NULL REFERENCES deployments(id),
+        first_seq     INTEGER NOT NULL,
+        last_seq      INTEGER NOT NULL,
+        lines         INTEGER NOT NULL,
+        min_at        INTEGER NOT NULL,
+        max_at        INTEGER NOT NULL,
+        raw_bytes     INTEGER NOT NULL,
+        data          BLOB NOT NULL
+    );
+    CREATE INDEX log_chunks_first ON log_chunks(deployment_id, first_seq);
+    CREATE INDEX log_chunks_last ON log_chunks(deployment_id, last_seq);
+    CREATE INDEX deployments_vmid ON deployments(vmid) WHERE vmid IS NOT NULL;
+    CREATE INDEX deployments_deleted ON deployments(updated_at) WHERE status = 'DELETED';
+    "#,
 ];
 
 pub const LATEST: i64 = STEPS.len() as i64;

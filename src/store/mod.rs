@@ -1,20 +1,27 @@
 //! The SQLite store under the data dir: deployments, their status history (one timestamped row
-//! per transition: statistics and stage timings come from it), log lines, pinned SSH host keys
-//! and the static-address pool.
+//! per transition: statistics and stage timings come from it), log lines (`logs`: plain rows
+//! folded into compressed batches, retention), pinned SSH host keys, the static-address pool
+//! and vmid reservations, and sync's set-based apply (`sync`).
 //!
-//! Owns the schema and its migrations (by `PRAGMA user_version`), WAL mode and the busy
+//! Owns the schema and its migrations (by `PRAGMA user_version`), WAL mode, incremental
+//! auto-vacuum (space freed by retention goes back to the file system) and the busy
 //! timeout that lets two proxdeck processes share one data dir. Status changes are checked
 //! against the transition graph inside an immediate transaction, so a refused or racing
 //! transition never lands. [`Db`] is the async handle the engine uses: every call runs on a
 //! blocking thread, never on the async workers.
 
+mod chunk;
 mod jobs;
+pub mod logs;
 mod migrations;
 pub mod search;
 pub mod stats;
+pub mod sync;
+
+pub use logs::{LineRef, LogFrom, LogSpace, Pruned};
+pub use sync::{GuestUpdate, Rejected, SyncChanges, SyncOutcome};
 
 use crate::domain::{Deployment, DeploymentId, GuestType, IllegalTransition, Stage, Status};
-use crate::protocol::{LogLine, LogStream};
 use ipnet::Ipv4Net;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::net::Ipv4Addr;
@@ -104,6 +111,11 @@ pub fn now_ms() -> i64 {
 
 pub struct Store {
     conn: Connection,
+    /// Plain (not yet folded) lines per deployment this connection appended to, and their
+    /// bytes: when a batch is full. A count, not a buffer: every line is in the database.
+    plain: std::collections::HashMap<String, (usize, usize)>,
+    /// Batches decoded lately.
+    chunks: logs::ChunkCache,
 }
 
 const DEPLOYMENT_COLUMNS: &str = "id, name, repo, git_ref, framework, guest_type, cores, memory_mib, \
@@ -145,6 +157,12 @@ impl Store {
     fn init(conn: Connection) -> Result<Store> {
         // Writers wait for each other: several proxdeck processes may share one data dir.
         conn.busy_timeout(Duration::from_secs(30))?;
+        // A new file frees pages incrementally (`Store::reclaim_space`); this can only be
+        // chosen before the first table exists (older files are rebuilt by `logs --prune`).
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if pages == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         // Switching the journal mode needs an exclusive lock; a file already in WAL mode (every
         // one after its first open) is left as it is.
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
@@ -153,7 +171,13 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
+        // After a checkpoint the WAL file is cut back to this size (bytes).
+        conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
+        let mut store = Store {
+            conn,
+            plain: std::collections::HashMap::new(),
+            chunks: logs::ChunkCache::default(),
+        };
         migrations::migrate(&mut store.conn)?;
         Ok(store)
     }
@@ -184,42 +208,7 @@ impl Store {
         if taken {
             return Err(StoreError::NameTaken(d.name.clone()));
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
-                  ?22, ?23, ?24, ?25, ?26, ?27)"
-            ),
-            params![
-                d.id.0,
-                d.name,
-                d.repo,
-                d.git_ref,
-                d.framework,
-                d.guest_type.as_str(),
-                d.cores,
-                d.memory_mib,
-                d.disk_gib,
-                d.port,
-                serde_json::to_string(&d.env_names).unwrap_or_else(|_| "[]".into()),
-                d.node,
-                d.vmid,
-                d.ip,
-                d.url,
-                d.commit,
-                d.status.as_str(),
-                d.stage.map(Stage::as_str),
-                d.error,
-                d.created_at,
-                d.updated_at,
-                d.origin.as_str(),
-                d.ssh_user,
-                d.ssh_port,
-                d.previous_commit,
-                d.missing_since,
-                serde_json::to_string(&d.overrides).unwrap_or_else(|_| "{}".into()),
-            ],
-        )?;
+        insert_row(&tx, d)?;
         tx.execute(
             "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, ?3, ?4, NULL)",
             params![d.id.0, d.status.as_str(), d.stage.map(Stage::as_str), d.created_at],
@@ -323,7 +312,12 @@ impl Store {
             "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id.0, to.as_str(), stage.map(Stage::as_str), at, message],
         )?;
+        if !to.is_in_flight() {
+            // Settled: the rest of its log goes into a batch.
+            logs::fold(&tx, id, true)?;
+        }
         tx.commit()?;
+        self.plain.remove(&id.0);
         self.get(id)
     }
 
@@ -397,62 +391,6 @@ impl Store {
         rows.into_iter()
             .map(|(s, at)| Ok((s.parse().map_err(StoreError::Corrupt)?, at)))
             .collect()
-    }
-
-    /// Appends lines to a deployment's log in one transaction.
-    pub fn append_logs(&mut self, id: &DeploymentId, lines: &[LogLine]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO log_lines (deployment_id, at, stream, stage, line) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for l in lines {
-                stmt.execute(params![
-                    id.0,
-                    l.at,
-                    l.stream.as_str(),
-                    l.stage.map(Stage::as_str),
-                    l.text
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Log lines after sequence number `after` (0 for the start), at most `limit`, with their
-    /// sequence numbers so a follower can continue where it stopped.
-    pub fn logs(&self, id: &DeploymentId, after: i64, limit: usize) -> Result<Vec<(i64, LogLine)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, at, stream, stage, line FROM log_lines WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = stmt
-            .query_map(params![id.0, after, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, at, stream, stage, text)| {
-                (
-                    seq,
-                    LogLine {
-                        at,
-                        stream: LogStream::parse(&stream),
-                        stage: stage.and_then(|s| s.parse().ok()),
-                        text,
-                    },
-                )
-            })
-            .collect())
     }
 
     pub fn host_key(&self, host: &str) -> Result<Option<HostKey>> {
@@ -586,35 +524,6 @@ impl Store {
     }
 }
 
-/// What `proxdeck sync` changes, applied by [`Store::apply_sync`] in one transaction.
-///
-/// Imported entries (`Origin::Imported`) are guests proxdeck found, not deployments it made:
-/// statistics must leave them out (`origin != 'imported'`, see [`Store::list_managed`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SyncChanges {
-    /// Guests to record as imported entries. A name already in use gets `-VMID` appended; a
-    /// vmid that meanwhile has a live entry is skipped.
-    pub imports: Vec<Deployment>,
-    pub updates: Vec<GuestUpdate>,
-    /// Entries whose guest is gone: `missing_since` is set (when not set already).
-    pub missing: Vec<DeploymentId>,
-    /// Entries whose guest is back: `missing_since` is cleared.
-    pub returned: Vec<DeploymentId>,
-    /// When the changes were seen (Unix ms).
-    pub at: i64,
-}
-
-/// What sync learned about a known guest; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GuestUpdate {
-    pub id: DeploymentId,
-    pub node: Option<String>,
-    /// RUNNING or STOPPED, checked against the transition graph.
-    pub status: Option<Status>,
-    /// Cores, memory (MiB), disk (GiB): kept in step for imported entries.
-    pub resources: Option<(u32, u32, u32)>,
-}
-
 impl Store {
     /// Deployments proxdeck made (every origin but `imported`), newest first: what statistics
     /// count. Imported entries are guests found by `sync`, not deployments.
@@ -629,144 +538,6 @@ impl Store {
         rows.into_iter().collect()
     }
 
-    /// Applies a sync in one immediate transaction: two syncs at once never import a guest
-    /// twice, and a sync interrupted halfway leaves nothing half done. Returns the imported
-    /// entries as recorded (with their final names).
-    pub fn apply_sync(&mut self, changes: &SyncChanges) -> Result<Vec<Deployment>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut imported = Vec::new();
-        for d in &changes.imports {
-            if let Some(vmid) = d.vmid {
-                let live: bool = tx.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM deployments WHERE vmid = ?1 AND status != 'DELETED')",
-                    [vmid],
-                    |r| r.get(0),
-                )?;
-                if live {
-                    continue;
-                }
-            }
-            let mut d = d.clone();
-            let name_taken = |name: &str| -> Result<bool> {
-                Ok(tx.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM deployments WHERE name = ?1 AND status != 'DELETED')",
-                    [name],
-                    |r| r.get(0),
-                )?)
-            };
-            if name_taken(&d.name)? {
-                let base = d.name.clone();
-                let suffix = d
-                    .vmid
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| d.id.0.clone());
-                d.name = format!("{base}-{suffix}");
-                let mut n = 2;
-                while name_taken(&d.name)? {
-                    d.name = format!("{base}-{suffix}-{n}");
-                    n += 1;
-                }
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
-                      ?22, ?23, ?24, ?25, ?26, ?27)"
-                ),
-                params![
-                    d.id.0,
-                    d.name,
-                    d.repo,
-                    d.git_ref,
-                    d.framework,
-                    d.guest_type.as_str(),
-                    d.cores,
-                    d.memory_mib,
-                    d.disk_gib,
-                    d.port,
-                    serde_json::to_string(&d.env_names).unwrap_or_else(|_| "[]".into()),
-                    d.node,
-                    d.vmid,
-                    d.ip,
-                    d.url,
-                    d.commit,
-                    d.status.as_str(),
-                    d.stage.map(Stage::as_str),
-                    d.error,
-                    d.created_at,
-                    d.updated_at,
-                    d.origin.as_str(),
-                    d.ssh_user,
-                    d.ssh_port,
-                    d.previous_commit,
-                    d.missing_since,
-                    serde_json::to_string(&d.overrides).unwrap_or_else(|_| "{}".into()),
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, NULL, ?3, ?4)",
-                params![d.id.0, d.status.as_str(), d.created_at, "imported by sync"],
-            )?;
-            imported.push(d);
-        }
-        for u in &changes.updates {
-            if let Some(node) = &u.node {
-                tx.execute(
-                    "UPDATE deployments SET node = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![u.id.0, node, changes.at],
-                )?;
-            }
-            if let Some((cores, memory, disk)) = u.resources {
-                tx.execute(
-                    "UPDATE deployments SET cores = ?2, memory_mib = ?3, disk_gib = ?4, updated_at = ?5 WHERE id = ?1",
-                    params![u.id.0, cores, memory, disk, changes.at],
-                )?;
-            }
-            if let Some(to) = u.status {
-                let current: Option<String> = tx
-                    .query_row(
-                        "SELECT status FROM deployments WHERE id = ?1",
-                        [&u.id.0],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(current) = current else { continue };
-                let from: Status = current.parse().map_err(StoreError::Corrupt)?;
-                if from != to {
-                    // Sync only ever reports what runs and what does not.
-                    if !matches!(to, Status::Running | Status::Stopped) {
-                        return Err(IllegalTransition { from, to }.into());
-                    }
-                    from.check_transition(to)?;
-                    tx.execute(
-                        "UPDATE deployments SET status = ?2, error = NULL, updated_at = ?3 WHERE id = ?1",
-                        params![u.id.0, to.as_str(), changes.at],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO status_history (deployment_id, status, stage, at, message) VALUES (?1, ?2, NULL, ?3, ?4)",
-                        params![u.id.0, to.as_str(), changes.at, "sync: as found on Proxmox"],
-                    )?;
-                }
-            }
-        }
-        for id in &changes.missing {
-            tx.execute(
-                "UPDATE deployments SET missing_since = ?2 WHERE id = ?1 AND missing_since IS NULL",
-                params![id.0, changes.at],
-            )?;
-        }
-        for id in &changes.returned {
-            tx.execute(
-                "UPDATE deployments SET missing_since = NULL WHERE id = ?1",
-                [&id.0],
-            )?;
-        }
-        tx.commit()?;
-        Ok(imported)
-    }
-
     /// Removes an entry and everything recorded about it (history, log, reservations). For
     /// entries proxdeck does not own a guest for: imported ones, or ones whose guest is gone.
     pub fn forget(&mut self, id: &DeploymentId) -> Result<()> {
@@ -775,6 +546,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for table in [
             "log_lines",
+            "log_chunks",
             "stage_history",
             "status_history",
             "ip_allocations",
@@ -790,6 +562,12 @@ impl Store {
             return Err(StoreError::NotFound(id.0.clone()));
         }
         tx.commit()?;
+        self.plain.remove(&id.0);
+        self.chunks.clear();
+        // The freed pages go back to the file system; the entry is gone either way.
+        if let Err(e) = self.reclaim_space(false, false) {
+            tracing::warn!("giving back the space of {id}: {e}");
+        }
         Ok(())
     }
 }
@@ -885,6 +663,44 @@ mod commit_tests {
         assert_eq!(s.get(&d.id).unwrap().git_ref, "v2");
         assert!(s.set_git_ref(&DeploymentId("nope22".into()), "x").is_err());
     }
+}
+
+/// Inserts one `deployments` row (no history, no checks).
+fn insert_row(conn: &Connection, d: &Deployment) -> rusqlite::Result<usize> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+          ?22, ?23, ?24, ?25, ?26, ?27)"
+    ))?
+    .execute(params![
+        d.id.0,
+        d.name,
+        d.repo,
+        d.git_ref,
+        d.framework,
+        d.guest_type.as_str(),
+        d.cores,
+        d.memory_mib,
+        d.disk_gib,
+        d.port,
+        serde_json::to_string(&d.env_names).unwrap_or_else(|_| "[]".into()),
+        d.node,
+        d.vmid,
+        d.ip,
+        d.url,
+        d.commit,
+        d.status.as_str(),
+        d.stage.map(Stage::as_str),
+        d.error,
+        d.created_at,
+        d.updated_at,
+        d.origin.as_str(),
+        d.ssh_user,
+        d.ssh_port,
+        d.previous_commit,
+        d.missing_since,
+        serde_json::to_string(&d.overrides).unwrap_or_else(|_| "{}".into()),
+    ])
 }
 
 fn row_to_deployment(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Deployment>> {
@@ -1093,40 +909,6 @@ mod tests {
     }
 
     #[test]
-    fn logs_keep_order_and_page() {
-        let mut s = Store::open_in_memory().unwrap();
-        let d = sample("abc123", "shop");
-        s.insert_deployment(&d).unwrap();
-        let lines: Vec<LogLine> = (0..250)
-            .map(|i| LogLine {
-                at: i,
-                stream: if i % 2 == 0 {
-                    LogStream::Stdout
-                } else {
-                    LogStream::Stderr
-                },
-                stage: Some(Stage::TerraformApply),
-                text: format!("line {i}"),
-            })
-            .collect();
-        s.append_logs(&d.id, &lines).unwrap();
-        let first = s.logs(&d.id, 0, 100).unwrap();
-        assert_eq!(first.len(), 100);
-        let rest = s.logs(&d.id, first.last().unwrap().0, 1000).unwrap();
-        assert_eq!(rest.len(), 150);
-        let texts: Vec<_> = first
-            .iter()
-            .chain(&rest)
-            .map(|(_, l)| l.text.clone())
-            .collect();
-        assert_eq!(
-            texts,
-            lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>()
-        );
-        assert_eq!(first[1].1.stream, LogStream::Stderr);
-    }
-
-    #[test]
     fn ip_pool_allocates_stably_and_releases() {
         let mut s = Store::open_in_memory().unwrap();
         let pool: Ipv4Net = "10.0.0.0/30".parse().unwrap();
@@ -1238,7 +1020,7 @@ mod tests {
             returned: vec![],
             at: 3_000,
         };
-        let done = s.apply_sync(&changes).unwrap();
+        let done = s.apply_sync(&changes).unwrap().imported;
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].name, "web-101");
         let m = s.get(&managed.id).unwrap();
@@ -1249,30 +1031,35 @@ mod tests {
         assert_eq!(s.list().unwrap().len(), 2);
         assert_eq!(s.list_managed().unwrap().len(), 1);
         // A second identical sync imports nothing.
-        assert!(s.apply_sync(&changes).unwrap().is_empty());
+        assert_eq!(s.apply_sync(&changes).unwrap(), SyncOutcome::default());
         assert_eq!(s.list().unwrap().len(), 2);
-        // An update outside the graph is refused and nothing of that sync lands.
+        // An update outside the graph is refused, whole (its node change too), and reported;
+        // the rest of that sync lands.
         let bad = SyncChanges {
             missing: vec![DeploymentId("imp222".into())],
             updates: vec![GuestUpdate {
                 id: managed.id.clone(),
+                node: Some("pve3".into()),
                 status: Some(Status::Provisioning),
                 ..GuestUpdate::default()
             }],
-            at: 4_000,
+            at: 5_000,
             ..SyncChanges::default()
         };
-        assert!(s.apply_sync(&bad).is_err());
-        assert_eq!(
-            s.get(&DeploymentId("imp222".into())).unwrap().missing_since,
-            None
+        let outcome = s.apply_sync(&bad).unwrap();
+        assert_eq!(outcome.rejected.len(), 1);
+        assert_eq!(outcome.rejected[0].id, managed.id);
+        assert!(
+            outcome.rejected[0].reason.contains("PROVISIONING"),
+            "{:?}",
+            outcome.rejected
         );
+        assert_eq!(s.get(&managed.id).unwrap().node.as_deref(), Some("pve2"));
         let missing = SyncChanges {
             missing: vec![DeploymentId("imp222".into())],
             at: 5_000,
             ..SyncChanges::default()
         };
-        s.apply_sync(&missing).unwrap();
         assert_eq!(
             s.get(&DeploymentId("imp222".into())).unwrap().missing_since,
             Some(5_000)
@@ -1309,9 +1096,7 @@ mod tests {
     }
 }
 
-/// Paging through a long log for viewers that keep only a window of it (the TUI's log pane):
-/// the tail, the lines before a point, and a search. Lines come oldest first with their
-/// sequence numbers, like [`Store::logs`].
+/// What a watcher polls.
 impl Store {
     /// Moves whenever a deployment is added, changed, forgotten or marked missing: a watcher
     /// compares it before reading the whole list again (log lines alone leave it as it is).
@@ -1321,127 +1106,5 @@ impl Store {
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?)
-    }
-
-    /// The last `limit` lines of a deployment's log.
-    pub fn logs_tail(&self, id: &DeploymentId, limit: usize) -> Result<Vec<(i64, LogLine)>> {
-        self.logs_before(id, i64::MAX, limit)
-    }
-
-    /// Up to `limit` lines just before sequence number `before`.
-    pub fn logs_before(
-        &self,
-        id: &DeploymentId,
-        before: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, LogLine)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, at, stream, stage, line FROM log_lines WHERE deployment_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-        )?;
-        let mut rows = stmt
-            .query_map(params![id.0, before, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    LogLine {
-                        at: r.get(1)?,
-                        stream: LogStream::parse(&r.get::<_, String>(2)?),
-                        stage: r.get::<_, Option<String>>(3)?.and_then(|s| s.parse().ok()),
-                        text: r.get(4)?,
-                    },
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.reverse();
-        Ok(rows)
-    }
-
-    /// The sequence number of the first line after `from` (`forward`), or the last one before
-    /// it, whose text contains `query` (ASCII case-insensitively).
-    pub fn find_log(
-        &self,
-        id: &DeploymentId,
-        query: &str,
-        from: i64,
-        forward: bool,
-    ) -> Result<Option<i64>> {
-        let sql = if forward {
-            "SELECT seq FROM log_lines WHERE deployment_id = ?1 AND seq > ?2 \
-             AND instr(lower(line), lower(?3)) > 0 ORDER BY seq LIMIT 1"
-        } else {
-            "SELECT seq FROM log_lines WHERE deployment_id = ?1 AND seq < ?2 \
-             AND instr(lower(line), lower(?3)) > 0 ORDER BY seq DESC LIMIT 1"
-        };
-        Ok(self
-            .conn
-            .query_row(sql, params![id.0, from, query], |r| r.get(0))
-            .optional()?)
-    }
-}
-
-#[cfg(test)]
-mod log_window_tests {
-    use super::*;
-
-    #[test]
-    fn tail_before_and_find() {
-        let mut s = Store::open_in_memory().unwrap();
-        for id in ["aaa111", "bbb222"] {
-            s.insert_deployment(&Deployment {
-                id: DeploymentId(id.into()),
-                name: id.into(),
-                ..Deployment::default()
-            })
-            .unwrap();
-        }
-        let (a, b) = (DeploymentId("aaa111".into()), DeploymentId("bbb222".into()));
-        let line = |i: usize| LogLine {
-            at: i as i64,
-            stream: LogStream::Stdout,
-            stage: Some(Stage::Provision),
-            text: format!(
-                "line {i} {}",
-                if i.is_multiple_of(10) {
-                    "Needle"
-                } else {
-                    "hay"
-                }
-            ),
-        };
-        for i in 0..50 {
-            // Interleaved with another deployment's lines: sequence numbers have gaps.
-            s.append_logs(&a, &[line(i)]).unwrap();
-            s.append_logs(&b, &[line(1000 + i)]).unwrap();
-        }
-        let tail = s.logs_tail(&a, 5).unwrap();
-        let texts: Vec<&str> = tail.iter().map(|(_, l)| l.text.as_str()).collect();
-        assert_eq!(
-            texts,
-            [
-                "line 45 hay",
-                "line 46 hay",
-                "line 47 hay",
-                "line 48 hay",
-                "line 49 hay"
-            ]
-        );
-        let before = s.logs_before(&a, tail[0].0, 3).unwrap();
-        assert_eq!(before.len(), 3);
-        assert_eq!(before[2].1.text, "line 44 hay");
-        assert!(before.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(
-            s.logs_tail(&DeploymentId("none".into()), 5).unwrap(),
-            vec![]
-        );
-
-        let first = s.find_log(&a, "needle", 0, true).unwrap().unwrap();
-        let all = s.logs(&a, 0, 100).unwrap();
-        let text_of = |seq: i64| all.iter().find(|(q, _)| *q == seq).unwrap().1.text.clone();
-        assert_eq!(text_of(first), "line 0 Needle");
-        let next = s.find_log(&a, "NEEDLE", first, true).unwrap().unwrap();
-        assert_eq!(text_of(next), "line 10 Needle");
-        let back = s.find_log(&a, "needle", tail[4].0, false).unwrap().unwrap();
-        assert_eq!(text_of(back), "line 40 Needle");
-        assert_eq!(s.find_log(&a, "needle", back, true).unwrap(), None);
-        assert_eq!(s.find_log(&a, "absent", 0, true).unwrap(), None);
     }
 }

@@ -232,6 +232,7 @@ fn cluster() -> ClusterSnapshot {
             uptime: if status == "running" { 5 * 3_600 } else { 0 },
             template: vmid == 9000,
             managed: entry.is_some_and(|(_, _, o)| o != Origin::Imported),
+            orphan_of: None,
             entry: entry.map(|(id, name, origin)| GuestEntry {
                 id: DeploymentId(id.into()),
                 name: name.into(),
@@ -612,7 +613,7 @@ fn destroy_asks_naming_the_deployment_then_runs_and_tracks_it() {
     // The worker queues it; the UI says so, and shows the job on the deployment.
     let job = crate::domain::Job {
         id: crate::domain::JobId(12),
-        op: crate::domain::Op::Destroy,
+        op: crate::domain::Op::Destroy { force: false },
         deployment: Some(DeploymentId("a1b2c3".into())),
         state: crate::domain::JobState::Running,
         requested_by: "me via tui".into(),

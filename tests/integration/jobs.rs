@@ -282,10 +282,12 @@ fn two_run_at_once_and_the_others_wait_as_queued() {
         let queued = active.iter().filter(|j| j["state"] == "queued").count();
         most_running = most_running.max(running);
         if running == 2 && queued == 3 {
-            seen_two_and_three = true;
+            // `list` a moment later shows the same, unless a job ended in between.
             let list = rig.run(&["list"]);
-            assert_eq!(list.stdout.matches("QUEUED").count(), 3, "{}", list.stdout);
-            assert!(list.stdout.contains("(3rd in line)"), "{}", list.stdout);
+            if list.stdout.matches("QUEUED").count() == 3 {
+                assert!(list.stdout.contains("(3rd in line)"), "{}", list.stdout);
+                seen_two_and_three = true;
+            }
         }
         if active.is_empty() {
             break;

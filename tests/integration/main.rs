@@ -7,12 +7,18 @@ mod support;
 
 mod e2e;
 mod frameworks;
+mod guest_rig;
+mod hardening;
 mod harness;
+mod identity;
 mod jobs;
 mod provisioning;
 mod proxmox;
+mod readme;
+mod real_guests;
 mod recovery;
 mod runner;
+mod scale;
 mod templates;
 mod terraform_flow;
 mod tui;

@@ -420,6 +420,24 @@ fn tls_is_verified_by_ca_file_or_pinned_fingerprint() {
     let text = err.to_string();
     assert!(text.contains(&fingerprint), "{text}");
     assert!(text.contains(&wrong), "{text}");
+    // In words, not rustls's identifiers.
+    assert!(
+        text.contains("fingerprint is not the one pinned in proxmox.fingerprint"),
+        "{text}"
+    );
+    for debug in ["OtherError", "PinMismatch", "Other("] {
+        assert!(!text.contains(debug), "{debug} in {text}");
+    }
+    // Another CA's certificate (the same issuer name, another key) is explained in words too.
+    let err = version_with(&format!("ca_file = \"{}\"", other.ca_file().display())).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("signature does not verify") || text.contains("issuer this machine"),
+        "{text}"
+    );
+    for debug in ["BadSignature", "UnknownIssuer"] {
+        assert!(!text.contains(debug), "{debug} in {text}");
+    }
     // A pin wins over insecure.
     let err = version_with(&format!("fingerprint = \"{wrong}\"\ninsecure = true")).unwrap_err();
     assert!(matches!(err, ProxmoxError::Tls { .. }), "{err:?}");
@@ -1012,6 +1030,18 @@ fn sync_imports_two_hundred_guests_once_and_power_actions_follow() {
         "{}",
         done.describe()
     );
+    // ... and says what to do next, in the output and in the deployment's log.
+    assert!(
+        done.stderr.contains("\nnext: ")
+            && done.stderr.contains("Task History")
+            && done
+                .stderr
+                .contains(&format!("`proxdeck stop {ct_id}` again")),
+        "{}",
+        done.describe()
+    );
+    let logs = run(&["logs", &ct_id]);
+    assert!(logs.stdout.contains("next: "), "{}", logs.stdout);
     let shown = json_of(&run(&["show", &ct_id, "--json"]), "show");
     assert_eq!(shown["status"], "RUNNING");
     pve.ctl("unlock", json!({"vmid": 1000})).unwrap();

@@ -10,6 +10,7 @@ use crate::support::parts::{Part, skip_without};
 use crate::support::schema::{Checker, Config};
 use proxdeck::config::Config as ProxdeckConfig;
 use proxdeck::domain::{Deployment, DeploymentId, GuestType};
+use proxdeck::engine::identity::{Identity, read_mark};
 use proxdeck::engine::workspace::{
     self, Choices, GuestInput, GuestVars, RenderFlags, load_template, render_main_tf,
 };
@@ -104,6 +105,10 @@ impl Variant {
         let config = self.config();
         let d = self.deployment();
         let choices = Choices::default();
+        let identity = Identity {
+            deployment: d.id.clone(),
+            installation: "inst7q2w".into(),
+        };
         let vars = workspace::guest_vars(
             &config,
             &GuestInput {
@@ -112,6 +117,7 @@ impl Variant {
                 static_ip: self.static_ip.then(|| "10.77.30.21".parse().unwrap()),
                 public_key: KEY,
                 choices: &choices,
+                identity: Some(&identity),
             },
         )
         .unwrap_or_else(|e| panic!("{self:?}: {e}"));
@@ -215,6 +221,67 @@ fn every_variant_renders_cleanly_without_user_values() {
                 );
             }
         }
+    }
+}
+
+/// Every guest a deploy creates carries its deployment's identity, as tags and description
+/// lines, through `terraform.tfvars.json` into attributes the bpg schema has; and the id
+/// adoption imports with is the schema's import id.
+#[test]
+fn every_variant_marks_its_guest_with_its_deployment() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bpg-proxmox-schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for v in Variant::all() {
+        let kind = match v.kind {
+            GuestType::Lxc => CONTAINER,
+            GuestType::Vm => VM,
+        };
+        let tfvars = serde_json::to_value(v.vars()).unwrap();
+        let tags: Vec<String> = tfvars["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            tags.contains(&"proxdeck-id-k3x9ta".to_string())
+                && tags.contains(&"proxdeck-of-inst7q2w".to_string()),
+            "{v:?}: {tags:?}"
+        );
+        // Proxmox lowercases tags; these are lowercase already, so nothing drifts.
+        assert!(tags.iter().all(|t| *t == t.to_lowercase()), "{tags:?}");
+        let description = tfvars["description"].as_str().unwrap();
+        let mark = read_mark(&[], Some(description)).expect("a mark in the description");
+        assert_eq!(mark.deployment.0, "k3x9ta");
+        assert_eq!(mark.installation.as_deref(), Some("inst7q2w"));
+        // The values reach the guest resource.
+        let text = v.render();
+        assert!(
+            text.contains("tags            = [for tag in var.tags : lower(tag)]")
+                || text.contains("tags          = [for tag in var.tags : lower(tag)]"),
+            "{v:?}:\n{text}"
+        );
+        assert!(text.contains("= var.description"), "{v:?}:\n{text}");
+        let resource = &schema["resources"][kind];
+        for attribute in ["tags", "description"] {
+            assert!(
+                resource["attributes"][attribute].is_object(),
+                "{kind} has no {attribute} in the schema"
+            );
+        }
+        let import_id = resource["import_id"].as_str().unwrap();
+        assert_eq!(
+            import_id
+                .replace("<node_name>", "pve-node9")
+                .replace("<vm_id>", "10042"),
+            proxdeck::engine::identity::terraform_import_id("pve-node9", 10042),
+            "{kind}"
+        );
     }
 }
 

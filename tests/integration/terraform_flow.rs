@@ -300,13 +300,38 @@ fn render_plan_failed_apply_and_destroy_through_the_binary() {
         "{}",
         deployed.describe()
     );
-    // The workspace is the one render wrote.
+    // The workspace is the one render wrote, except that the deploy's guest carries its
+    // deployment's identity (tags, description) and the user's own workspace does not.
     let ws = data_dir.join("workspaces").join(&id);
     assert_eq!(read(&ws.join("main.tf")), read(&out.join("main.tf")));
-    assert_eq!(
-        read(&ws.join("terraform.tfvars.json")),
-        read(&out.join("terraform.tfvars.json"))
+    let mut deployed_vars: Value =
+        serde_json::from_str(&read(&ws.join("terraform.tfvars.json"))).unwrap();
+    let mut rendered_vars: Value =
+        serde_json::from_str(&read(&out.join("terraform.tfvars.json"))).unwrap();
+    let id_tag = format!("proxdeck-id-{id}");
+    assert!(
+        deployed_vars["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::String(id_tag.clone())),
+        "{deployed_vars}"
     );
+    assert!(
+        deployed_vars["description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("proxdeck-id: {id}")),
+        "{deployed_vars}"
+    );
+    assert!(
+        !rendered_vars.to_string().contains("proxdeck-id"),
+        "{rendered_vars}"
+    );
+    for key in ["tags", "description"] {
+        deployed_vars.as_object_mut().unwrap().remove(key);
+        rendered_vars.as_object_mut().unwrap().remove(key);
+    }
+    assert_eq!(deployed_vars, rendered_vars);
     // The plan's summary is in the log before anything was applied.
     let logs = run(vec!["logs".into(), id.clone()]);
     let text = logs.stdout;

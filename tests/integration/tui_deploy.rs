@@ -232,8 +232,36 @@ fn tui_deploys_the_flask_sample_by_keystrokes() {
             .find(|l| l.starts_with('│') && l.contains(&name))
             .map(str::to_string)
     };
+    // Quitting the dashboard while the deploy runs does not stop it: the worker has it, and
+    // proxdeck says so once the terminal is back. A dashboard opened again shows it live.
+    let in_flight = wait("the deploy in flight", STEP, &|s| {
+        row_of(s).is_some_and(|r| {
+            ["QUEUED", "PENDING", "PROVISIONING", "DEPLOYING"]
+                .iter()
+                .any(|st| r.contains(st))
+        }) && s.lines().nth(1).is_some_and(|l| l.contains(&name))
+    });
+    keys(&session.0, &["q"]);
+    let farewell = wait("the dashboard closed, the work going on", STEP, &|s| {
+        s.contains("proxdeck exited 0")
+    });
+    assert!(
+        farewell.contains("1 job goes on in proxdeck's worker: deploy"),
+        "{}",
+        context("no word of the work going on", &farewell)
+    );
+    let again = tmux(&[
+        "respawn-pane",
+        "-k",
+        "-t",
+        &session.0,
+        "bash",
+        "-c",
+        &shell_line(&proxdeck),
+    ]);
+    assert!(again.status.success(), "{again:?}");
     let start = Instant::now();
-    let mut seen_in_flight = false;
+    let mut seen_in_flight = !in_flight.is_empty();
     let running = loop {
         let screen = capture(&session.0);
         if let Some(row) = row_of(&screen) {

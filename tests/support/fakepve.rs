@@ -26,8 +26,10 @@ use std::time::Duration;
 pub const NODE: &str = "pve1";
 /// The token id the launcher registers.
 pub const TOKEN_ID: &str = "root@pam!ci";
-/// The OS template the launcher puts on the `local` storage.
+/// An OS template the launcher puts on the `local` storage (Debian 12).
 pub const OS_TEMPLATE: &str = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+/// The other one: Debian 13, proxdeck's default `guest.os_template`.
+pub const OS_TEMPLATE_DEBIAN13: &str = "local:vztmpl/debian-13-standard_13.1-2_amd64.tar.zst";
 /// root@pam's password for ticket logins.
 pub const PASSWORD: &str = "pd-test-password";
 /// How long one control op may take.

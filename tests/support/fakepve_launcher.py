@@ -29,10 +29,12 @@ import threading
 
 from aiohttp import web
 from fakepve.certs import make_cert
+from fakepve.lxc import FakeCt
 from fakepve.server import FakePve
 
-# The OS template the tests' config names: put on the 'local' storage so preflight finds it.
-OS_TEMPLATES = ('debian-12-standard_12.7-1_amd64.tar.zst',)
+# The OS templates the tests' configs name (Debian 13 is proxdeck's default): put on the
+# 'local' storage so preflight finds them.
+OS_TEMPLATES = ('debian-12-standard_12.7-1_amd64.tar.zst', 'debian-13-standard_13.1-2_amd64.tar.zst')
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 
@@ -122,17 +124,35 @@ def remove_guest(pve, args):
 
 
 def add_guests(pve, args):
-    """count guests from vmid `start`, spread over `nodes`, alternating LXC/QEMU and running/stopped."""
+    """count guests from vmid `start`, spread over `nodes`, alternating LXC/QEMU and running/stopped.
+
+    Linear in count, for clusters of 100,000 guests: the range is checked against the vmids
+    in use once (fakepve's add_ct looks through every container for each new one)."""
     nodes = args.get('nodes') or ['pve1']
     for node in nodes:
         pve.nodes.setdefault(node, {'online': True})
     start = int(args.get('start', 1000))
-    for i in range(int(args['count'])):
+    count = int(args['count'])
+    taken = set(g.vmid for g in pve.vms) | set(c.vmid for c in pve.cts)
+    clash = sorted(taken.intersection(range(start, start + count)))
+    if clash:
+        raise ValueError('vmids in use: {0}'.format(clash[:10]))
+    prefix = args.get('prefix', 'guest')
+    for i in range(count):
         vmid = start + i
-        add_guest(pve, {'vmid': vmid, 'type': 'lxc' if i % 2 == 0 else 'qemu',
-                        'name': '{0}-{1}'.format(args.get('prefix', 'guest'), vmid),
-                        'node': nodes[i % len(nodes)], 'status': 'running' if i % 3 else 'stopped'})
-    return {'count': int(args['count'])}
+        name = '{0}-{1}'.format(prefix, vmid)
+        node = nodes[i % len(nodes)]
+        status = 'running' if i % 3 else 'stopped'
+        if i % 2 == 0:
+            ct = FakeCt(vmid, name=name, node=node, status=status, config={})
+            pve.cts.append(ct)
+            if status == 'running':
+                ct.pid = next(pve._ct_pids)
+        else:
+            pve.add_vm(vmid, name, node=node, status=status,
+                       config={'memory': 1024, 'cores': 2,
+                               'scsi0': 'local-lvm:vm-{0}-disk-0,size=16G'.format(vmid)})
+    return {'count': count}
 
 
 def add_node(pve, args):
@@ -198,7 +218,7 @@ OPS = {
     # PVE's time and tickets: time_scale (0: tasks end at once), ticket_ttl, lock_wait, ...
     'set': lambda pve, a: [setattr(pve, k, v) for k, v in a['attrs'].items()] and None,
     'fail': lambda pve, a: pve.fail(a['method'], a['suffix'], status=a.get('status'), message=a.get('message'),
-                                    error=a.get('error'), times=a.get('times')),
+                                    html=bool(a.get('html')), error=a.get('error'), times=a.get('times')),
     'clear_failures': lambda pve, a: pve.failures.clear(),
     'slow_network': lambda pve, a: pve.slow_network(a['latency'], a.get('jitter', 0.0), a.get('node')),
     'flaky_network': lambda pve, a: pve.flaky_network(a.get('drop_rate', 0.0), a.get('hang_rate', 0.0),

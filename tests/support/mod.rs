@@ -8,11 +8,17 @@
 //! - `git`: bare repos with sample apps, served by `git daemon`.
 //! - `proxdeck`: running the built binary; app cleanup; secret scans.
 //! - `samples`: sample apps made by their frameworks' own tools, and the tools' checks.
+//! - `cluster`: fakepve + the rig + git + a proxdeck data dir, for deployments onto real
+//!   guests; where a deployment's time went (`Timing`).
+//! - `guests`: real guests (fresh Debian booted with systemd-nspawn) and the rig that boots
+//!   them for the stand-in templates.
 
 pub mod schema;
 
+pub mod cluster;
 pub mod fakepve;
 pub mod git;
+pub mod guests;
 pub mod net;
 pub mod parts;
 pub mod process;

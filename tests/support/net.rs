@@ -44,6 +44,24 @@ pub fn loopback() -> Ipv4Addr {
     Ipv4Addr::new(127, a, b, c)
 }
 
+/// A fresh block of `size` loopback addresses (a power of two, at most 256) for an address
+/// pool: `127.a.b.c/len` with `a` in 250..=254, a range `loopback()` never hands out, so the
+/// pool's addresses are free of other test parts. Random across processes.
+pub fn loopback_pool(size: u32) -> (Ipv4Addr, u8) {
+    assert!(size.is_power_of_two() && (2..=256).contains(&size));
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let r = random_u64();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) as u64;
+    let a = 250 + (r % 5) as u8;
+    let b = ((r >> 8) % 256) as u8;
+    let blocks = 256 / size as u64;
+    let c = (((r >> 16) + n) % blocks) as u32 * size;
+    (
+        Ipv4Addr::new(127, a, b, c as u8),
+        32 - size.trailing_zeros() as u8,
+    )
+}
+
 /// A port that was free on `ip` a moment ago (bind port 0, read it, release it).
 pub fn free_port(ip: Ipv4Addr) -> Result<u16> {
     let listener = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;

@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 
 /// The proxdeck binary with one config file and one data dir, in a clean environment: no
 /// `PROXMOX_VE_*` or `PROXDECK_*` from the caller, XDG dirs inside the test's folder,
-/// `PROXDECK_TEST_SUPPORT` and `PROXDECK_TEST_PYTHON` for the stand-in template.
+/// `PROXDECK_TEST_SUPPORT` and `PROXDECK_TEST_PYTHON` for the stand-in template, and
+/// `PROXDECK_TEST_GUESTS` (the real-guest rig's socket) when the test uses real guests.
 pub struct Proxdeck {
     pub config: PathBuf,
     pub data_dir: PathBuf,
     xdg: PathBuf,
+    guests: Option<PathBuf>,
 }
 
 impl Proxdeck {
@@ -31,7 +33,14 @@ impl Proxdeck {
             config,
             data_dir,
             xdg: root.join("xdg"),
+            guests: None,
         }
+    }
+
+    /// The stand-in templates boot real guests through the rig listening on `socket`.
+    pub fn with_guests(mut self, socket: PathBuf) -> Self {
+        self.guests = Some(socket);
+        self
     }
 
     pub fn command<I, S>(&self, args: I) -> Command
@@ -59,6 +68,9 @@ impl Proxdeck {
             .env("NO_COLOR", "1");
         if let Ok(python) = test_python() {
             cmd.env("PROXDECK_TEST_PYTHON", python);
+        }
+        if let Some(socket) = &self.guests {
+            cmd.env("PROXDECK_TEST_GUESTS", socket);
         }
         cmd
     }

@@ -10,10 +10,16 @@ The values come from the provisioner's environment map, as PVE_CT_*: NODE, VMID,
 DESCRIPTION, TAGS (comma separated), CORES, MEMORY_MIB, SWAP_MIB, DISK_GIB, DATASTORE,
 OS_TEMPLATE, OS_TYPE, BRIDGE, VLAN_ID (may be empty), IPV4_ADDRESS (dhcp or CIDR), IPV4_GATEWAY
 (may be empty), SSH_PUBLIC_KEY. Only stdlib: any python3 runs it. The token is never printed.
+
+Real guests: when PROXDECK_TEST_GUESTS names the socket of the test's guest rig
+(tests/support/guests.rs), create also asks the rig to boot a fresh Debian guest at the
+container's address (after the container exists on the fake), and delete asks it to power the
+guest off and remove it (before the container goes from the fake).
 """
 
 import json
 import os
+import socket
 import ssl
 import sys
 import time
@@ -23,6 +29,8 @@ import urllib.request
 
 TASK_DEADLINE_SECS = 120
 REQUEST_TIMEOUT_SECS = 30
+# Booting a guest can take a while on a busy machine (the rig's root filesystem is prebuilt).
+RIG_TIMEOUT_SECS = 600
 
 
 class ApiError(Exception):
@@ -98,6 +106,31 @@ class Api(object):
             time.sleep(0.2)
 
 
+def rig_call(request):
+    """One request to the test's real-guest rig; None when no rig is in use."""
+    path = os.environ.get('PROXDECK_TEST_GUESTS', '')
+    if not path:
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(RIG_TIMEOUT_SECS)
+    try:
+        conn.connect(path)
+        conn.sendall((json.dumps(request) + '\n').encode())
+        answer = b''
+        while not answer.endswith(b'\n'):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        conn.close()
+    result = json.loads(answer.decode() or '{}')
+    if not result.get('ok'):
+        raise SystemExit('{0}: the guest rig refused {1}: {2}'.format(
+            os.path.basename(sys.argv[0]), request.get('op'), result.get('error')))
+    return result
+
+
 def create(api):
     node = env('PVE_CT_NODE')
     vmid = int(env('PVE_CT_VMID'))
@@ -133,6 +166,12 @@ def create(api):
     log('creating CT {0} on {1} ({2})'.format(vmid, node, net0))
     api.wait_task(node, api.call('POST', '/nodes/{0}/lxc'.format(node), params))
     api.wait_task(node, api.call('POST', '/nodes/{0}/lxc/{1}/status/start'.format(node, vmid)))
+    booted = rig_call({
+        'op': 'boot', 'kind': 'lxc', 'vmid': vmid, 'os_template': params['ostemplate'],
+        'address': ip, 'hostname': params['hostname'], 'ssh_public_key': key,
+    })
+    if booted:
+        log('booted guest {0} (Debian {1}) at {2}'.format(booted['machine'], booted['release'], ip))
     log('created CT {0} on {1}, running'.format(vmid, node))
 
 
@@ -140,6 +179,9 @@ def delete(api):
     node = env('PVE_CT_NODE')
     vmid = int(env('PVE_CT_VMID'))
     base = '/nodes/{0}/lxc/{1}'.format(node, vmid)
+    removed = rig_call({'op': 'delete', 'vmid': vmid})
+    if removed and removed.get('found'):
+        log('powered off and removed the guest of CT {0}'.format(vmid))
     try:
         status = api.call('GET', base + '/status/current')
     except ApiError as exc:

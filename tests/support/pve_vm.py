@@ -14,6 +14,10 @@ DESCRIPTION, TAGS (comma separated), TEMPLATE_VMID, TEMPLATE_NODE, FULL_CLONE (t
 CORES, CPU_TYPE, MEMORY_MIB, DISK_GIB, DISK_INTERFACE, DATASTORE, CLOUDINIT_DATASTORE, BRIDGE,
 VLAN_ID (may be empty), IPV4_ADDRESS (dhcp or CIDR), IPV4_GATEWAY (may be empty), CI_USER,
 SSH_PUBLIC_KEY. Only stdlib. The token is never printed.
+
+Real guests: with PROXDECK_TEST_GUESTS set (see pve_ct.py), create asks the test's guest rig
+to boot a fresh Debian 13 cloud image at the VM's address whose cloud-init reads a NoCloud seed
+with what Proxmox writes on the cloud-init drive (the user, the SSH key); delete removes it.
 """
 
 import os
@@ -88,6 +92,13 @@ def create(api):
     if isinstance(result, str) and result.startswith('UPID:'):
         api.wait_task(node, result)
     api.wait_task(node, api.call('POST', base + '/status/start'))
+    booted = pve_ct.rig_call({
+        'op': 'boot', 'kind': 'vm', 'vmid': vmid, 'address': ip, 'hostname': env('PVE_VM_NAME'),
+        'ssh_public_key': env('PVE_VM_SSH_PUBLIC_KEY'), 'user': env('PVE_VM_CI_USER'),
+    })
+    if booted:
+        log('booted guest {0} (Debian {1} cloud image) at {2}'.format(
+            booted['machine'], booted['release'], ip))
     log('created VM {0} on {1}, running'.format(vmid, node))
 
 
@@ -95,6 +106,9 @@ def delete(api):
     node = env('PVE_VM_NODE')
     vmid = int(env('PVE_VM_VMID'))
     base = '/nodes/{0}/qemu/{1}'.format(node, vmid)
+    removed = pve_ct.rig_call({'op': 'delete', 'vmid': vmid})
+    if removed and removed.get('found'):
+        log('powered off and removed the guest of VM {0}'.format(vmid))
     try:
         status = api.call('GET', base + '/status/current')
     except ApiError as exc:

@@ -4,9 +4,9 @@
 //! Every sample answers `GET /` with a text unique to it (`Sample::body`), so a test knows it
 //! reached this very app; `Sample::change` commits a new body for redeploy tests.
 //!
-//! Also the checks for the tools the samples and their recipes need (node, nginx, Apache with
-//! PHP, MariaDB, Django in the test venv), with the suite's skip rule: a missing tool skips
-//! the test here and fails it under `CI=true`.
+//! Also the checks for the tools that make the samples (node with npx, Django in the test
+//! venv), with the suite's skip rule: a missing tool skips the test here and fails it under
+//! `CI=true`.
 
 use super::git::GitServer;
 use super::net::random_hex;
@@ -17,15 +17,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// A tool a sample or its recipe needs on this machine (the "guest" is this machine).
+/// A tool that makes samples on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
-    /// node, npm and npx (samples are made with npx; the Node recipes run npm).
+    /// node, npm and npx (samples are made with npx and npm).
     Node,
-    /// nginx (the static and Laravel recipes run their own instance).
-    Nginx,
-    /// Apache with mod_php and MariaDB (the LAMP recipe).
-    Lamp,
     /// Django in the test venv (`django-admin startproject` makes the sample).
     Django,
 }
@@ -45,31 +41,6 @@ impl Tool {
                     if !on_path(t) {
                         return Err(format!("{t} is missing: apt-get install nodejs npm"));
                     }
-                }
-                Ok(())
-            }
-            Tool::Nginx => {
-                if Path::new("/usr/sbin/nginx").exists() {
-                    Ok(())
-                } else {
-                    Err("nginx is missing: apt-get install nginx".into())
-                }
-            }
-            Tool::Lamp => {
-                let php = std::fs::read_dir("/usr/lib/apache2/modules")
-                    .map(|d| {
-                        d.flatten()
-                            .any(|e| e.file_name().to_string_lossy().starts_with("libphp"))
-                    })
-                    .unwrap_or(false);
-                if !Path::new("/usr/sbin/apache2").exists() || !php {
-                    return Err("Apache with PHP is missing: apt-get install apache2 libapache2-mod-php php-mysql".into());
-                }
-                if !on_path("mariadbd") || !on_path("mariadb-install-db") {
-                    return Err("MariaDB is missing: apt-get install mariadb-server".into());
-                }
-                if !on_path("composer") {
-                    return Err("composer is missing: apt-get install composer unzip".into());
                 }
                 Ok(())
             }
@@ -324,4 +295,79 @@ pub fn php(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
         echo 'database ' . $row['d'] . ' says ' . $row['answer'] . \"\\n\";\n"
         .to_string();
     finish(git, name, &dir, unique("php"), "index.php", template)
+}
+
+/// MERN: one package with Express, React and Mongoose (what detection calls MERN). It never
+/// gets as far as running here (MongoDB's packages are out of reach), so it stays small.
+pub fn mern(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
+    full_stack(git, name, work, "mern", "react")
+}
+
+/// MEAN: Express, Angular and Mongoose in one package.
+pub fn mean(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
+    full_stack(git, name, work, "mean", "@angular/core")
+}
+
+fn full_stack(
+    git: &GitServer,
+    name: &str,
+    work: &Path,
+    kind: &str,
+    client: &str,
+) -> Result<Sample> {
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let pkg = serde_json::json!({
+        "name": name,
+        "version": "1.0.0",
+        "private": true,
+        "scripts": {"start": "node server.js"},
+        "dependencies": {"express": "^5.1.0", "mongoose": "^8.0.0", client: "*"},
+    });
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::to_string_pretty(&pkg)?,
+    )?;
+    let template =
+        "const express = require(\"express\");\nconst mongoose = require(\"mongoose\");\n\
+        const app = express();\napp.get(\"/\", (req, res) => res.send(\"@BODY@\"));\n\
+        mongoose.connect(process.env.MONGODB_URI).then(() => app.listen(process.env.PORT));\n"
+            .to_string();
+    finish(git, name, &dir, unique(kind), "server.js", template)
+}
+
+/// Laravel, as `composer create-project laravel/laravel` lays it out where it matters to
+/// detection and to the recipe (artisan, composer.json, public/index.php). Its dependencies
+/// come from Packagist, which is out of reach here: the deploy stops at `composer install`.
+pub fn laravel(git: &GitServer, name: &str, work: &Path) -> Result<Sample> {
+    let dir = work.join(name);
+    std::fs::create_dir_all(dir.join("public"))?;
+    let composer = serde_json::json!({
+        "name": "laravel/laravel",
+        "type": "project",
+        "require": {"php": "^8.2", "laravel/framework": "^12.0"},
+        "autoload": {"psr-4": {"App\\": "app/"}},
+    });
+    std::fs::write(
+        dir.join("composer.json"),
+        serde_json::to_string_pretty(&composer)?,
+    )?;
+    std::fs::write(
+        dir.join("artisan"),
+        "#!/usr/bin/env php\n<?php\nrequire __DIR__.'/vendor/autoload.php';\n",
+    )?;
+    std::fs::write(
+        dir.join(".env.example"),
+        "APP_NAME=Laravel\nAPP_KEY=\nDB_CONNECTION=sqlite\n",
+    )?;
+    let template =
+        "<?php\nrequire __DIR__.'/../vendor/autoload.php';\necho \"@BODY@\";\n".to_string();
+    finish(
+        git,
+        name,
+        &dir,
+        unique("laravel"),
+        "public/index.php",
+        template,
+    )
 }

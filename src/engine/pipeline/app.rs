@@ -2,7 +2,8 @@
 //! the framework's provisioning script, uploaded and run as root, its output streamed and the
 //! deployed commit read from it), the `preflight` of a deployment on an existing host (the
 //! repository and ref answer; nothing on Proxmox to check), and the destroy of such a
-//! deployment: the app, its service and its user removed, the host itself left alone.
+//! deployment: the app, its service and its user removed and confirmed gone, the host itself
+//! left alone.
 //!
 //! How a guest is reached lives in `engine::guest`; what runs there, in `engine::provision`.
 
@@ -11,6 +12,7 @@ use crate::domain::{Deployment, Stage, Status};
 use crate::engine::Engine;
 use crate::engine::detect;
 use crate::engine::guest::{self, ScriptRun};
+use crate::engine::guest_state;
 use crate::engine::process::Output;
 use crate::engine::provision::{self, ScriptVars};
 use crate::engine::report::Reporter;
@@ -63,6 +65,19 @@ pub(super) async fn connect(cx: &mut Ctx<'_>) -> StageResult<()> {
 pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
     let ip = cx.ip.clone().unwrap_or_default();
     let checkout = cx.checkout.clone().unwrap_or_else(|| cx.d.git_ref.clone());
+    let scratch = cx.engine.paths.root.join("tmp");
+    let (node, unread) = detect::node_need(
+        &cx.framework,
+        &cx.d.repo,
+        &checkout,
+        &scratch,
+        Duration::from_secs(180),
+    )
+    .await;
+    if let Some(why) = unread {
+        cx.info(format!("{why}; the framework's minimum Node.js applies"))
+            .await?;
+    }
     let vars = ScriptVars::new(
         &cx.d,
         &cx.framework,
@@ -70,7 +85,8 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
         &cx.engine.config.guest.app_root,
         &ip,
         &checkout,
-    );
+    )
+    .with_node_need(node);
     let script =
         provision::render_script(&cx.framework, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
     let (session, target) = cx
@@ -95,10 +111,10 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
     cx.session = Some((session, target));
     let run = result.map_err(|e| fail(Stage::Provision)(&e))?;
     if run.status != 0 {
-        return Err(fail(Stage::Provision)(&format!(
-            "the provisioning script exited with status {}",
-            run.status
-        )));
+        return Err(fail(Stage::Provision)(&match &run.reason {
+            Some(reason) => reason.clone(),
+            None => format!("the provisioning script exited with status {}", run.status),
+        }));
     }
     if let Some(c) = &run.commit {
         cx.info(format!("deployed commit {c}")).await?;
@@ -124,53 +140,80 @@ fn run_forwarded(
 }
 
 /// Destroy of a deployment on an existing host (`Origin::Host`), already DESTROYING: the app's
-/// service stopped and removed, its folder and user deleted over SSH; the host, its pinned
-/// key and everything else on it stay. Ends DELETED, or FAILED with the cause.
+/// service stopped and removed, its folder and user deleted over SSH, then a check over the
+/// same session that they are gone; the host, its pinned key and everything else on it stay.
+/// Ends DELETED once the check confirms it, or FAILED with the cause and what is left. With
+/// `force` (a host that cannot be reached, a changed host key), DELETED anyway, naming what
+/// may be left on the host.
 pub(super) async fn destroy_host(
     engine: &Engine,
     reporter: &Reporter,
     d: &Deployment,
     env: &[(String, String)],
+    force: bool,
 ) -> Result<Deployment, DeployError> {
+    let app_root = &engine.config.guest.app_root;
+    let host = d.ip.as_deref().unwrap_or("?").to_string();
     let result = remove_app(engine, reporter, d).await;
     if let Err(cause) = result {
         let cause = super::redactor(engine, env).redact(&cause);
-        let next = format!(
-            "read `proxdeck logs {}`, check that the host answers over SSH as the deployment's user, then `proxdeck destroy {}` again",
-            d.id, d.id
-        );
-        let message = format!("destroy: {cause}");
-        let _ = reporter
-            .lines(
-                LogStream::Stderr,
-                vec![format!("FAILED at {message}"), format!("next: {next}")],
-            )
-            .await;
-        reporter.transition(Status::Failed, Some(message)).await?;
-        return Err(DeployError::Stage {
-            id: d.id.clone(),
-            stage: Stage::Destroy,
-            cause,
-            next,
-        });
+        if force {
+            let place = format!(
+                "the service {}, the system user {} and the folder {}",
+                provision::service_name(&d.name),
+                provision::app_user(&d.name),
+                provision::app_dir(app_root, &d.name)
+            );
+            reporter
+                .lines(
+                    LogStream::Stderr,
+                    vec![
+                        format!("destroy could not finish: {cause}"),
+                        format!(
+                            "--force: recording {} as DELETED anyway; may be left behind on {host}: {place} (remove them there by hand, or deploy the same name to the host again and destroy it)",
+                            d.name
+                        ),
+                    ],
+                )
+                .await?;
+        } else {
+            let next = format!(
+                "read `proxdeck logs {}`, check that the host answers over SSH as the deployment's user, then `proxdeck destroy {}` again; if the host cannot be reached any more (or its key changed for good), `proxdeck destroy {} --force` records it DELETED and names what may be left there",
+                d.id, d.id, d.id
+            );
+            let message = format!("destroy: {cause}");
+            let _ = reporter
+                .lines(
+                    LogStream::Stderr,
+                    vec![format!("FAILED at {message}"), format!("next: {next}")],
+                )
+                .await;
+            reporter.transition(Status::Failed, Some(message)).await?;
+            return Err(DeployError::Stage {
+                id: d.id.clone(),
+                stage: Stage::Destroy,
+                cause,
+                next,
+            });
+        }
     }
     let _ = std::fs::remove_file(secrets_path(engine, &d.id));
     let done = reporter.transition(Status::Deleted, None).await?;
     reporter
         .info(format!(
-            "{} ({}) is DELETED; the host {} itself was left alone",
-            d.name,
-            d.id,
-            d.ip.as_deref().unwrap_or("?")
+            "{} ({}) is DELETED; the host {host} itself was left alone",
+            d.name, d.id
         ))
         .await?;
     Ok(done)
 }
 
+/// Runs the removal script, then checks over the same session what is left. Ok once the
+/// check finds nothing left (even if the script stumbled on something already gone).
 async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Result<(), String> {
     let ip = d.ip.clone().ok_or("the deployment has no host address")?;
-    let script = provision::render_remove(&d.name, &engine.config.guest.app_root)
-        .map_err(|e| e.to_string())?;
+    let app_root = engine.config.guest.app_root.clone();
+    let script = provision::render_remove(&d.name, &app_root).map_err(|e| e.to_string())?;
     let guest = guest::resolve(engine, d, &ip)
         .await
         .map_err(|e| e.to_string())?;
@@ -179,20 +222,22 @@ async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Res
     let result = match session {
         Ok(session) => {
             let target = guest.target.clone();
+            let name = d.name.clone();
             let (_never, cancel) = tokio::sync::watch::channel(false);
             tokio::task::spawn_blocking(move || {
-                run_forwarded(
+                let run = run_forwarded(
                     &session,
                     &target,
                     &script,
                     Duration::from_secs(300),
                     &cancel,
                     &tx,
-                )
+                );
+                let left = guest_state::leftovers(&session, &target, &name, &app_root);
+                (run, left)
             })
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
         }
         Err(e) => {
             drop(tx);
@@ -200,12 +245,31 @@ async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Res
         }
     };
     let _ = forward.await;
-    let run = result?;
-    if run.status != 0 {
+    let (run, left) = result?;
+    let status = match run {
+        Ok(r) => r.status,
+        Err(e) => return Err(e.to_string()),
+    };
+    let left = left.map_err(|e| {
+        format!(
+            "the removal script exited with status {status}, and what is left cannot be checked: {e}"
+        )
+    })?;
+    if !left.is_empty() {
         return Err(format!(
-            "the removal script exited with status {}; read `proxdeck logs {}`",
-            run.status, d.id
+            "the removal script exited with status {status}, and the host still has {}; read `proxdeck logs {}`",
+            left.join(", "),
+            d.id
         ));
     }
-    Ok(())
+    reporter
+        .info(format!(
+            "confirmed on {}: the service {}, the system user {} and the folder {} are gone",
+            guest.target.label(),
+            provision::service_name(&d.name),
+            provision::app_user(&d.name),
+            provision::app_dir(&engine.config.guest.app_root, &d.name)
+        ))
+        .await
+        .map_err(|e| e.to_string())
 }

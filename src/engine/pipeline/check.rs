@@ -3,11 +3,16 @@
 //! goes to the guest's address, so the Host header is that address: the Django recipe adds it
 //! to ALLOWED_HOSTS. Then the URL and the deployed commit are recorded, the commit that ran
 //! before it kept as the previous one (what `rollback` returns to).
+//!
+//! While it waits, the app's service is watched over the SSH session (`guest_state`): an app
+//! that keeps exiting fails the stage at once, with its last log lines.
 
 use super::{Ctx, StageResult, fail};
 use crate::domain::Stage;
+use crate::engine::guest_state;
 use crate::engine::health;
 use crate::engine::process::Output;
+use crate::engine::ssh::Target;
 use crate::protocol::LogStream;
 use crate::store::Facts;
 
@@ -27,6 +32,7 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
     let check_url = format!("{base}{path}");
     let (tx, forward) = cx.reporter.pipe();
     let mut attempts = 0u32;
+    let notes = tx.clone();
     let healthy = health::wait_for_status(
         &check_url,
         expect,
@@ -35,17 +41,27 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
             // An attempt every half second: the first few, then one line per ~15 s.
             attempts += 1;
             if attempts <= 3 || attempts.is_multiple_of(30) {
-                let _ = tx.send(Output {
+                let _ = notes.send(Output {
                     stream: LogStream::Info,
                     lines: vec![note.to_string()],
                 });
             }
         },
-    )
-    .await;
+    );
+    let watch = watch_service(
+        cx.session.take(),
+        cx.d.name.clone(),
+        cx.engine.config.guest.app_root.clone(),
+        tx.clone(),
+    );
+    let outcome = tokio::select! {
+        healthy = healthy => healthy.map_err(|e| e.to_string()),
+        crash = watch => Err(crash),
+    };
+    drop(notes);
     drop(tx);
     cx.finish_forward(forward).await?;
-    let healthy = healthy.map_err(|e| fail(Stage::HealthCheck)(&e))?;
+    let healthy = outcome.map_err(|e| fail(Stage::HealthCheck)(&e))?;
     let facts = Facts {
         url: Some(url.clone()),
         ..Facts::default()
@@ -69,6 +85,70 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         healthy.status, healthy.attempts
     ))
     .await
+}
+
+/// How often the service is probed while the health check waits.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Probes the app's service until it crashes, then returns why, with its last log lines.
+/// Without a session, or when the service cannot be probed, it never returns: the health
+/// check alone decides.
+async fn watch_service(
+    session: Option<(ssh2::Session, Target)>,
+    name: String,
+    app_root: String,
+    notes: tokio::sync::mpsc::UnboundedSender<Output>,
+) -> String {
+    let Some((session, target)) = session else {
+        return std::future::pending().await;
+    };
+    let command = guest_state::probe_command(&name, &app_root);
+    let probe = |session: ssh2::Session, target: Target, command: String| {
+        tokio::task::spawn_blocking(move || {
+            let r = guest_state::probe(&session, &target, &command);
+            (r, session, target)
+        })
+    };
+    let Ok((first, mut session, mut target)) = probe(session, target, command.clone()).await else {
+        return std::future::pending().await;
+    };
+    let base = match first {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = notes.send(Output {
+                stream: LogStream::Info,
+                lines: vec![format!(
+                    "the app's service cannot be watched ({e}); the health check alone decides"
+                )],
+            });
+            return std::future::pending().await;
+        }
+    };
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Ok((now, s, t)) = probe(session, target, command.clone()).await else {
+            return std::future::pending().await;
+        };
+        (session, target) = (s, t);
+        // A probe that fails once (a slow guest) is not a verdict; the next one may answer.
+        let Some(crash) = now.ok().and_then(|now| guest_state::verdict(&base, &now)) else {
+            continue;
+        };
+        let (app, root) = (name.clone(), app_root.clone());
+        let lines = tokio::task::spawn_blocking(move || {
+            guest_state::last_lines(&session, &target, &app, &root)
+        })
+        .await
+        .unwrap_or_default();
+        return if lines.is_empty() {
+            format!("{crash}; its log is empty or cannot be read (`proxdeck logs {name} --app`)")
+        } else {
+            format!(
+                "{crash}; its last log lines:\n    | {}",
+                lines.join("\n    | ")
+            )
+        };
+    }
 }
 
 fn host_port(ip: &str, port: u16) -> String {

@@ -1,24 +1,43 @@
-//! Destroy: DESTROYING → `terraform destroy` (when the workspace holds state) → the address,
-//! the vmid reservation and the pinned host key released, the secrets file removed → DELETED.
-//! The record stays. A destroy that cannot finish leaves the deployment FAILED with the cause,
-//! to try again. The terraform part copes with an empty state, a running or locked guest
-//! (retries with backoff within `timeouts.terraform_destroy_secs`) and a guest already gone.
+//! Destroy: DESTROYING → `terraform destroy` (when the workspace holds state) → confirmed on
+//! Proxmox → the address, the vmid reservation and the pinned host key released, the secrets
+//! file removed → DELETED. The record stays. A destroy that cannot finish leaves the
+//! deployment FAILED with the cause, to try again. The terraform part copes with an empty
+//! state, a running or locked guest (retries with backoff within
+//! `timeouts.terraform_destroy_secs`) and a guest already gone.
+//!
+//! DELETED means Proxmox confirmed it: after terraform, the cluster is asked again; a guest
+//! that still carries this deployment's mark (e.g. one a killed `terraform apply` made and no
+//! state holds) is removed through the API, and the guest at the deployment's vmid must be
+//! gone. `--force` (for a guest or host that cannot be reached any more) records DELETED even
+//! when this fails, naming what may be left behind.
 
 use super::{DeployError, load_env, next_step, secrets_path};
-use crate::domain::{Deployment, Stage, Status};
+use crate::domain::{Deployment, Origin, Stage, Status};
 use crate::engine::Engine;
+use crate::engine::identity;
+use crate::engine::proxmox::Client;
+use crate::engine::proxmox::api::GuestKind;
 use crate::engine::report::Reporter;
 use crate::engine::terraform::{self, TerraformError};
 use crate::protocol::LogStream;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Destroys a deployment's guest with `terraform destroy` and marks it DELETED (the destroy
-/// job; `policy` has allowed it).
+/// How a destroy may end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestroyOptions {
+    /// Record DELETED even when the guest or host cannot be reached or the removal cannot be
+    /// confirmed; what may be left behind is named in the log.
+    pub force: bool,
+}
+
+/// Destroys a deployment's guest with `terraform destroy` and marks it DELETED once Proxmox
+/// confirms the guest is gone (the destroy job; `policy` has allowed it).
 pub async fn run_destroy(
     engine: &Engine,
     reporter: &Reporter,
     d: Deployment,
+    options: DestroyOptions,
     cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
     let env = load_env(engine, &d.id);
@@ -26,28 +45,57 @@ pub async fn run_destroy(
     reporter.transition(Status::Destroying, None).await?;
 
     // A deployment on an existing host: remove the app over SSH, leave the host alone.
-    if d.origin == crate::domain::Origin::Host {
-        return super::app::destroy_host(engine, reporter, &d, &env).await;
+    if d.origin == Origin::Host {
+        return super::app::destroy_host(engine, reporter, &d, &env, options.force).await;
     }
 
-    let result = destroy_guest(engine, reporter, &d, cancel).await;
+    let result = match destroy_guest(engine, reporter, &d, cancel).await {
+        Ok(held) => confirm_gone(engine, reporter, &d, held).await,
+        Err(cause) => Err(cause),
+    };
 
     if let Err(cause) = result {
-        let next = next_step(Stage::Destroy, &d.id);
-        let message = format!("destroy: {cause}");
-        let _ = reporter
-            .lines(
-                LogStream::Stderr,
-                vec![format!("FAILED at {message}"), format!("next: {next}")],
-            )
-            .await;
-        reporter.transition(Status::Failed, Some(message)).await?;
-        return Err(DeployError::Stage {
-            id: d.id.clone(),
-            stage: Stage::Destroy,
-            cause,
-            next,
-        });
+        if options.force {
+            let left = d
+                .vmid
+                .map(|v| {
+                    format!(
+                        "the guest {} {v} on node {} if it still exists (it carries this deployment's id: once Proxmox answers, `proxdeck resources --orphans` lists it and `proxdeck remove-orphan {v}` removes it)",
+                        GuestKind::from(d.guest_type).label(),
+                        d.node.as_deref().unwrap_or("?")
+                    )
+                })
+                .unwrap_or_else(|| "nothing on Proxmox (no vmid was reserved)".into());
+            reporter
+                .lines(
+                    LogStream::Stderr,
+                    vec![
+                        format!("destroy could not finish: {cause}"),
+                        format!(
+                            "--force: recording {} as DELETED anyway; may be left behind: {left}; the terraform workspace stays in {}",
+                            d.name,
+                            engine.paths.workspace(&d.id).display()
+                        ),
+                    ],
+                )
+                .await?;
+        } else {
+            let next = next_step(Stage::Destroy, &d.id);
+            let message = format!("destroy: {cause}");
+            let _ = reporter
+                .lines(
+                    LogStream::Stderr,
+                    vec![format!("FAILED at {message}"), format!("next: {next}")],
+                )
+                .await;
+            reporter.transition(Status::Failed, Some(message)).await?;
+            return Err(DeployError::Stage {
+                id: d.id.clone(),
+                stage: Stage::Destroy,
+                cause,
+                next,
+            });
+        }
     }
 
     let id = d.id.clone();
@@ -75,6 +123,100 @@ pub async fn run_destroy(
     Ok(done)
 }
 
+/// Asks Proxmox whether the deployment's guest is gone, after terraform: guests that still
+/// carry this deployment's mark are removed through the API (a killed `terraform apply` can
+/// leave one that no state holds), and the guest at the deployment's vmid must be gone unless
+/// it carries no mark of this deployment and no state held it (then it is someone else's and
+/// is left alone). `state_held`: terraform's state held resources before the destroy.
+async fn confirm_gone(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: &Deployment,
+    state_held: bool,
+) -> Result<(), String> {
+    let say = |text: String| async move { reporter.info(text).await.map_err(|e| e.to_string()) };
+    if d.origin == Origin::Imported {
+        return say(format!(
+            "{} was imported by sync: its guest is not proxdeck's and stays on the cluster",
+            d.name
+        ))
+        .await;
+    }
+    if d.vmid.is_none() && !state_held {
+        // The vmid is reserved before anything reaches Proxmox: without one, nothing did.
+        return say("no vmid was ever reserved: nothing was created on Proxmox".into()).await;
+    }
+    let unconfirmed = |e: &dyn std::fmt::Display| {
+        format!("cannot confirm with Proxmox that the guest is gone: {e}")
+    };
+    let proxmox = engine.config.proxmox().map_err(|e| unconfirmed(&e))?;
+    let client = Client::new(proxmox).map_err(|e| unconfirmed(&e))?;
+    let installation = identity::installation(&engine.paths).map_err(|e| unconfirmed(&e))?;
+    let guests = client.guests().await.map_err(|e| unconfirmed(&e))?;
+    for g in identity::guests_of(&guests, &d.id, &installation) {
+        let (Some(vmid), Some(kind)) = (g.vmid, g.guest_kind()) else {
+            continue;
+        };
+        let node = g.node.clone().unwrap_or_default();
+        say(format!(
+            "{} {vmid} on {node} still carries this deployment's id (a guest no terraform state held, e.g. from a killed run): removing it",
+            kind.label()
+        ))
+        .await?;
+        let mut lines = Vec::new();
+        let removed =
+            identity::remove_guest(&client, &node, kind, vmid, &mut |l| lines.push(l)).await;
+        for l in lines {
+            say(l).await?;
+        }
+        removed.map_err(|e| format!("cannot remove {} {vmid}: {e}", kind.label()))?;
+    }
+    let Some(vmid) = d.vmid else {
+        return say("Proxmox confirms: no guest carries this deployment's id".into()).await;
+    };
+    let guests = client.guests().await.map_err(|e| unconfirmed(&e))?;
+    if let Some(g) = guests.iter().find(|g| g.vmid == Some(vmid)) {
+        let label = format!(
+            "{} {vmid}",
+            g.guest_kind().map(GuestKind::label).unwrap_or("guest")
+        );
+        let node = g.node.clone().unwrap_or_default();
+        let marked = match identity::mark_of(g) {
+            Some(m) => Some(m),
+            None => match g.guest_kind() {
+                Some(kind) => client
+                    .guest_config(&node, kind, vmid)
+                    .await
+                    .ok()
+                    .and_then(|c| {
+                        let description = c.get("description").and_then(|v| v.as_str());
+                        identity::read_mark(&[], description)
+                    }),
+                None => None,
+            },
+        };
+        let ours = marked
+            .as_ref()
+            .is_some_and(|m| identity::marks_deployment(m, &d.id, &installation));
+        if ours || (state_held && marked.is_none()) {
+            return Err(format!(
+                "Proxmox still lists {label} ({}) on {node} after terraform destroy; look at its task log on Proxmox, then `proxdeck destroy {}` again",
+                g.name.as_deref().unwrap_or("unnamed"),
+                d.id
+            ));
+        }
+        return say(format!(
+            "vmid {vmid} on the cluster is {label} ({}), which is not this deployment's guest: left alone; Proxmox confirms no guest carries this deployment's id",
+            g.name.as_deref().unwrap_or("unnamed")
+        ))
+        .await;
+    }
+    say(format!(
+        "Proxmox confirms: vmid {vmid} is gone and no guest carries this deployment's id"
+    ))
+    .await
+}
+
 /// The first wait between destroy attempts; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -83,12 +225,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// state is already empty (nothing to do), a guest that is running or locked (retried with
 /// backoff until `timeouts.terraform_destroy_secs` is spent), and a guest already gone from
 /// the cluster (confirmed through the Proxmox API, then dropped from the state).
+/// Returns whether the state held anything before the destroy.
 async fn destroy_guest(
     engine: &Engine,
     reporter: &Reporter,
     d: &Deployment,
     cancel: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let ws = engine.paths.workspace(&d.id);
     let say = |text: String| async move { reporter.info(text).await.map_err(|e| e.to_string()) };
     if !ws.join(crate::engine::workspace::MAIN_TF).is_file() {
@@ -98,7 +241,8 @@ async fn destroy_guest(
                 ws.display()
             ));
         }
-        return say("no terraform workspace: nothing was created on Proxmox".into()).await;
+        say("no terraform workspace: terraform created nothing".into()).await?;
+        return Ok(false);
     }
     let proxmox = engine.config.proxmox().map_err(|e| e.to_string())?;
     let tf = super::infra::terraform_for(engine, proxmox, &d.id).map_err(|e| e.to_string())?;
@@ -109,8 +253,9 @@ async fn destroy_guest(
 
     let resources = tf.state_list().await.map_err(|e| e.to_string())?;
     if resources.is_empty() {
-        return say("the terraform state holds no resources: nothing to destroy on Proxmox".into())
-            .await;
+        say("the terraform state holds no resources: nothing for terraform to destroy".into())
+            .await?;
+        return Ok(false);
     }
     let deadline = Instant::now() + engine.config.timeouts.terraform_destroy;
     let mut wait = FIRST_BACKOFF;
@@ -178,7 +323,7 @@ async fn destroy_guest(
             left.join(", ")
         ));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// What Proxmox and the provider say when a guest is running, locked or busy with a task:

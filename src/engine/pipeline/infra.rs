@@ -1,15 +1,19 @@
 //! Stages `terraform-init` and `terraform-apply`: reserve the guest's vmid (before preflight,
 //! so preflight can check it on the cluster), `init`, `plan` (its summary logged before
-//! anything changes), `apply` of exactly that plan, then the outputs. Also the plan-only run
-//! behind `deploy --plan`.
+//! anything changes), then the guests that carry this deployment's mark but that no state
+//! holds (a killed run's) adopted (`terraform import`) or removed, `apply` of exactly the plan,
+//! then the outputs. Also the plan-only run behind `deploy --plan`, which changes nothing.
 //!
 //! Owns how the pipeline drives the terraform runner; it must not build the workspace
-//! (`render`) nor talk to Proxmox.
+//! (`render`). Its only Proxmox calls look for this deployment's own guests.
 
 use super::{Ctx, StageResult, fail};
 use crate::config::ProxmoxConfig;
 use crate::domain::{DeploymentId, Stage};
 use crate::engine::Engine;
+use crate::engine::identity;
+use crate::engine::proxmox::Client;
+use crate::engine::proxmox::api::Resource;
 use crate::engine::terraform::{self, PlanSummary, Terraform, TerraformError};
 use crate::store::{Facts, StoreError};
 use std::collections::HashSet;
@@ -106,7 +110,10 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
     init(cx, &tf).await?;
 
     cx.stage(Stage::TerraformApply).await?;
-    let summary = plan(cx, &tf).await?;
+    let mut summary = plan(cx, &tf).await?;
+    if adopt_or_remove(cx, &tf, &summary).await? {
+        summary = plan(cx, &tf).await?;
+    }
     if summary.is_empty() {
         let _ = std::fs::remove_file(tf.workspace().join(terraform::PLAN_FILE));
         cx.info("nothing to change: the guest is as planned")
@@ -122,6 +129,111 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         .await
         .map_err(|e| fail(Stage::TerraformApply)(&e))?;
     Ok(())
+}
+
+/// Before anything is created: the guests on the cluster that carry this deployment's mark
+/// but that the terraform state does not hold (a killed `terraform apply` creates the guest,
+/// then dies before saving it). The one at the reserved vmid on this node is adopted with
+/// `terraform import` of the resource the plan would create; any other is removed through the
+/// Proxmox API. Never a second guest. Returns true when the state changed (plan again).
+async fn adopt_or_remove(
+    cx: &mut Ctx<'_>,
+    tf: &Terraform,
+    summary: &PlanSummary,
+) -> StageResult<bool> {
+    let stage = Stage::TerraformApply;
+    let client = match &cx.pve {
+        Some(c) => c.clone(),
+        None => Client::new(&cx.proxmox).map_err(|e| fail(stage)(&e))?,
+    };
+    let installation = identity::installation(&cx.engine.paths)
+        .map_err(|e| fail(stage)(&format!("the installation id: {e}")))?;
+    let guests = client.guests().await.map_err(|e| {
+        fail(stage)(&format!(
+            "cannot list the cluster's guests to look for this deployment's own before creating one: {e}"
+        ))
+    })?;
+    let own: Vec<Resource> = identity::guests_of(&guests, &cx.d.id, &installation)
+        .into_iter()
+        .cloned()
+        .collect();
+    if own.is_empty() {
+        return Ok(false);
+    }
+    // The vmid the state holds: its output, else (the state holds resources) the reserved one.
+    let in_state = tf.state_list().await.map_err(|e| fail(stage)(&e))?;
+    let held = match tf.outputs().await.ok().and_then(|o| o.vmid) {
+        Some(v) => Some(v),
+        None if !in_state.is_empty() => cx.d.vmid,
+        None => None,
+    };
+    let creates = summary.guest_resource.clone().filter(|address| {
+        !in_state.contains(address)
+            && summary
+                .resources
+                .iter()
+                .any(|(a, action)| a == address && action == "create")
+    });
+    let mut imported = false;
+    for g in own {
+        let (Some(vmid), Some(kind)) = (g.vmid, g.guest_kind()) else {
+            continue;
+        };
+        let node = g.node.clone().unwrap_or_default();
+        let label = format!("{} {vmid}", kind.label());
+        if Some(vmid) == held {
+            continue;
+        }
+        if let Some(address) = creates.as_deref()
+            && !imported
+            && held.is_none()
+            && Some(vmid) == cx.d.vmid
+            && node == cx.node
+        {
+            let import_id = identity::terraform_import_id(&node, vmid);
+            cx.info(format!(
+                "{label} on {node} carries this deployment's id, but no terraform state holds it (a run was interrupted after creating it): adopting it with `terraform import {address} {import_id}`"
+            ))
+            .await?;
+            let (tx, forward) = cx.reporter.pipe();
+            let result = tf.import(address, &import_id, tx, cx.cancel.clone()).await;
+            cx.finish_forward(forward).await?;
+            match result {
+                Ok(()) => {
+                    imported = true;
+                    continue;
+                }
+                // Cancelled, out of time, or the state is locked: stop here; the next run
+                // tries again.
+                Err(e @ (TerraformError::Cancelled { .. } | TerraformError::TimedOut { .. })) => {
+                    return Err(fail(stage)(&e));
+                }
+                Err(e) if e.to_string().contains("state lock") => return Err(fail(stage)(&e)),
+                // The template's resource cannot take it in: a fresh guest replaces it.
+                Err(e) => {
+                    cx.info(format!(
+                        "the import failed ({e}): removing {label} instead; terraform creates the guest again"
+                    ))
+                    .await?;
+                }
+            }
+        } else {
+            cx.info(format!(
+                "{label} on {node} carries this deployment's id, but it is not the guest this run keeps (the state holds {}, the reserved vmid is {}): removing it, so the deployment never has two guests",
+                held.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                cx.d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
+            ))
+            .await?;
+        }
+        let mut lines = Vec::new();
+        let removed =
+            identity::remove_guest(&client, &node, kind, vmid, &mut |l| lines.push(l)).await;
+        for l in lines {
+            cx.info(l).await?;
+        }
+        removed.map_err(|e| fail(stage)(&format!("cannot remove {label}: {e}")))?;
+    }
+    Ok(imported)
 }
 
 /// `deploy --plan`: init and plan only; the summary is returned and nothing is applied.

@@ -24,7 +24,7 @@ mod preflight;
 mod redeploy;
 mod render;
 
-pub use destroy::run_destroy;
+pub use destroy::{DestroyOptions, run_destroy};
 pub use plan::{PlanReport, RenderReport, plan, render_workspace};
 pub use redeploy::{run_redeploy, run_rollback};
 
@@ -107,32 +107,19 @@ pub fn next_step(stage: Stage, id: &DeploymentId) -> String {
             "read the provisioning output (`proxdeck logs {id}`), fix the app or its commands, then `proxdeck retry {id}`"
         ),
         Stage::HealthCheck => format!(
-            "the app did not answer: check that it listens on 0.0.0.0 and the deployment's port, then `proxdeck retry {id}`"
+            "the app did not answer or kept exiting: read its own log (`proxdeck logs {id} --app`), check that it listens on 0.0.0.0 and the deployment's port, then `proxdeck retry {id}`"
         ),
         Stage::Done => format!("`proxdeck show {id}`"),
         Stage::Destroy => format!(
-            "read terraform's output (`proxdeck logs {id}`); if the guest is locked or busy, wait and run `proxdeck destroy {id}` again"
+            "read terraform's output (`proxdeck logs {id}`); if the guest is locked or busy, wait and run `proxdeck destroy {id}` again; if Proxmox or the guest cannot be reached any more, `proxdeck destroy {id} --force` records it DELETED and names what may be left behind"
         ),
     }
 }
 
-/// A fresh short id: six characters from an alphabet without look-alikes.
+/// A fresh short id ([`DeploymentId::random`]); `Store::insert_deployment` refuses one that
+/// is taken, and the callers draw again.
 pub fn new_id() -> DeploymentId {
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
-    let mut bytes = [0u8; 6];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // No OS randomness: fall back to the clock, still unique enough for one user's list.
-        let t = now_ms() as u64;
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (t >> (i * 7)) as u8;
-        }
-    }
-    DeploymentId(
-        bytes
-            .iter()
-            .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-            .collect(),
-    )
+    DeploymentId::random()
 }
 
 /// Env values are secrets: kept in a 0600 file in the data dir, never in the database.

@@ -237,6 +237,8 @@ pub async fn render_workspace(
             static_ip,
             public_key: &public_key,
             choices: &choices,
+            // The user's own workspace: its guest is not proxdeck's to find and adopt.
+            identity: None,
         },
     )
     .map_err(|e| DeployError::Refused(e.to_string()))?;

@@ -5,7 +5,10 @@
 //! online (or, with `auto`, the best node is chosen: see `proxmox::placement`); the datastore
 //! exists there, is active, allows the content (`rootdir` or `images`) and has room; the OS
 //! template is on its storage (which allows `vztmpl`); the bridge exists on the node; memory
-//! and cores fit the node; the reserved vmid is free on the cluster (else another is reserved).
+//! and cores fit the node; the reserved vmid is free on the cluster (else another is reserved),
+//! unless it holds this deployment's own guest from an interrupted run (found by the id the
+//! guest carries: see `identity`), which then keeps its vmid and node so the terraform stage
+//! adopts it instead of making a second guest.
 //!
 //! Every Proxmox problem found is one line saying what to fix; all of them are reported
 //! together. The Proxmox client is left on the `Ctx` for later stages.
@@ -13,8 +16,10 @@
 use super::{Ctx, StageResult, fail};
 use crate::config::AUTO_NODE;
 use crate::domain::Stage;
+use crate::engine::identity;
 use crate::engine::process::{self, ProcessSpec};
-use crate::engine::proxmox::api::{self, GuestKind};
+use crate::engine::proxmox::ProxmoxError;
+use crate::engine::proxmox::api::{self, GuestKind, Resource};
 use crate::engine::proxmox::checks::names;
 use crate::engine::proxmox::{Client, checks, placement};
 use crate::protocol::LogStream;
@@ -73,6 +78,39 @@ async fn check_proxmox(cx: &mut Ctx<'_>) -> StageResult<()> {
     }
 
     let nodes = client.nodes().await.map_err(|e| pfail(&e))?;
+    // The cluster's guests (for the vmid check), and among them this deployment's own from an
+    // earlier, interrupted run: found by the id they carry, whatever the state says.
+    let installation = identity::installation(&cx.engine.paths)
+        .map_err(|e| pfail(&format!("the installation id: {e}")))?;
+    let guests = client.guests().await;
+    let own: Vec<Resource> = match &guests {
+        Ok(list) => identity::guests_of(list, &cx.d.id, &installation)
+            .into_iter()
+            .cloned()
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if cx.node == AUTO_NODE
+        && let Some(node) = own.iter().find_map(|g| g.node.clone())
+    {
+        // Placement again could pick another node and leave that guest behind.
+        cx.info(format!(
+            "this deployment's guest from an earlier run is on node {node}: staying there"
+        ))
+        .await?;
+        cx.node = node.clone();
+        let facts = Facts {
+            node: Some(node.clone()),
+            ..Facts::default()
+        };
+        let id = cx.d.id.clone();
+        cx.engine
+            .db
+            .call(move |s| s.record_facts(&id, &facts))
+            .await
+            .map_err(|e| pfail(&e))?;
+        cx.d.node = Some(node);
+    }
     let node = if cx.node == AUTO_NODE {
         let need = placement::Need {
             cores: cx.d.cores,
@@ -172,7 +210,7 @@ async fn check_proxmox(cx: &mut Ctx<'_>) -> StageResult<()> {
         }
     }
 
-    check_vmid(cx, &client, &mut problems).await?;
+    check_vmid(cx, &client, guests, &own, &installation, &mut problems).await?;
 
     if let Some(perms) = &perms {
         let bridge = cx.engine.config.guest.bridge.clone();
@@ -200,17 +238,23 @@ async fn check_proxmox(cx: &mut Ctx<'_>) -> StageResult<()> {
     report(cx, problems).await
 }
 
-/// The reserved vmid is free on the cluster; else (unless it is this deployment's own guest
-/// from an earlier run) another one is reserved.
+/// The reserved vmid is free on the cluster, or holds this deployment's own guest (from an
+/// earlier run: the state holds it, or it carries this deployment's id, and the terraform
+/// stage adopts it); else another vmid is reserved. When the reserved vmid is free but a guest
+/// carrying this deployment's id exists at another vmid and no state holds anything, that
+/// vmid is reserved again so the guest is adopted rather than duplicated.
 async fn check_vmid(
     cx: &mut Ctx<'_>,
     client: &Client,
+    guests: Result<Vec<Resource>, ProxmoxError>,
+    own: &[Resource],
+    installation: &str,
     problems: &mut Vec<String>,
 ) -> StageResult<()> {
     let Some(vmid) = cx.d.vmid else {
         return Ok(());
     };
-    let guests = match client.guests().await {
+    let guests = match guests {
         Ok(g) => g,
         Err(e) => {
             problems.push(format!(
@@ -219,14 +263,37 @@ async fn check_vmid(
             return Ok(());
         }
     };
+    let ws = cx.engine.paths.workspace(&cx.d.id);
+    let state = crate::engine::terraform::has_state(&ws);
     let Some(owner) = guests.iter().find(|g| g.vmid == Some(vmid)) else {
+        if !state
+            && let Some(g) = own.iter().find(|g| g.vmid.is_some())
+            && let Some(theirs) = g.vmid
+            && reserve_exactly(cx, theirs).await?
+        {
+            return cx
+                .info(format!(
+                    "vmid {vmid} is free, but {} {theirs} on {} carries this deployment's id (from an interrupted run): vmid {theirs} reserved again, so the terraform stage adopts it",
+                    g.guest_kind().map(GuestKind::label).unwrap_or("guest"),
+                    g.node.as_deref().unwrap_or("?")
+                ))
+                .await;
+        }
         return cx.info(format!("vmid {vmid} is free")).await;
     };
-    let ws = cx.engine.paths.workspace(&cx.d.id);
-    if crate::engine::terraform::has_state(&ws) {
+    if state {
         return cx
             .info(format!(
                 "vmid {vmid} exists: this deployment's guest from an earlier run"
+            ))
+            .await;
+    }
+    if carries_this_deployment(cx, client, owner, installation).await {
+        return cx
+            .info(format!(
+                "vmid {vmid} holds {} {vmid} ({}), which carries this deployment's id: its guest from an interrupted run, which the terraform stage adopts",
+                owner.guest_kind().map(GuestKind::label).unwrap_or("guest"),
+                owner.name.as_deref().unwrap_or("unnamed")
             ))
             .await;
     }
@@ -258,6 +325,61 @@ async fn check_vmid(
         owner.node.as_deref().unwrap_or("?")
     ))
     .await
+}
+
+/// Whether `g` carries this deployment's id: its tags, else its description (read from its
+/// configuration when the tags were edited away).
+async fn carries_this_deployment(
+    cx: &Ctx<'_>,
+    client: &Client,
+    g: &Resource,
+    installation: &str,
+) -> bool {
+    let mark = match identity::mark_of(g) {
+        Some(m) => Some(m),
+        None => match (g.node.as_deref(), g.guest_kind(), g.vmid) {
+            (Some(node), Some(kind), Some(vmid)) => client
+                .guest_config(node, kind, vmid)
+                .await
+                .ok()
+                .and_then(|c| {
+                    identity::read_mark(&[], c.get("description").and_then(|d| d.as_str()))
+                }),
+            _ => None,
+        },
+    };
+    mark.is_some_and(|m| identity::marks_deployment(&m, &cx.d.id, installation))
+}
+
+/// Reserves exactly `vmid` for this deployment (replacing its reservation) when no other
+/// deployment holds it; false when one does.
+async fn reserve_exactly(cx: &mut Ctx<'_>, vmid: u32) -> StageResult<bool> {
+    let id = cx.d.id.clone();
+    // The current reservation counts as taken, so the store moves it rather than keeps it.
+    let current: std::collections::HashSet<u32> = cx.d.vmid.into_iter().collect();
+    let reserved = cx
+        .engine
+        .db
+        .call(move |s| match s.allocate_vmid(vmid..=vmid, &id, &current) {
+            Ok(v) => {
+                s.record_facts(
+                    &id,
+                    &Facts {
+                        vmid: Some(v),
+                        ..Facts::default()
+                    },
+                )?;
+                Ok(true)
+            }
+            Err(crate::store::StoreError::VmidsExhausted { .. }) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| pfail(&e))?;
+    if reserved {
+        cx.d.vmid = Some(vmid);
+    }
+    Ok(reserved)
 }
 
 /// Logs every problem on its own line and fails with all of them, or says all is well.

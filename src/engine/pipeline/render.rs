@@ -1,11 +1,13 @@
 //! Stage `render`: the guest's static address (from the pool), proxdeck's SSH key, and the
 //! Terraform workspace (`main.tf` + `terraform.tfvars.json`, `backend.tf` with a remote
-//! backend), LXC or VM by the deployment's type.
+//! backend), LXC or VM by the deployment's type; the guest carries the deployment's identity
+//! (tags and description, see `identity`).
 //!
 //! Owns turning the record into the workspace; it must not run terraform (see `infra`).
 
 use super::{Ctx, StageResult, fail};
 use crate::domain::Stage;
+use crate::engine::identity;
 use crate::engine::ssh;
 use crate::engine::workspace::{self, Choices, GuestInput, GuestVars};
 
@@ -33,6 +35,8 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
 
     let ws = cx.engine.paths.workspace(&cx.d.id);
     let choices = Choices::load(&ws).map_err(|e| fail(Stage::Render)(&e))?;
+    let identity = identity::identity_for(&cx.engine.paths, &cx.d.id)
+        .map_err(|e| fail(Stage::Render)(&format!("the installation id: {e}")))?;
     let vars = workspace::guest_vars(
         &config,
         &GuestInput {
@@ -41,6 +45,7 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
             static_ip: cx.static_ip,
             public_key: &public_key,
             choices: &choices,
+            identity: Some(&identity),
         },
     )
     .map_err(|e| fail(Stage::Render)(&e))?;

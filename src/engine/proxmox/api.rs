@@ -1,6 +1,7 @@
 //! Typed Proxmox endpoints proxdeck uses: version, nodes, cluster resources, storages and
 //! their content, node networks, the caller's permissions, guest status, power actions, LXC
-//! interfaces and the QEMU guest agent's interfaces.
+//! interfaces and the QEMU guest agent's interfaces, a guest's configuration, and deleting a
+//! guest.
 //!
 //! Owns the shapes of those answers (numbers that Proxmox sometimes sends as strings are read
 //! either way) and the privileges a deployment needs. It does no retries or auth of its own:
@@ -489,6 +490,33 @@ impl Client {
         if action == PowerAction::Shutdown {
             call = call.param("forceStop", 1);
         }
+        let what = call.describe();
+        match self.call(&call).await? {
+            Value::String(upid) => Ok(upid),
+            other => Err(ProxmoxError::Decode {
+                what,
+                cause: format!("expected a task id, got {other}"),
+            }),
+        }
+    }
+
+    /// A guest's configuration (`GET /nodes/{node}/{kind}/{vmid}/config`): its description,
+    /// tags, ... as Proxmox stores them.
+    pub async fn guest_config(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Value> {
+        self.call(&Call::get(&[
+            "nodes",
+            node,
+            kind.path(),
+            &vmid.to_string(),
+            "config",
+        ]))
+        .await
+    }
+
+    /// Deletes a stopped guest (`purge`: also from backup jobs, replication and HA); returns
+    /// its task's UPID. Not retried once sent.
+    pub async fn delete_guest(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<String> {
+        let call = Call::delete(&["nodes", node, kind.path(), &vmid.to_string()]).param("purge", 1);
         let what = call.describe();
         match self.call(&call).await? {
             Value::String(upid) => Ok(upid),

@@ -204,6 +204,16 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// A DELETE: like other writes, not sent again once it may have reached the server.
+    pub fn delete(path: &[&str]) -> Call<'a> {
+        Call {
+            method: Method::DELETE,
+            path: path.iter().map(|s| s.to_string()).collect(),
+            params: Vec::new(),
+            repeat: Repeat::Once,
+        }
+    }
+
     pub fn param(mut self, key: &'a str, value: impl ToString) -> Call<'a> {
         self.params.push((key, value.to_string()));
         self
@@ -382,7 +392,12 @@ impl Client {
             let body: Value = serde_json::from_str(&text).map_err(|e| {
                 Attempt::Fail(ProxmoxError::Decode {
                     what: what.to_string(),
-                    cause: format!("not JSON ({e}): {}", snippet(&text)),
+                    cause: match html_summary(&text) {
+                        Some(page) => format!(
+                            "{page} came back instead of Proxmox's JSON: proxmox.endpoint may point at a proxy, a login page or another site instead of the API (https://HOST:8006/)"
+                        ),
+                        None => format!("not JSON ({e}): {}", snippet(&text)),
+                    },
                 })
             })?;
             return Ok(body.get("data").cloned().unwrap_or(Value::Null));
@@ -532,9 +547,16 @@ impl Client {
         let endpoint = self.inner.endpoint.clone();
         if chain.to_ascii_lowercase().contains("certificate") {
             let seen = self.inner.tls.seen.lock().ok().and_then(|s| s.clone());
+            let cause = match (&self.inner.tls.mode, &seen) {
+                (TlsMode::Pinned(pin), Some(seen)) if seen != pin => {
+                    "its SHA-256 fingerprint is not the one pinned in proxmox.fingerprint"
+                        .to_string()
+                }
+                _ => tls_cause(&chain),
+            };
             return Attempt::Fail(ProxmoxError::Tls {
                 endpoint,
-                cause: tls_cause(&chain),
+                cause,
                 hint: tls::hint(&self.inner.tls.mode, seen.as_deref()),
             });
         }
@@ -712,12 +734,45 @@ pub fn error_message(status: u16, text: &str) -> String {
             return format!("{message} (HTTP {status})");
         }
     }
+    if let Some(page) = html_summary(text) {
+        return format!(
+            "HTTP {status}: {page} (a proxy or web server in front of Proxmox answered, not Proxmox's API)"
+        );
+    }
     let s = snippet(text);
     if s.is_empty() {
         format!("HTTP {status}")
     } else {
         format!("HTTP {status}: {s}")
     }
+}
+
+/// `an HTML page "502 Bad Gateway"`: a page's title (else its first heading) when `text` is an
+/// HTML page, which a proxy in front of Proxmox sends instead of the API's JSON. Never the
+/// page itself: its styles and scripts say nothing to the user.
+fn html_summary(text: &str) -> Option<String> {
+    let head = text.trim_start();
+    let lower = head.to_ascii_lowercase();
+    let is_html = lower.starts_with("<!doctype html")
+        || lower.starts_with("<html")
+        || (lower.starts_with("<?xml") && lower.contains("<html"))
+        || lower.starts_with("<head")
+        || lower.starts_with("<body")
+        || (lower.starts_with('<') && lower.contains("</html>"));
+    if !is_html {
+        return None;
+    }
+    let inner = |tag: &str| -> Option<String> {
+        let open = lower.find(&format!("<{tag}"))?;
+        let start = open + lower[open..].find('>')? + 1;
+        let end = start + lower[start..].find(&format!("</{tag}"))?;
+        let words = snippet(&head[start..end]);
+        (!words.is_empty()).then_some(words)
+    };
+    Some(match inner("title").or_else(|| inner("h1")) {
+        Some(title) => format!("an HTML page {title:?}"),
+        None => "an HTML page".to_string(),
+    })
 }
 
 /// A short, single-line excerpt of a body, tags removed.
@@ -818,13 +873,34 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The certificate part of a TLS error chain ("invalid peer certificate: UnknownIssuer").
+/// The certificate part of a TLS error chain, in words: rustls names its reasons with Rust
+/// identifiers ("invalid peer certificate: UnknownIssuer"), which say little to a user.
 fn tls_cause(chain: &str) -> String {
-    chain
+    let cause = chain
         .split(": ")
         .skip_while(|p| !p.to_ascii_lowercase().contains("certificate"))
         .collect::<Vec<_>>()
-        .join(": ")
+        .join(": ");
+    const WORDS: &[(&str, &str)] = &[
+        (
+            "UnknownIssuer",
+            "it is signed by an issuer this machine does not trust",
+        ),
+        ("NotValidForName", "it is not valid for this host name"),
+        ("Expired", "it has expired"),
+        ("NotValidYet", "it is not valid yet (check the clocks)"),
+        ("Revoked", "it was revoked"),
+        ("BadSignature", "its signature does not verify"),
+        ("BadEncoding", "it cannot be read"),
+        (
+            "PinMismatch",
+            "its SHA-256 fingerprint is not the pinned one",
+        ),
+    ];
+    match WORDS.iter().find(|(token, _)| cause.contains(token)) {
+        Some((_, words)) => (*words).to_string(),
+        None => cause,
+    }
 }
 
 #[cfg(test)]
@@ -847,9 +923,36 @@ mod tests {
         );
         assert_eq!(
             error_message(502, "<html><body><h1>Bad Gateway</h1></body></html>"),
-            "HTTP 502: Bad Gateway"
+            "HTTP 502: an HTML page \"Bad Gateway\" (a proxy or web server in front of Proxmox answered, not Proxmox's API)"
         );
         assert_eq!(error_message(503, ""), "HTTP 503");
+    }
+
+    #[test]
+    fn html_pages_are_summarised_by_their_title() {
+        let page = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+            <title>502 Bad Gateway</title>\n<style>body { font-family: sans-serif; color: #333 }\
+            </style><script>var tracking = 1;</script></head><body><center><h1>502 Bad Gateway</h1>\
+            </center><hr><center>nginx/1.22.1</center></body></html>";
+        let m = error_message(502, page);
+        assert!(
+            m.starts_with("HTTP 502: an HTML page \"502 Bad Gateway\""),
+            "{m}"
+        );
+        for raw in ["font-family", "tracking", "<", "nginx/1.22.1"] {
+            assert!(!m.contains(raw), "{raw} in {m}");
+        }
+        // No title: the first heading; neither: just that it was a page.
+        assert_eq!(
+            html_summary("<html><body><h1>Access denied</h1></body></html>").as_deref(),
+            Some("an HTML page \"Access denied\"")
+        );
+        assert_eq!(
+            html_summary("<html><body><p>x</p></body></html>").as_deref(),
+            Some("an HTML page")
+        );
+        assert_eq!(html_summary("{\"data\":null}"), None);
+        assert_eq!(html_summary("plain text"), None);
     }
 
     #[test]

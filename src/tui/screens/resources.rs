@@ -239,6 +239,14 @@ impl ResourcesScreen {
         .style(theme.table_header());
         let rows = c.guests.iter().map(|g| {
             let (who, style) = match (&g.entry, g.managed) {
+                _ if g.orphan_of.is_some() => (
+                    format!(
+                        "orphan of {} (remove-orphan {})",
+                        g.orphan_of.as_ref().map(|d| d.0.as_str()).unwrap_or("?"),
+                        g.vmid
+                    ),
+                    theme.warning(),
+                ),
                 (Some(e), true) => (e.name.clone(), theme.ok()),
                 (Some(e), false) => (format!("{} (imported)", e.name), theme.info()),
                 (None, _) if g.template => ("template".to_string(), theme.muted()),
@@ -356,6 +364,7 @@ mod tests {
             uptime: 0,
             template: false,
             managed: false,
+            orphan_of: None,
             entry: None,
         }
     }
