@@ -190,6 +190,12 @@ pub enum EngineEvent {
         forward: bool,
         seq: Option<i64>,
     },
+    /// The newest deployments, sent before the first `Deployments` when the list is long, so the
+    /// table is drawn before every row is read; `total` counts them all. The full list follows.
+    DeploymentsHead {
+        list: Vec<Deployment>,
+        total: u64,
+    },
     /// The answer to `FilterLog`: `total` lines of the whole log contain `query`; `lines` are
     /// the last of them (at most `LOG_FILTER_KEEP`); `through` is the last line scanned, so
     /// lines after it are new.

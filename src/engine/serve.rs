@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How often the store is looked at for changes (cheap: one pragma when nothing moved).
+/// Rows sent ahead of a long list on the first snapshot: more than a tall terminal shows.
+const HEAD_ROWS: usize = 200;
 const TICK: Duration = Duration::from_millis(50);
 /// Lines sent when a log is opened (later pages: `reads::LOG_PAGE`).
 const LOG_TAIL: usize = 1_000;
@@ -203,8 +205,18 @@ impl Engine {
             Err(e) => return out.send(EngineEvent::Error(format!("reading the store: {e}"))),
         };
         if force || st.last_marker != Some(marker) {
+            let first = st.last_marker.is_none();
             st.last_marker = Some(marker);
-            // The list first: the table is drawn from it while the statistics are computed.
+            // The first time, a long list starts with its newest rows: the table is drawn from
+            // them while the rest is read.
+            if first
+                && let Ok((head, total)) = watcher.call(|s| s.newest(HEAD_ROWS)).await
+                && total > head.len() as u64
+                && !out.send(EngineEvent::DeploymentsHead { list: head, total })
+            {
+                return false;
+            }
+            // The list next: the table is drawn from it while the statistics are computed.
             let sent = match watcher.call(|s| s.list()).await {
                 Ok(list) => out.send(EngineEvent::Deployments(list)),
                 Err(e) => out.send(EngineEvent::Error(format!("reading the store: {e}"))),

@@ -100,6 +100,21 @@ impl Store {
             .collect()
     }
 
+    /// The newest `limit` deployments (as `list` orders them) and how many there are in all.
+    pub fn newest(&self, limit: usize) -> Result<(Vec<Deployment>, u64)> {
+        let total: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM deployments", [], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments ORDER BY created_at DESC, id LIMIT ?1"
+        ))?;
+        let rows = stmt
+            .query_map([limit as i64], row_to_deployment)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let list = rows.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok((list, u64::try_from(total).unwrap_or(0)))
+    }
+
     /// Every line of `id`'s log that contains `query` (ASCII case-insensitively): how many,
     /// and the last `keep` of them.
     pub fn filter_log(&self, id: &DeploymentId, query: &str, keep: usize) -> Result<LogFilter> {
@@ -149,6 +164,19 @@ mod tests {
             .map(|d| d.id.0)
             .collect();
         assert_eq!(all.len(), 3, "the same set as filtering the whole list");
+        let (head, total) = s.newest(2).expect("newest");
+        assert_eq!(total, 5);
+        let first: Vec<String> = s
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|d| d.id.0)
+            .collect();
+        assert_eq!(
+            head.into_iter().map(|d| d.id.0).collect::<Vec<_>>(),
+            first[..2],
+            "the first rows of the list"
+        );
     }
 
     fn line(text: String) -> LogLine {

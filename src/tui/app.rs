@@ -143,6 +143,8 @@ pub struct App {
     deployments: Vec<Deployment>,
     /// Entries imported by sync (guests proxdeck found), counted apart from deployments.
     imported: usize,
+    /// Only the newest rows are held yet: how many there are in all (the full list follows).
+    partial: Option<u64>,
     /// False until the engine's first `Deployments` snapshot arrived.
     loaded: bool,
     stats: Option<Statistics>,
@@ -177,6 +179,7 @@ impl App {
         App {
             deployments: Vec::new(),
             imported: 0,
+            partial: None,
             loaded: false,
             stats: None,
             proxmox: ProxmoxState::Connecting,
@@ -317,6 +320,9 @@ impl App {
             UiEvent::Input(_) => {}
             // The snapshot is moved in, not copied: thousands of entries cost nothing extra.
             UiEvent::Engine(EngineEvent::Deployments(list)) => self.set_deployments(list),
+            UiEvent::Engine(EngineEvent::DeploymentsHead { list, total }) => {
+                self.set_head(list, total);
+            }
             UiEvent::Engine(event) => self.apply(&event),
             UiEvent::EngineClosed => self.show_error(
                 "The engine stopped, so this screen no longer updates. Press q to quit; the \
@@ -1223,9 +1229,19 @@ impl App {
         })
     }
 
+    /// The newest rows of a long list, ahead of the list: drawn at once, unless the full list
+    /// is already here.
+    fn set_head(&mut self, list: Vec<Deployment>, total: u64) {
+        if !self.loaded {
+            self.set_deployments(list);
+            self.partial = Some(total);
+        }
+    }
+
     /// A new snapshot of the deployments from the engine.
     fn set_deployments(&mut self, list: Vec<Deployment>) {
         self.deployments = list;
+        self.partial = None;
         self.imported = self
             .deployments
             .iter()
@@ -1257,6 +1273,7 @@ impl App {
     pub fn apply(&mut self, event: &EngineEvent) {
         match event {
             EngineEvent::Deployments(list) => self.set_deployments(list.clone()),
+            EngineEvent::DeploymentsHead { list, total } => self.set_head(list.clone(), *total),
             // Shown at once; the full snapshot that follows (the store changed) confirms it.
             EngineEvent::StatusChanged { id, status, stage } => {
                 if let Some(d) = self.deployments.iter_mut().find(|d| &d.id == id) {
@@ -1465,6 +1482,7 @@ impl App {
             deployments: &self.deployments,
             jobs: &self.jobs,
             loaded: self.loaded,
+            partial_total: self.partial,
             theme: &self.theme,
             now_ms,
             utc_offset: self.utc_offset,
@@ -1596,7 +1614,10 @@ impl App {
                 (total, active)
             }
         };
-        if self.loaded {
+        if let Some(all) = self.partial {
+            spans.push(Span::styled(" │ ", theme.muted()));
+            spans.push(Span::raw(format!("{all} entries, reading…")));
+        } else if self.loaded {
             let plural = if total == 1 { "" } else { "s" };
             spans.push(Span::styled(" │ ", theme.muted()));
             let mut text = format!("{total} deployment{plural} · {active} active");

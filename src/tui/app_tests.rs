@@ -1666,3 +1666,29 @@ fn details_list_snapshots_restore_the_selected_one_and_toggle_auto_deploy() {
         vec![Request::AutoDeploy { id, on: true }]
     );
 }
+
+#[test]
+fn a_long_list_is_drawn_from_its_newest_rows_first() {
+    let mut app = App::new(Theme::colored());
+    let head = typical()[..2].to_vec();
+    app.on_ui_event(UiEvent::Engine(EngineEvent::DeploymentsHead {
+        list: head,
+        total: 10_000,
+    }));
+    let screen = draw(&mut app, 120, 40);
+    assert!(
+        screen.contains("Deployments (2 of 10000, reading the rest…)"),
+        "{screen}"
+    );
+    assert!(screen.contains("10000 entries, reading…"), "{screen}");
+    assert!(screen.contains("blog") && screen.contains("shop"));
+    // The full list replaces it; a late head changes nothing.
+    app.on_ui_event(UiEvent::Engine(EngineEvent::Deployments(typical())));
+    app.on_ui_event(UiEvent::Engine(EngineEvent::DeploymentsHead {
+        list: Vec::new(),
+        total: 10_000,
+    }));
+    let screen = draw(&mut app, 120, 40);
+    assert!(screen.contains("Deployments (4)"), "{screen}");
+    assert!(screen.contains("4 deployments · 2 active"), "{screen}");
+}

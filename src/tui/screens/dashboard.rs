@@ -331,7 +331,13 @@ impl DashboardScreen {
         let block = Block::bordered()
             .border_style(theme.border())
             .title(Span::styled(
-                format!(" Deployments ({}) ", self.view.len()),
+                match cx.partial_total {
+                    Some(all) => format!(
+                        " Deployments ({} of {all}, reading the rest…) ",
+                        self.view.len()
+                    ),
+                    None => format!(" Deployments ({}) ", self.view.len()),
+                },
                 theme.title(),
             ))
             .title(Span::styled(sort, theme.muted()));

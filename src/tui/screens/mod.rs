@@ -29,6 +29,8 @@ pub struct Ctx<'a> {
     pub jobs: &'a [crate::domain::Job],
     /// False until the engine's first snapshot arrived ("loading" rather than "empty").
     pub loaded: bool,
+    /// Only the newest deployments are here yet (`DeploymentsHead`): how many there are in all.
+    pub partial_total: Option<u64>,
     pub theme: &'a Theme,
     /// Unix milliseconds, the reference for ages and elapsed times.
     pub now_ms: i64,
