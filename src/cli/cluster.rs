@@ -38,7 +38,6 @@ pub(super) async fn remove_orphan(
     yes: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    use std::io::{IsTerminal, Write};
     let engine = open_engine(cli)?;
     let orphans = identity::find_orphans(&engine).await?;
     let Some(orphan) = orphans.iter().find(|o| o.vmid == vmid) else {
@@ -47,27 +46,18 @@ pub(super) async fn remove_orphan(
         ));
     };
     if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::usage(format!(
-                "removing {} {vmid} needs confirmation: run it on a terminal, or pass --yes",
-                orphan.kind.label()
-            )));
-        }
-        eprint!(
-            "Delete {} {vmid} ({}) on {}? It is an orphan: {}. Type the vmid to confirm: ",
-            orphan.kind.label(),
-            orphan.name,
-            orphan.node,
-            orphan.why
-        );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(|e| CliError::failed(e.to_string()))?;
-        if answer.trim() != vmid.to_string() {
-            return Err(CliError::failed("not confirmed; nothing was removed"));
-        }
+        super::print::type_to_confirm(
+            &format!("removing {} {vmid}", orphan.kind.label()),
+            &format!(
+                "Delete {} {vmid} ({}) on {}? It is an orphan: {}. Type the vmid to confirm",
+                orphan.kind.label(),
+                orphan.name,
+                orphan.node,
+                orphan.why
+            ),
+            &vmid.to_string(),
+            "not confirmed; nothing was removed",
+        )?;
     }
     let mut say = |line: String| {
         if json {

@@ -103,22 +103,10 @@ async fn follow(
             job.id,
             after,
             |page| {
-                let mut p = Printer::new(json);
-                for (seq, l) in page {
+                if let Some((seq, _)) = page.last() {
                     printed = *seq;
-                    let line = LineRef {
-                        seq: *seq,
-                        at: l.at,
-                        stream: l.stream,
-                        stage: l.stage,
-                        text: &l.text,
-                    };
-                    if p.line(&line).is_err() {
-                        gone = true;
-                        return false;
-                    }
                 }
-                gone |= p.finish().is_err();
+                gone = !print_page(json, page);
                 !gone
             },
             &mut stop,
@@ -137,8 +125,14 @@ async fn follow(
         .db
         .call(move |s| s.logs_since(&key, since, after, PAGE))
         .await?;
+    print_page(json, &rest);
+    Ok(())
+}
+
+/// Prints lines read from the store; false when the reader went away (e.g. `| head`).
+fn print_page(json: bool, page: &[(i64, crate::protocol::LogLine)]) -> bool {
     let mut p = Printer::new(json);
-    for (seq, l) in &rest {
+    for (seq, l) in page {
         let line = LineRef {
             seq: *seq,
             at: l.at,
@@ -147,11 +141,10 @@ async fn follow(
             text: &l.text,
         };
         if p.line(&line).is_err() {
-            return Ok(());
+            return false;
         }
     }
-    let _ = p.finish();
-    Ok(())
+    p.finish().is_ok()
 }
 
 /// `logs --prune`: the logs of deployments deleted longer ago than `[logs]

@@ -7,29 +7,44 @@ use crate::config;
 use crate::domain::{Catalog, Deployment, Job, Origin, present};
 use std::io::{IsTerminal, Write};
 
-pub(super) fn confirm_destroy(d: &Deployment) -> Result<(), CliError> {
+/// Asks on the terminal before something destructive: `what` (e.g. "destroying shop
+/// (k3x9ta)") needs the user to type `expected`; `question` is the prompt, `refused` what is
+/// said when the answer differs. Without a terminal it refuses and names `--yes`.
+pub(super) fn type_to_confirm(
+    what: &str,
+    question: &str,
+    expected: &str,
+    refused: &str,
+) -> Result<(), CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::usage(format!(
-            "destroying {} ({}) needs confirmation: run it on a terminal, or pass --yes",
-            d.name, d.id
+            "{what} needs confirmation: run it on a terminal, or pass --yes"
         )));
     }
-    eprint!(
-        "Destroy {} ({}){}? This deletes the guest. Type the name to confirm: ",
-        d.name,
-        d.id,
-        d.vmid.map(|v| format!(", vmid {v}")).unwrap_or_default()
-    );
+    eprint!("{question}: ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
         .map_err(|e| CliError::failed(e.to_string()))?;
-    if answer.trim() == d.name {
+    if answer.trim() == expected {
         Ok(())
     } else {
-        Err(CliError::failed("not confirmed; nothing was destroyed"))
+        Err(CliError::failed(refused.to_string()))
     }
+}
+
+pub(super) fn confirm_destroy(d: &Deployment) -> Result<(), CliError> {
+    type_to_confirm(
+        &format!("destroying {}", present::who(d)),
+        &format!(
+            "Destroy {}{}? This deletes the guest. Type the name to confirm",
+            present::who(d),
+            d.vmid.map(|v| format!(", vmid {v}")).unwrap_or_default()
+        ),
+        &d.name,
+        "not confirmed; nothing was destroyed",
+    )
 }
 
 pub(super) fn frameworks(json: bool) -> Result<(), CliError> {

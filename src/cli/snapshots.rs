@@ -5,7 +5,6 @@ use super::{CliError, IdArgs, RestoreArgs, print_json};
 use crate::domain::{Deployment, OpKind, policy, present};
 use crate::engine::Engine;
 use crate::engine::snapshots::{self, SnapshotError};
-use std::io::{IsTerminal, Write};
 
 impl From<SnapshotError> for CliError {
     fn from(e: SnapshotError) -> CliError {
@@ -81,25 +80,15 @@ pub(super) async fn check_restore(
     if a.yes {
         return Ok(d);
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(CliError::usage(format!(
-            "restoring {} needs confirmation: run it on a terminal, or pass --yes",
-            present::who(&d)
-        )));
-    }
-    eprint!(
-        "Restore {} to snapshot {}? The guest is shut down and its disks replaced by the snapshot's: what changed since is lost. Type the name to confirm: ",
-        present::who(&d),
-        a.snapshot
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| CliError::failed(e.to_string()))?;
-    if answer.trim() == d.name {
-        Ok(d)
-    } else {
-        Err(CliError::failed("not confirmed; nothing was restored"))
-    }
+    super::print::type_to_confirm(
+        &format!("restoring {}", present::who(&d)),
+        &format!(
+            "Restore {} to snapshot {}? The guest is shut down and its disks replaced by the snapshot's: what changed since is lost. Type the name to confirm",
+            present::who(&d),
+            a.snapshot
+        ),
+        &d.name,
+        "not confirmed; nothing was restored",
+    )?;
+    Ok(d)
 }

@@ -213,6 +213,35 @@ pub struct Outcome {
     pub detail: Option<serde_json::Value>,
 }
 
+impl Outcome {
+    /// A job that did what it was asked: `message` says what it left behind.
+    pub fn done(message: impl Into<String>) -> Outcome {
+        Outcome {
+            message: message.into(),
+            next: None,
+            code: 0,
+            detail: None,
+        }
+    }
+
+    /// A job that failed (`code` 1) or was refused its input (`code` 2), with the next step
+    /// when there is one.
+    pub fn failed(message: impl Into<String>, next: Option<String>, code: i32) -> Outcome {
+        Outcome {
+            message: message.into(),
+            next,
+            code,
+            detail: None,
+        }
+    }
+
+    /// The same outcome, with what the operation reports beyond its message (`--json`).
+    pub fn with_detail(mut self, detail: Option<serde_json::Value>) -> Outcome {
+        self.detail = detail;
+        self
+    }
+}
+
 /// One job, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

@@ -235,12 +235,11 @@ pub async fn execute(
     let result = match (&job.op, &job.deployment) {
         (Op::Sync, _) => run_sync(engine).await,
         (_, Some(id)) => run_on(engine, job, id, cancel.clone()).await,
-        (op, None) => Err(Outcome {
-            message: format!("{} job {} names no deployment", op.kind(), job.id),
-            next: None,
-            code: 1,
-            detail: None,
-        }),
+        (op, None) => Err(Outcome::failed(
+            format!("{} job {} names no deployment", op.kind(), job.id),
+            None,
+            1,
+        )),
     };
     let cancelled = *cancel.borrow();
     match result {
@@ -274,22 +273,15 @@ async fn run_sync(engine: &Engine) -> Result<Outcome, Outcome> {
                 text.push_str("; ");
                 text.push_str(w);
             }
-            Ok(Outcome {
-                message: text,
-                next: None,
-                code: 0,
-                detail: serde_json::to_value(&r).ok(),
-            })
+            Ok(Outcome::done(text).with_detail(serde_json::to_value(&r).ok()))
         }
-        Err(e) => Err(Outcome {
-            message: format!("sync: {e}"),
-            next: None,
-            code: match e {
+        Err(e) => {
+            let code = match e {
                 sync::SyncError::Config(_) => 2,
                 _ => 1,
-            },
-            detail: None,
-        }),
+            };
+            Err(Outcome::failed(format!("sync: {e}"), None, code))
+        }
     }
 }
 
@@ -300,12 +292,7 @@ async fn run_on(
     id: &DeploymentId,
     cancel: watch::Receiver<bool>,
 ) -> Result<Outcome, Outcome> {
-    let failed = |message: String, code: i32| Outcome {
-        message,
-        next: None,
-        code,
-        detail: None,
-    };
+    let failed = |message: String, code: i32| Outcome::failed(message, None, code);
     let kind = job.kind();
     let _lock = JobLock::acquire(&engine.paths, id).map_err(|e| failed(e.to_string(), 1))?;
     // Read under the lock: the deployment may have changed while the job waited.
@@ -348,12 +335,7 @@ async fn run_on(
     if let Some(op) = before {
         snapshots::before_change(engine, &reporter, &d, op)
             .await
-            .map_err(|m| Outcome {
-                message: format!("{}: {m}", present::who(&d)),
-                next: None,
-                code: 1,
-                detail: None,
-            })?;
+            .map_err(|m| Outcome::failed(format!("{}: {m}", present::who(&d)), None, 1))?;
     }
     let done = match &job.op {
         Op::Deploy => pipeline::run_deploy(engine, &reporter, d, cancel).await,
@@ -374,33 +356,23 @@ async fn run_on(
             };
             return power::run_power(engine, &reporter, d, op)
                 .await
-                .map(|d| Outcome {
-                    message: present::settled(&d),
-                    next: None,
-                    code: 0,
-                    detail: None,
-                })
+                .map(|d| Outcome::done(present::settled(&d)))
                 .map_err(power_outcome);
         }
         Op::Forget { force } => {
             return power::run_forget(engine, d, *force)
                 .await
-                .map(|f| Outcome {
-                    message: if f.left_behind.is_empty() {
-                        format!(
-                            "{} is forgotten; its guest was not touched",
-                            present::who(&f.deployment)
-                        )
+                .map(|f| {
+                    let who = present::who(&f.deployment);
+                    let message = if f.left_behind.is_empty() {
+                        format!("{who} is forgotten; its guest was not touched")
                     } else {
                         format!(
-                            "{} is forgotten; may be left behind: {}",
-                            present::who(&f.deployment),
+                            "{who} is forgotten; may be left behind: {}",
                             f.left_behind.join("; ")
                         )
-                    },
-                    next: None,
-                    code: 0,
-                    detail: serde_json::to_value(&f).ok(),
+                    };
+                    Outcome::done(message).with_detail(serde_json::to_value(&f).ok())
                 })
                 .map_err(power_outcome);
         }
@@ -415,32 +387,21 @@ async fn run_on(
             return snapshots::run_snapshot(engine, &reporter, &d, name.clone())
                 .await
                 .map(|name| Outcome {
-                    message: format!("{who}: snapshot {name} taken"),
                     next: Some(format!("`proxdeck restore {} {name}` returns to it", d.id)),
-                    code: 0,
                     detail: Some(serde_json::json!({ "snapshot": name })),
+                    ..Outcome::done(format!("{who}: snapshot {name} taken"))
                 })
                 .map_err(snapshot_outcome);
         }
         Op::Restore { snapshot } => {
             return snapshots::run_restore(engine, &reporter, d, snapshot.trim())
                 .await
-                .map(|d| Outcome {
-                    message: present::settled(&d),
-                    next: None,
-                    code: 0,
-                    detail: None,
-                })
+                .map(|d| Outcome::done(present::settled(&d)))
                 .map_err(snapshot_outcome);
         }
     };
-    done.map(|d| Outcome {
-        message: present::settled(&d),
-        next: None,
-        code: 0,
-        detail: None,
-    })
-    .map_err(deploy_outcome)
+    done.map(|d| Outcome::done(present::settled(&d)))
+        .map_err(deploy_outcome)
 }
 
 fn deploy_outcome(e: DeployError) -> Outcome {
@@ -450,24 +411,13 @@ fn deploy_outcome(e: DeployError) -> Outcome {
             stage,
             cause,
             next,
-        } => Outcome {
-            message: format!("{id}: stage {stage} failed: {cause}"),
-            next: Some(next),
-            code: 1,
-            detail: None,
-        },
-        DeployError::Invalid(_) | DeployError::Config(_) => Outcome {
-            message: e.to_string(),
-            next: None,
-            code: 2,
-            detail: None,
-        },
-        other => Outcome {
-            message: other.to_string(),
-            next: None,
-            code: 1,
-            detail: None,
-        },
+        } => Outcome::failed(
+            format!("{id}: stage {stage} failed: {cause}"),
+            Some(next),
+            1,
+        ),
+        DeployError::Invalid(_) | DeployError::Config(_) => Outcome::failed(e.to_string(), None, 2),
+        other => Outcome::failed(other.to_string(), None, 1),
     }
 }
 
@@ -476,12 +426,7 @@ fn snapshot_outcome(e: snapshots::SnapshotError) -> Outcome {
         snapshots::SnapshotError::Config(_) | snapshots::SnapshotError::Invalid(_) => 2,
         _ => 1,
     };
-    Outcome {
-        message: e.to_string(),
-        next: None,
-        code,
-        detail: None,
-    }
+    Outcome::failed(e.to_string(), None, code)
 }
 
 fn power_outcome(e: PowerError) -> Outcome {
@@ -489,12 +434,7 @@ fn power_outcome(e: PowerError) -> Outcome {
         PowerError::Config(_) => 2,
         _ => 1,
     };
-    Outcome {
-        message: e.to_string(),
-        next: None,
-        code,
-        detail: None,
-    }
+    Outcome::failed(e.to_string(), None, code)
 }
 
 /// How often a follower looks at the store for new lines and the job's state.

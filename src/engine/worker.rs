@@ -163,26 +163,7 @@ pub fn recover(paths: &DataPaths, store: &mut Store) -> crate::store::Result<Vec
     if is_running(paths) {
         return Ok(Vec::new());
     }
-    let stale: Vec<Job> = store
-        .active_jobs()?
-        .into_iter()
-        .filter(|j| j.state == JobState::Running)
-        .collect();
-    if stale.is_empty() {
-        return Ok(Vec::new());
-    }
-    for j in &stale {
-        let stopped = process_record(paths, j.id).stop_leftovers(LEFTOVER_GRACE);
-        if stopped > 0 {
-            tracing::warn!(
-                "stopped {stopped} process group(s) left by job {} of a worker that died",
-                j.id
-            );
-        }
-    }
-    store.interrupt_running_jobs(
-        "proxdeck's worker stopped while the job ran (killed, or the machine restarted); what it had started was stopped",
-    )
+    force_recover(paths, store)
 }
 
 struct Running {
@@ -294,18 +275,25 @@ fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::
     tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"))
 }
 
-/// `recover` without the "is a worker running" check: the caller holds the worker lock.
+/// `recover` without the "is a worker running" check: the caller holds the worker lock, or
+/// has just found nobody holding it.
 fn force_recover(paths: &DataPaths, store: &mut Store) -> crate::store::Result<Vec<Job>> {
     let stale: Vec<Job> = store
         .active_jobs()?
         .into_iter()
         .filter(|j| j.state == JobState::Running)
         .collect();
-    for j in &stale {
-        process_record(paths, j.id).stop_leftovers(LEFTOVER_GRACE);
-    }
     if stale.is_empty() {
         return Ok(Vec::new());
+    }
+    for j in &stale {
+        let stopped = process_record(paths, j.id).stop_leftovers(LEFTOVER_GRACE);
+        if stopped > 0 {
+            tracing::warn!(
+                "stopped {stopped} process group(s) left by job {} of a worker that died",
+                j.id
+            );
+        }
     }
     store.interrupt_running_jobs(
         "proxdeck's worker stopped while the job ran (killed, or the machine restarted); what it had started was stopped",
@@ -385,12 +373,11 @@ async fn reap(engine: &Engine, running: &mut HashMap<JobId, Running>) {
             Ok(ended) => ended,
             Err(e) => (
                 JobState::Failed,
-                Outcome {
-                    message: format!("the job stopped unexpectedly: {e}"),
-                    next: Some("read proxdeck's log (logs/worker.log in the data dir)".into()),
-                    code: 1,
-                    detail: None,
-                },
+                Outcome::failed(
+                    format!("the job stopped unexpectedly: {e}"),
+                    Some("read proxdeck's log (logs/worker.log in the data dir)".into()),
+                    1,
+                ),
             ),
         };
         let _ = std::fs::remove_file(process_record(&engine.paths, id).path);

@@ -38,6 +38,17 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// One job row as it is stored (no queue position).
+fn read_job(conn: &rusqlite::Connection, id: JobId) -> Result<Job> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        [id.0],
+        job_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NoJob(format!("no job {id}; `proxdeck jobs` lists them")))
+}
+
 fn describe_active(j: &Job) -> String {
     let what = match j.state {
         JobState::Queued => "queued",
@@ -117,15 +128,7 @@ impl Store {
 
     /// One job, with its place in the queue when it waits.
     pub fn job(&self, id: JobId) -> Result<Job> {
-        let mut j = self
-            .conn
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id.0],
-                job_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::NoJob(format!("no job {id}; `proxdeck jobs` lists them")))?;
+        let mut j = read_job(&self.conn, id)?;
         if j.state == JobState::Queued {
             let ahead: i64 = self.conn.query_row(
                 "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND id < ?1",
@@ -244,22 +247,14 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let j = tx
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id.0],
-                job_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::NoJob(format!("no job {id}; `proxdeck jobs` lists them")))?;
+        let j = read_job(&tx, id)?;
         match j.state {
             JobState::Queued => {
-                let outcome = Outcome {
-                    message: format!("cancelled by {by} before it started; nothing was done"),
-                    next: None,
-                    code: 1,
-                    detail: None,
-                };
+                let outcome = Outcome::failed(
+                    format!("cancelled by {by} before it started; nothing was done"),
+                    None,
+                    1,
+                );
                 tx.execute(
                     "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?2, \
                      outcome = ?3 WHERE id = ?1",
@@ -304,18 +299,14 @@ impl Store {
             .collect();
         let mut out = Vec::new();
         for j in running {
-            let outcome = Outcome {
-                message: format!("interrupted: {why}"),
-                next: j.deployment.as_ref().map(|id| match j.kind() {
-                    OpKind::Destroy => format!("`proxdeck destroy {id}` tries again"),
-                    OpKind::Sync | OpKind::Forget => format!("run {} again", j.kind()),
-                    _ => format!(
-                        "`proxdeck retry {id}` resumes it, `proxdeck destroy {id}` removes it"
-                    ),
-                }),
-                code: 1,
-                detail: None,
-            };
+            let next = j.deployment.as_ref().map(|id| match j.kind() {
+                OpKind::Destroy => format!("`proxdeck destroy {id}` tries again"),
+                OpKind::Sync | OpKind::Forget => format!("run {} again", j.kind()),
+                _ => {
+                    format!("`proxdeck retry {id}` resumes it, `proxdeck destroy {id}` removes it")
+                }
+            });
+            let outcome = Outcome::failed(format!("interrupted: {why}"), next, 1);
             out.push(self.finish_job(j.id, JobState::Failed, &outcome)?);
         }
         Ok(out)

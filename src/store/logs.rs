@@ -436,19 +436,7 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, LogLine)>> {
-        let mut out = Vec::with_capacity(limit.min(8192));
-        if limit == 0 {
-            return Ok(out);
-        }
-        self.visit_logs(id, LogFrom::After(after), since, &mut |l| {
-            out.push((l.seq, l.to_line()));
-            if out.len() >= limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
-        Ok(out)
+        self.collect_lines(id, LogFrom::After(after), since, limit)
     }
 
     /// The last `limit` lines of a deployment's log.
@@ -483,11 +471,24 @@ impl Store {
         since: Option<i64>,
         limit: usize,
     ) -> Result<Vec<(i64, LogLine)>> {
+        let mut out = self.collect_lines(id, LogFrom::Before(before), since, limit)?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Up to `limit` lines visited from `from` (in visiting order), as owned lines.
+    fn collect_lines(
+        &self,
+        id: &DeploymentId,
+        from: LogFrom,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, LogLine)>> {
         let mut out = Vec::with_capacity(limit.min(8192));
         if limit == 0 {
             return Ok(out);
         }
-        self.visit_logs(id, LogFrom::Before(before), since, &mut |l| {
+        self.visit_logs(id, from, since, &mut |l| {
             out.push((l.seq, l.to_line()));
             if out.len() >= limit {
                 ControlFlow::Break(())
@@ -495,7 +496,6 @@ impl Store {
                 ControlFlow::Continue(())
             }
         })?;
-        out.reverse();
         Ok(out)
     }
 

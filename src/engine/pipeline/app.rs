@@ -181,20 +181,11 @@ pub(super) async fn destroy_host(
                 "read `proxdeck logs {}`, check that the host answers over SSH as the deployment's user, then `proxdeck destroy {}` again; if the host cannot be reached any more (or its key changed for good), `proxdeck destroy {} --force` records it DELETED and names what may be left there",
                 d.id, d.id, d.id
             );
-            let message = format!("destroy: {cause}");
-            let _ = reporter
-                .lines(
-                    LogStream::Stderr,
-                    vec![format!("FAILED at {message}"), format!("next: {next}")],
-                )
-                .await;
-            reporter.transition(Status::Failed, Some(message)).await?;
-            return Err(DeployError::Stage {
-                id: d.id.clone(),
+            let failure = super::Failure {
                 stage: Stage::Destroy,
                 cause,
-                next,
-            });
+            };
+            return Err(super::record_failure_next(engine, reporter, &d.id, failure, next).await);
         }
     }
     let _ = std::fs::remove_file(secrets_path(engine, &d.id));

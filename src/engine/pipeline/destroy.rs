@@ -11,7 +11,7 @@
 //! gone. `--force` (for a guest or host that cannot be reached any more) records DELETED even
 //! when this fails, naming what may be left behind.
 
-use super::{DeployError, load_env, next_step, secrets_path};
+use super::{DeployError, load_env, secrets_path};
 use crate::domain::{Deployment, Origin, Stage, Status};
 use crate::engine::Engine;
 use crate::engine::identity;
@@ -80,21 +80,11 @@ pub async fn run_destroy(
                 )
                 .await?;
         } else {
-            let next = next_step(Stage::Destroy, &d.id);
-            let message = format!("destroy: {cause}");
-            let _ = reporter
-                .lines(
-                    LogStream::Stderr,
-                    vec![format!("FAILED at {message}"), format!("next: {next}")],
-                )
-                .await;
-            reporter.transition(Status::Failed, Some(message)).await?;
-            return Err(DeployError::Stage {
-                id: d.id.clone(),
+            let failure = super::Failure {
                 stage: Stage::Destroy,
                 cause,
-                next,
-            });
+            };
+            return Err(super::record_failure(engine, reporter, &d.id, failure).await);
         }
     }
 

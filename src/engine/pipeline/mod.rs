@@ -396,11 +396,22 @@ pub(super) async fn record_failure(
     engine: &Engine,
     reporter: &Reporter,
     id: &DeploymentId,
+    failure: Failure,
+) -> DeployError {
+    let next = next_step(failure.stage, id);
+    record_failure_next(engine, reporter, id, failure, next).await
+}
+
+/// [`record_failure`] with a next step of the caller's (e.g. a destroy on an existing host).
+pub(super) async fn record_failure_next(
+    engine: &Engine,
+    reporter: &Reporter,
+    id: &DeploymentId,
     Failure { stage, cause }: Failure,
+    next: String,
 ) -> DeployError {
     // The cause is also printed by the client: mask the secrets there too.
     let cause = redactor(engine, &load_env(engine, id)).redact(&cause);
-    let next = next_step(stage, id);
     let message = format!("{stage}: {cause}");
     let _ = reporter
         .lines(
