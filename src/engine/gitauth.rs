@@ -536,9 +536,11 @@ async fn keyscan(host: &str, port: u16) -> Result<String, String> {
     Ok(out.join("\n"))
 }
 
-/// The guest's side: the files to stage in memory on the guest for `access` (name, bytes,
-/// mode), and the environment git gets there once they are in `dir`.
-pub fn guest_files(access: &Access) -> Result<Vec<(&'static str, Vec<u8>, u32)>, String> {
+/// A file staged on the guest: its name in the staging folder, its bytes, its mode.
+pub type StagedFile = (&'static str, Vec<u8>, u32);
+
+/// The guest's side: the files to stage in memory on the guest for `access`.
+pub fn guest_files(access: &Access) -> Result<Vec<StagedFile>, String> {
     let mut files = Vec::new();
     if let (Some(key), Some(kh)) = (&access.key, &access.known_hosts) {
         let private =
@@ -670,8 +672,9 @@ mod tests {
     fn a_changed_host_key_names_both_fingerprints() {
         let (a, b) = (key_line(1), key_line(2));
         let file = Path::new("/data/deploy-keys/x/known_hosts");
-        compare_host_keys("git.example", &[a.clone()], &[a.clone()], file).unwrap();
-        let err = compare_host_keys("git.example", &[a.clone()], &[b.clone()], file).unwrap_err();
+        let (one_a, one_b) = (std::slice::from_ref(&a), std::slice::from_ref(&b));
+        compare_host_keys("git.example", one_a, one_a, file).unwrap();
+        let err = compare_host_keys("git.example", one_a, one_b, file).unwrap_err();
         assert!(
             err.contains(&a.fingerprint()) && err.contains(&b.fingerprint()),
             "{err}"

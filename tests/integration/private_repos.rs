@@ -202,8 +202,6 @@ fn a_private_repository_deploys_with_its_own_deploy_key() {
         "--ref",
         short,
         "--deploy-key",
-        "--framework",
-        "flask",
         "--host",
         &host,
         "--name",
@@ -306,6 +304,24 @@ fn a_private_repository_deploys_with_its_own_deploy_key() {
         "{}",
         shown.stdout
     );
+
+    // A redeploy to another short commit id: the ref recorded in full, the app rebuilt.
+    let second_short = &second[..7];
+    let redeployed = b.run(
+        &["redeploy", &name, "--ref", second_short, "--json"],
+        &[],
+        DEPLOY,
+    );
+    assert!(
+        redeployed.success(),
+        "{}
+{}",
+        redeployed.describe(),
+        b.logs(&name)
+    );
+    let d = json_of(&redeployed);
+    assert_eq!(d["git_ref"], second.as_str(), "{d}");
+    assert_eq!(d["commit"], second.as_str(), "{d}");
 
     // The Git server's key changes: a redeploy stops, naming both fingerprints.
     let new_key = git_sshd.restart_with_new_host_key().unwrap();
@@ -493,4 +509,89 @@ fn an_https_token_from_the_environment_reads_a_private_repository_and_is_never_s
     assert_eq!(staged_leftovers(), Vec::<String>::new());
     let gone = b.run(&["destroy", &name, "--yes", "--json"], &[], QUICK);
     assert!(gone.success(), "{}", gone.describe());
+}
+
+/// Detection reads the files of a commit named by a short id (a server that will not hand
+/// out a commit by its id alone included: the branches are fetched and the id looked up),
+/// and `full_ref` turns the short id into the full one.
+#[test]
+fn a_short_commit_id_is_detected_and_resolved() {
+    if skip_without("a_short_commit_id_is_detected_and_resolved", &[Part::Git]) {
+        return;
+    }
+    use proxdeck::domain::Catalog;
+    use proxdeck::engine::detect;
+    use proxdeck::engine::gitauth::Access;
+    let git = GitServer::start(loopback()).expect("start git daemon");
+    let work = tempfile::tempdir().unwrap();
+    let flask = samples::flask(&git, "short-ids", &work.path().join("samples")).unwrap();
+    let first = flask.commit.clone();
+    // The newest commit makes it a Vue app: the first one must still read as Flask.
+    let second = git
+        .push_change(
+            "short-ids",
+            &[(
+                "package.json",
+                r#"{"dependencies":{"vue":"3"}}"#.to_string(),
+            )],
+            "a front end",
+        )
+        .unwrap();
+    let bare = git.base().join("short-ids.git");
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(&bare)
+            .args(["branch", "cafe1234", "main"]),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let scratch = work.path().join("tmp");
+    let none = Access::none();
+    for url in [flask.git_url.clone(), git.file_url("short-ids")] {
+        let found = rt
+            .block_on(detect::detect_repo(
+                Catalog::builtin(),
+                &url,
+                Some(&first[..8]),
+                &scratch,
+                Duration::from_secs(60),
+                &none,
+            ))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(found.framework, "flask", "{url}");
+        assert_eq!(found.commit.as_deref(), Some(first.as_str()), "{url}");
+        let full = rt
+            .block_on(detect::full_ref(
+                &url,
+                &second[..7],
+                &scratch,
+                Duration::from_secs(60),
+                &none,
+            ))
+            .unwrap();
+        assert_eq!(full, second, "{url}");
+        let missing = rt
+            .block_on(detect::full_ref(
+                &url,
+                "0000000",
+                &scratch,
+                Duration::from_secs(60),
+                &none,
+            ))
+            .unwrap_err();
+        assert!(missing.contains("no commit 0000000"), "{missing}");
+        // A branch whose name looks like a short id stays a branch.
+        assert_eq!(
+            rt.block_on(detect::full_ref(
+                &url,
+                "cafe1234",
+                &scratch,
+                Duration::from_secs(60),
+                &none
+            ))
+            .unwrap(),
+            "cafe1234"
+        );
+    }
 }
