@@ -143,6 +143,14 @@ pub(super) fn print_details(
             d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
         );
     }
+    match &d.overrides.git_auth {
+        Some(crate::domain::GitAuth::DeployKey) => println!(
+            "git access its deploy key (`proxdeck deploy-key {}` prints it and where it goes)",
+            d.id
+        ),
+        Some(auth) => println!("git access {}", auth.describe()),
+        None => {}
+    }
     for (what, value) in [
         ("install", &d.overrides.install),
         ("build", &d.overrides.build),

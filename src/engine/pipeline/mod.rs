@@ -1,8 +1,9 @@
 //! The stages of a deployment, from a validated request to a RUNNING app, and its destruction.
 //!
-//! deploy: validate → record PENDING → preflight (the repository and ref exist) → render the
-//! Terraform workspace → `terraform init` + `apply` → the guest's address (static pool, else
-//! terraform's output) → SSH (host key pinned) → provisioning script → HTTP health check →
+//! deploy: validate → record PENDING → preflight (the repository and ref exist, read with the
+//! deployment's credentials: `engine::gitauth`) → render the Terraform workspace → `terraform
+//! init` + `apply` → the guest's address (static pool, else terraform's output) → SSH (host
+//! key pinned; the guest reads the repository) → provisioning script → HTTP health check →
 //! RUNNING. Each stage is idempotent, so `retry` runs them again from the stored record.
 //! A failure moves the deployment to FAILED with the stage, the cause and the next step.
 //!
