@@ -8,9 +8,11 @@
 //!   is an error naming both fingerprints, and git's ssh itself runs with
 //!   `StrictHostKeyChecking=yes` against that file, on this machine and on the guest;
 //! - the HTTPS token read from an environment variable, kept in `secrets/<id>.git-token`
-//!   (0600) for the worker, handed to git only through `GIT_ASKPASS` (an answer script that
-//!   holds no secret: the token comes from git's environment here, from a file in memory on
-//!   the guest) with credential helpers switched off, so it is never stored by git;
+//!   (0600) for the worker, handed to git with the user's credential helpers switched off, so
+//!   git never stores it: here through `GIT_ASKPASS` (an answer script in the data dir that
+//!   holds no secret; the token is in git's environment), on the guest through a credential
+//!   helper given in git's environment that reads it from a file in memory (a shell function:
+//!   nothing to execute from `/dev/shm`, which hardened hosts mount `noexec`);
 //! - where a deploy key is added on GitHub, GitLab and Gitea/Forgejo, in words and URL.
 //!
 //! It must not put a credential in argv, the database or a log line (every token is given to
@@ -142,14 +144,13 @@ fn token_username(repo: &str) -> String {
     }
 }
 
-/// The answer script git runs as `GIT_ASKPASS`. It holds no secret: the token comes from
-/// git's environment (`PROXDECK_GIT_TOKEN`, on this machine) or from the file `token` beside
-/// it (on the guest, in memory).
+/// The answer script git runs as `GIT_ASKPASS` on this machine. It holds no secret: the
+/// token comes from git's environment (`PROXDECK_GIT_TOKEN`).
 pub const ASKPASS: &str = "#!/bin/sh\n\
 # proxdeck's GIT_ASKPASS: answers git's prompts; holds no secret itself.\n\
 case \"$1\" in\n\
   Username*) printf '%s\\n' \"${PROXDECK_GIT_USERNAME:-x-access-token}\" ;;\n\
-  *) if [ -n \"${PROXDECK_GIT_TOKEN:-}\" ]; then printf '%s\\n' \"$PROXDECK_GIT_TOKEN\"; else cat \"${0%/*}/token\"; fi ;;\n\
+  *) printf '%s\\n' \"$PROXDECK_GIT_TOKEN\" ;;\n\
 esac\n";
 
 fn ensure_askpass(paths: &DataPaths) -> Result<PathBuf, String> {
@@ -550,8 +551,7 @@ pub fn guest_files(access: &Access) -> Result<Vec<StagedFile>, String> {
         files.push(("known_hosts", hosts, 0o600));
     }
     if let Some(token) = &access.token {
-        files.push(("token", format!("{token}\n").into_bytes(), 0o600));
-        files.push(("askpass", ASKPASS.as_bytes().to_vec(), 0o700));
+        files.push(("token", token.clone().into_bytes(), 0o600));
     }
     Ok(files)
 }
@@ -567,16 +567,24 @@ pub fn guest_env(access: &Access, dir: &str) -> Vec<String> {
             ssh_command(&d.join("key"), &d.join("known_hosts"))
         )),
         Some(GitAuth::TokenEnv(_)) => {
-            env.push(format!("GIT_ASKPASS={dir}/askpass"));
+            // The user's helpers off, then one that answers `get` from the token file (and
+            // ignores `store` and `erase`): run by git through the shell, nothing executed
+            // from the staging folder.
+            let file = d.join("token").display().to_string();
+            let file = shlex::try_quote(&file)
+                .map(|q| q.into_owned())
+                .unwrap_or(file);
             env.push(format!(
                 "PROXDECK_GIT_USERNAME={}",
                 access.username.as_deref().unwrap_or("x-access-token")
             ));
-            env.extend(
-                no_credential_helpers()
-                    .into_iter()
-                    .map(|(k, v)| format!("{k}={v}")),
-            );
+            env.push("GIT_CONFIG_COUNT=2".into());
+            env.push("GIT_CONFIG_KEY_0=credential.helper".into());
+            env.push("GIT_CONFIG_VALUE_0=".into());
+            env.push("GIT_CONFIG_KEY_1=credential.helper".into());
+            env.push(format!(
+                "GIT_CONFIG_VALUE_1=!f() {{ test \"$1\" = get || exit 0; printf 'username=%s\\npassword=%s\\n' \"$PROXDECK_GIT_USERNAME\" \"$(cat {file})\"; }}; f"
+            ));
         }
         None => {}
     }
@@ -696,8 +704,16 @@ mod tests {
         };
         let env = guest_env(&access, "/dev/shm/proxdeck-git-abc");
         assert!(env.iter().all(|e| !e.contains("s3cret-token")), "{env:?}");
-        assert!(env.contains(&"GIT_ASKPASS=/dev/shm/proxdeck-git-abc/askpass".to_string()));
         assert!(env.contains(&"GIT_CONFIG_KEY_0=credential.helper".to_string()));
+        assert!(env.contains(&"GIT_CONFIG_VALUE_0=".to_string()), "{env:?}");
+        let helper = env
+            .iter()
+            .find(|e| e.starts_with("GIT_CONFIG_VALUE_1="))
+            .unwrap();
+        assert!(
+            helper.contains("cat /dev/shm/proxdeck-git-abc/token"),
+            "{helper}"
+        );
         assert_eq!(access.secrets(), vec!["s3cret-token".to_string()]);
         let key = Access {
             auth: Some(GitAuth::DeployKey),

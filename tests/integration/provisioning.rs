@@ -292,7 +292,7 @@ fn private_repository_access_renders_as_valid_bash() {
         assert!(!script.contains("ghp_never-in-the-script"));
         let expected = match access.auth {
             Some(GitAuth::DeployKey) => "StrictHostKeyChecking=yes",
-            _ => "GIT_ASKPASS=/dev/shm/proxdeck-git-Ab3dE5gH7j/askpass",
+            _ => "cat /dev/shm/proxdeck-git-Ab3dE5gH7j/token",
         };
         assert!(script.contains(expected), "{script}");
     }
