@@ -886,6 +886,79 @@ mod tests {
     }
 
     #[test]
+    fn private_repository_access_is_checked_against_the_url() {
+        let with = |repo: &str, key: bool, var: Option<&str>| DeployInput {
+            repo: repo.into(),
+            deploy_key: key,
+            git_token_env: var.map(str::to_string),
+            ..input()
+        };
+        let spec = with("git@github.com:acme/shop.git", true, None)
+            .validate(&catalog())
+            .unwrap();
+        assert_eq!(spec.overrides.git_auth, Some(GitAuth::DeployKey));
+        let spec = with(
+            "https://github.com/acme/shop.git",
+            false,
+            Some("GITHUB_TOKEN"),
+        )
+        .validate(&catalog())
+        .unwrap();
+        assert_eq!(
+            spec.overrides.git_auth,
+            Some(GitAuth::TokenEnv("GITHUB_TOKEN".into()))
+        );
+        // A deploy key needs the SSH URL, and the message gives it.
+        let err = with("https://github.com/acme/shop", true, None)
+            .validate(&catalog())
+            .unwrap_err();
+        let m = &err.field("deploy-key").unwrap().message;
+        assert!(m.contains("git@github.com:acme/shop.git"), "{m}");
+        // A token goes over HTTPS only; a value instead of a name is refused; not both.
+        let err = with("git@github.com:acme/shop.git", false, Some("TOKEN"))
+            .validate(&catalog())
+            .unwrap_err();
+        assert!(
+            err.field("git-token-env")
+                .unwrap()
+                .message
+                .contains("HTTPS")
+        );
+        let err = with(
+            "https://github.com/acme/shop.git",
+            false,
+            Some("ghp_abc-123"),
+        )
+        .validate(&catalog())
+        .unwrap_err();
+        assert!(
+            err.field("git-token-env")
+                .unwrap()
+                .message
+                .contains("not its value")
+        );
+        let err = with("git@github.com:acme/shop.git", true, Some("TOKEN"))
+            .validate(&catalog())
+            .unwrap_err();
+        assert!(
+            err.field("deploy-key")
+                .unwrap()
+                .message
+                .contains("pick one")
+        );
+        // Credentials in the URL point to the flags that replace them.
+        let err = with("https://me:secret@github.com/acme/shop.git", false, None)
+            .validate(&catalog())
+            .unwrap_err();
+        assert!(
+            err.field("repo")
+                .unwrap()
+                .message
+                .contains("--git-token-env")
+        );
+    }
+
+    #[test]
     fn good_repo_urls() {
         for (raw, want) in [
             ("acme/shop", "https://github.com/acme/shop.git"),
