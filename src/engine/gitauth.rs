@@ -599,7 +599,7 @@ pub fn unreadable_hint(access: &Access, repo: &str, id: &DeploymentId) -> String
             where_to_add(repo)
         ),
         Some(GitAuth::TokenEnv(var)) => format!(
-            "check that the token in ${var} may read the repository (GitHub: Contents read; GitLab: read_repository; Gitea: repository read) and has not expired; export it again and `proxdeck retry {id}` from that shell (the new value is kept)"
+            "check that it reaches the Git host and trusts its certificate, and that the token in ${var} may read the repository (GitHub: Contents read; GitLab: read_repository; Gitea: repository read) and has not expired; export it again and `proxdeck retry {id}` from that shell (the new value is kept)"
         ),
         None => format!(
             "your machine may read it with your own SSH key or credentials, which the guest does not have: for a private repository deploy again with --deploy-key (an SSH URL; proxdeck makes a read-only key to add to the repository) or --git-token-env VAR (an https URL); else check that the guest reaches the Git host, then `proxdeck retry {id}`"

@@ -509,6 +509,55 @@ fn an_https_token_from_the_environment_reads_a_private_repository_and_is_never_s
     assert_eq!(staged_leftovers(), Vec::<String>::new());
     let gone = b.run(&["destroy", &name, "--yes", "--json"], &[], QUICK);
     assert!(gone.success(), "{}", gone.describe());
+
+    // A host that cannot read the repository although this machine can (its git does not
+    // trust the Git server): the guest's own check stops the deploy before anything is built,
+    // naming the credentials; nothing staged stays behind.
+    let keys = b.data_dir.join("keys/id_ed25519.pub");
+    let blind = SshHost::start_with(
+        loopback(),
+        &keys,
+        "SetEnv GIT_SSL_CAINFO=/nonexistent/ca.pem\n",
+    )
+    .expect("start the second host");
+    let blind_name = format!("tb-{}", random_hex(5));
+    let _blind_cleanup = b.installed(&blind_name);
+    let blind_host = format!("{}:{}", blind.addr(), blind.port());
+    let watch = ArgvWatch::start(&token);
+    let failed = b.run(
+        &[
+            "deploy",
+            "--repo",
+            &url,
+            "--git-token-env",
+            "PD_TEST_GIT_TOKEN",
+            "--framework",
+            "flask",
+            "--host",
+            &blind_host,
+            "--name",
+            &blind_name,
+            "--port",
+            &app_port,
+            "--json",
+        ],
+        &[("PD_TEST_GIT_TOKEN", &token), ("GIT_SSL_CAINFO", &cainfo)],
+        DEPLOY,
+    );
+    assert!(!failed.success(), "{}", failed.describe());
+    let said = format!("{}{}", failed.stderr, b.logs(&blind_name));
+    assert!(
+        said.contains(&format!("the guest {blind_host} cannot read {url}"))
+            && said.contains("with the HTTPS token from $PD_TEST_GIT_TOKEN"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("--- stage provision ---"),
+        "nothing was built: {said}"
+    );
+    assert!(!said.contains(&token));
+    assert!(watch.finish().is_empty());
+    assert_eq!(staged_leftovers(), Vec::<String>::new());
 }
 
 /// Detection reads the files of a commit named by a short id (a server that will not hand
