@@ -334,6 +334,13 @@ fn a_private_repository_deploys_with_its_own_deploy_key() {
         "{said}"
     );
 
+    // A rollback needs no repository (the commit is on the host): it goes on, and says why
+    // the credentials were not used.
+    let rolled = b.run(&["rollback", &name, "--json"], &[], DEPLOY);
+    assert!(rolled.success(), "{}\n{}", rolled.describe(), b.logs(&name));
+    assert_eq!(json_of(&rolled)["commit"], first.as_str());
+    assert!(b.logs(&name).contains("the rollback goes on"));
+
     // Destroy forgets the key.
     let gone = b.run(&["destroy", &name, "--yes", "--json"], &[], QUICK);
     assert!(gone.success(), "{}", gone.describe());

@@ -280,6 +280,7 @@ fn private_repository_access_renders_as_valid_bash() {
                 stage,
                 gitauth::guest_env(&access, stage),
                 gitauth::unreadable_hint(&access, &d.repo, &d.id),
+                true,
             );
         let script = provision::render_script(fw, &vars).unwrap();
         if lint {

@@ -82,8 +82,23 @@ pub(super) async fn check_repository(cx: &mut Ctx<'_>) -> StageResult<()> {
 /// git is on the guest already (a fresh guest gets git from the provisioning script, which
 /// checks the same before it fetches). A failure names the credentials and what to do,
 /// instead of git's raw words later in the build.
+///
+/// A rollback (a commit the guest has) does not need the repository: there a failure is said
+/// and the rollback goes on.
 pub(super) async fn guest_reads_repo(cx: &mut Ctx<'_>) -> StageResult<()> {
-    ensure_access(cx).await?;
+    let rollback = cx.checkout.is_some();
+    if let Err(f) = ensure_access(cx).await {
+        if !rollback {
+            return Err(f);
+        }
+        cx.access = Some(gitauth::Access::none());
+        return cx
+            .info(format!(
+                "the repository's credentials cannot be used now ({}); the rollback goes on with the commit the guest has",
+                f.cause
+            ))
+            .await;
+    }
     let access = cx.access.clone().unwrap_or_default();
     let (session, target) = cx
         .session
@@ -113,6 +128,14 @@ pub(super) async fn guest_reads_repo(cx: &mut Ctx<'_>) -> StageResult<()> {
         }
         GuestCheck::NoGit => {
             cx.info("git is not on the guest yet: the provisioning script installs it and checks that the guest reads the repository before it fetches").await
+        }
+        GuestCheck::Fails(why) if rollback => {
+            let why = crate::engine::report::Redactor::new(access.secrets()).redact(&why);
+            cx.info(format!(
+                "the guest cannot read {} now (git: {why}); the rollback goes on with the commit the guest has",
+                cx.d.repo
+            ))
+            .await
         }
         GuestCheck::Fails(why) => {
             remove_stage(cx).await;
@@ -330,6 +353,7 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
         cx.git_stage.as_deref().unwrap_or(""),
         gitauth::guest_env(&access, cx.git_stage.as_deref().unwrap_or("")),
         gitauth::unreadable_hint(&access, &cx.d.repo, &cx.d.id),
+        cx.checkout.is_none(),
     );
     let script =
         provision::render_script(&cx.framework, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
