@@ -277,11 +277,17 @@ async fn remove_stage(cx: &mut Ctx<'_>) {
         return;
     };
     let back = tokio::task::spawn_blocking(move || {
+        // The script gave the folder to the app's user: root removes it.
+        let sudo = if guest::needs_sudo(&target) {
+            "sudo -n "
+        } else {
+            ""
+        };
         if let Ok(q) = shlex::try_quote(&dir) {
             let _ = ssh::exec(
                 &session,
                 &target,
-                &format!("rm -rf -- {q}"),
+                &format!("{sudo}rm -rf -- {q}"),
                 None,
                 Duration::from_secs(30),
                 &mut |_, _| {},
