@@ -235,7 +235,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 v["auto_deploy"] = serde_json::to_value(&auto).unwrap_or_default();
                 print_json(&v)
             } else {
-                print::print_details(&d, &history, job.as_ref());
+                print::print_details(&d, &history, job.as_ref(), &engine.config.guest);
                 if let Some(a) = auto {
                     println!(
                         "auto-deploy: on{}",
