@@ -52,13 +52,20 @@ pub(super) fn frameworks(json: bool) -> Result<(), CliError> {
     if json {
         return print_json(&catalog.frameworks);
     }
+    // The name column as wide as the longest name ("MEAN (MongoDB, Express, Angular, Node)").
+    let width = catalog
+        .frameworks
+        .iter()
+        .map(|f| f.name.chars().count())
+        .max()
+        .unwrap_or(4);
     println!(
-        "{:<10} {:<10} {:<9} {:>5}  START",
+        "{:<10} {:<width$} {:<9} {:>5}  START",
         "ID", "NAME", "LANGUAGE", "PORT"
     );
     for f in &catalog.frameworks {
         println!(
-            "{:<10} {:<10} {:<9} {:>5}  {}",
+            "{:<10} {:<width$} {:<9} {:>5}  {}",
             f.id, f.name, f.language, f.default_port, f.start
         );
     }

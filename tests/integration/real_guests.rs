@@ -363,7 +363,9 @@ fn node_frameworks_on_fresh_debian_13_guests() {
             );
             app.lifecycle("listening on")
         }),
-        Box::new(move || deploy(c, react, "re13", "react", &[]).lifecycle("proxdeck app re13")),
+        // nginx's access log reaches the unit's journal: the health check's and the test's
+        // requests are in `logs --app`.
+        Box::new(move || deploy(c, react, "re13", "react", &[]).lifecycle("\"GET / HTTP/1.")),
         Box::new(move || deploy(c, vue, "vu13", "vue", &[]).lifecycle("proxdeck app vu13")),
         Box::new(move || deploy(c, next, "nx13", "nextjs", &[]).lifecycle("Ready in")),
     ]);
