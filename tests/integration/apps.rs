@@ -154,8 +154,48 @@ fn a_node_app_with_build_and_start_scripts_builds_runs_and_is_powered_on_its_hos
     let url = b.git.git_url("buildstart");
     let port = free_port_any().unwrap();
     let _installed = b.installed("buildstart");
-    let d = deploy(&b, &url, "buildstart", port, &[]);
+    // A build command that fails: FAILED at provision; `retry --build` brings the fix, which
+    // the deployment keeps.
+    let host = b.host();
+    let port_text = port.to_string();
+    let done = b.run(
+        &[
+            "deploy",
+            "--repo",
+            &url,
+            "--host",
+            &host,
+            "--name",
+            "buildstart",
+            "--port",
+            &port_text,
+            "--build",
+            "false",
+        ],
+        DEPLOY,
+    );
+    assert!(!done.success(), "{}", done.describe());
+    assert!(
+        done.stderr.contains("stage provision failed"),
+        "{}",
+        done.describe()
+    );
+    let done = b.run(
+        &["retry", "buildstart", "--build", "npm run build", "--json"],
+        DEPLOY,
+    );
+    b.expect_ok(&done, "buildstart", "retry");
+    let d = json_of(&done);
+    assert_eq!(d["status"], "RUNNING", "{d}");
     assert_eq!(d["framework"], "node", "{d}");
+    assert_eq!(d["overrides"]["build"], "npm run build", "{d}");
+    // Bad changes are refused before anything is queued, naming the field.
+    let done = b.run(&["retry", "buildstart", "--health-path", "healthz"], QUICK);
+    assert!(
+        !done.success() && done.stderr.contains("health-path"),
+        "{}",
+        done.describe()
+    );
     let app = b.url(port);
     let answer = wait_body(&app, &body);
     // Built without NODE_ENV (so the devDependency was there), run in production; `ms`
