@@ -276,6 +276,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             jobs::run(&engine, follow(&d.id.0, op, a.detach, a.json)).await
         }
         Command::AutoDeploy(a) => autodeploy::command(&open_engine(&cli)?, a).await,
+        Command::Domains(a) => {
+            let engine = open_engine(&cli)?;
+            match (&a.change, &a.name) {
+                (Some(change), Some(name)) => {
+                    let change = match change.as_str() {
+                        "add" => crate::domain::DomainChange::Add,
+                        _ => crate::domain::DomainChange::Remove,
+                    };
+                    let op = Op::Domains {
+                        change,
+                        name: name.clone(),
+                    };
+                    jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
+                }
+                _ => print::domains(&engine, &a.id, a.json).await,
+            }
+        }
         Command::SshKey => {
             let dir = data_dir(&cli).join("keys");
             let keys = ssh::ensure_key(&dir).map_err(|e| CliError::failed(e.to_string()))?;
@@ -455,6 +472,9 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
         start: a.start.clone(),
         health_path: a.health_path.clone(),
         health_status: a.health_status,
+        domains: a.domains.clone(),
+        tls: a.tls.clone(),
+        expose_port: a.expose_port,
         guest_type: a.guest_type.clone(),
         name: a.name.clone(),
         cores: a.cores,

@@ -152,11 +152,29 @@ pub struct Overrides {
     pub health_status: Option<u16>,
     /// The user's own SSH private key (absolute path) instead of proxdeck's.
     pub ssh_key: Option<String>,
+    /// The names Caddy serves the app under on its guest (`--domain`, `proxdeck domains`),
+    /// normalized; empty: no Caddy, the app answers on its own port.
+    pub domains: Vec<String>,
+    /// Where the domains' certificates come from (`--tls`; `None`: acme).
+    pub tls: Option<super::TlsMode>,
+    /// Keep the app's own port reachable from beyond the guest although Caddy fronts it.
+    pub expose_port: bool,
 }
 
 impl Overrides {
     pub fn is_empty(&self) -> bool {
         *self == Overrides::default()
+    }
+
+    /// The TLS mode of the domains (acme unless the deployment chose another).
+    pub fn tls_mode(&self) -> super::TlsMode {
+        self.tls.unwrap_or_default()
+    }
+
+    /// The app's own port is closed to everything but the guest itself: Caddy fronts it and
+    /// `--expose-port` was not asked for.
+    pub fn port_guarded(&self) -> bool {
+        !self.domains.is_empty() && !self.expose_port
     }
 }
 

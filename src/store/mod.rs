@@ -622,6 +622,19 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Replaces a deployment's overrides (`proxdeck domains` changes its domains there).
+    pub fn set_overrides(&mut self, id: &DeploymentId, o: &crate::domain::Overrides) -> Result<()> {
+        let json = serde_json::to_string(o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let n = self.conn.execute(
+            "UPDATE deployments SET overrides = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.0, json, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.0.clone()));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 mod support;
 
 mod autodeploy;
+mod domains;
 mod e2e;
 mod frameworks;
 mod guest_rig;

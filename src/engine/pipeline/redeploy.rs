@@ -140,6 +140,11 @@ async fn stages(
             .await
             .map_err(|e| fail(Stage::Preflight)(&e))?;
         cx.info(checked).await?;
+        if let Some(ip) = cx.ip.clone() {
+            crate::engine::caddy::warn_dns(cx.reporter, &cx.d, &ip)
+                .await
+                .map_err(|e| fail(Stage::Preflight)(&e))?;
+        }
         cx.stage(Stage::Ssh).await?;
     } else {
         cx.stage(Stage::Ssh).await?;

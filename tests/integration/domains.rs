@@ -1,0 +1,333 @@
+//! Domains with HTTPS through Caddy, through the built binary (issue 14): this machine is the
+//! guest (`--host`, the sshd test host on a loopback address), Caddy is Debian's package. A
+//! Flask app deployed with `--domain NAME --tls internal` answers HTTPS for that name through
+//! Caddy (curl with `--resolve` and Caddy's local root CA), HTTP redirects to HTTPS, the
+//! names that do not resolve are preflight warnings with the DNS record to create;
+//! `domains ID add/remove` changes what Caddy serves; a second app on the same host with
+//! `--tls off` answers plain HTTP. Everything is one test, in order: Caddy binds ports 80 and
+//! 443 of this machine, so no two of these may run at once. At the end the apps are
+//! destroyed (their sites and port guards go with them) and the Caddy this test started is
+//! stopped.
+
+use crate::support::git::GitServer;
+use crate::support::net::{free_port_any, loopback, random_hex};
+use crate::support::parts::{Part, skip_without};
+use crate::support::process::{Finished, run_with_timeout};
+use crate::support::proxdeck::{AppGuard, Proxdeck, write_private};
+use crate::support::sshd::SshHost;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
+const QUICK: Duration = Duration::from_secs(60);
+const LOCAL_ROOT: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
+const PIDFILE: &str = "/run/proxdeck-caddy.pid";
+
+fn json_of(done: &Finished, what: &str) -> Value {
+    serde_json::from_str(done.stdout.trim())
+        .unwrap_or_else(|e| panic!("{what}: stdout is not JSON ({e}):\n{}", done.describe()))
+}
+
+fn text(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// What curl saw: its exit status, the HTTP status, the Location header and the body.
+struct Curl {
+    ok: bool,
+    status: u16,
+    location: String,
+    body: String,
+    stderr: String,
+}
+
+/// `curl` of `url` with the name sent to `ip` (`--resolve`), trusting only `cacert` (when
+/// given); no proxy, bounded.
+fn curl(url: &str, name: &str, port: u16, ip: &str, cacert: Option<&Path>) -> Curl {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--noproxy", "*", "--max-time", "10"])
+        .arg("--resolve")
+        .arg(format!("{name}:{port}:{ip}"))
+        .args(["-o", "-", "-w", "\n%{http_code} %{redirect_url}"]);
+    if let Some(ca) = cacert {
+        cmd.arg("--cacert").arg(ca);
+    }
+    cmd.arg(url);
+    let done = run_with_timeout(&mut cmd, Duration::from_secs(30)).expect("curl runs");
+    let (body, last) = done
+        .stdout
+        .rsplit_once('\n')
+        .map(|(b, l)| (b.to_string(), l.to_string()))
+        .unwrap_or_default();
+    let (code, location) = last.split_once(' ').unwrap_or((&last, ""));
+    Curl {
+        ok: done.success(),
+        status: code.trim().parse().unwrap_or(0),
+        location: location.trim().to_string(),
+        body,
+        stderr: done.stderr.clone(),
+    }
+}
+
+/// Polls `look` every half second until it returns `Some`, for at most `within`.
+fn wait_for<T>(what: &str, within: Duration, mut look: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match look() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > within => {
+                panic!("{what}: not within {} s; last: {last}", within.as_secs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// At the end (even a failing one): the Caddy proxdeck started here is stopped, and sites
+/// the test's apps may have left are removed.
+struct CaddyGuard {
+    apps: Vec<String>,
+}
+
+impl Drop for CaddyGuard {
+    fn drop(&mut self) {
+        for app in &self.apps {
+            let _ = std::fs::remove_file(format!("/etc/caddy/proxdeck/{app}.caddy"));
+            let table = format!("proxdeck_{}", app.replace('-', "_"));
+            let _ = Command::new("nft")
+                .args(["delete", "table", "inet", &table])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        if let Some(pid) = std::fs::read_to_string(PIDFILE)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = std::fs::remove_file(PIDFILE);
+        }
+    }
+}
+
+#[test]
+fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
+    if skip_without(
+        "domains_through_caddy_https_redirect_add_remove_and_plain_http",
+        &[Part::Sshd, Part::Git, Part::GuestPython, Part::Caddy],
+    ) {
+        return;
+    }
+    let work = tempfile::Builder::new()
+        .prefix("proxdeck-domains-")
+        .tempdir()
+        .unwrap();
+    let root = work.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data_dir = root.join("data");
+    let app_root = root.join("apps");
+    let tag = random_hex(6);
+    let (name, plain) = (format!("dom-{tag}"), format!("domoff-{tag}"));
+    let (domain, second, off_domain) = (
+        format!("app-{tag}.test"),
+        format!("www-{tag}.test"),
+        format!("plain-{tag}.test"),
+    );
+    let _caddy = CaddyGuard {
+        apps: vec![name.clone(), plain.clone()],
+    };
+    let _apps = [
+        AppGuard::new(app_root.join(&name).join("run/app.pid")),
+        AppGuard::new(app_root.join(&plain).join("run/app.pid")),
+    ];
+    let ssh = SshHost::start(loopback(), &data_dir.join("keys/id_ed25519.pub")).expect("sshd");
+    let ip = ssh.addr().to_string();
+    let git = GitServer::start(loopback()).expect("git daemon");
+    let sample = git.add_flask_app("domains-sample").unwrap();
+    let config = root.join("config.toml");
+    write_private(
+        &config,
+        &format!(
+            "[guest]\nssh_user = \"root\"\napp_root = \"{}\"\n\n\
+             [timeouts]\nssh_secs = 60\nhealth_secs = 120\nprovision_secs = 900\n\n\
+             [jobs]\nidle_exit_secs = 1\n",
+            app_root.display()
+        ),
+    )
+    .unwrap();
+    let proxdeck = Proxdeck::new(config, data_dir.clone(), root);
+    let logs = |who: &str| {
+        proxdeck
+            .run(&["logs", who], QUICK)
+            .map(|d| d.stdout)
+            .unwrap_or_default()
+    };
+    let must = |args: &[&str], timeout: Duration| -> Finished {
+        let done = proxdeck
+            .run(args, timeout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
+        assert!(
+            done.success(),
+            "{args:?} failed: {}\n--- logs ---\n{}\n--- caddy ---\n{}",
+            done.describe(),
+            logs(args.get(1).copied().unwrap_or_default()),
+            std::fs::read_to_string("/var/log/proxdeck-caddy.log").unwrap_or_default()
+        );
+        done
+    };
+    let host = format!("{ip}:{}", ssh.port());
+    let port = free_port_any().unwrap().to_string();
+
+    // 1. Deploy with a domain and Caddy's local CA.
+    let deployed = must(
+        &[
+            "deploy",
+            "--repo",
+            &sample.git_url,
+            "--framework",
+            "flask",
+            "--host",
+            &host,
+            "--name",
+            &name,
+            "--port",
+            &port,
+            "--domain",
+            &domain,
+            "--tls",
+            "internal",
+            "--json",
+        ],
+        DEPLOY_TIMEOUT,
+    );
+    let dep = json_of(&deployed, "deploy --json");
+    assert_eq!(text(&dep["status"]), "RUNNING", "{dep}");
+    assert_eq!(text(&dep["url"]), format!("https://{domain}/"), "{dep}");
+    let log = logs(&name);
+    // The name does not resolve here (no DNS for .test): a warning with the record, no error.
+    assert!(
+        log.contains(&format!("warning: domain {domain} does not resolve"))
+            && log.contains(&format!("`{domain}. A {ip}`")),
+        "{log}"
+    );
+    assert!(log.contains("checking through Caddy"), "{log}");
+    let cacert = Path::new(LOCAL_ROOT);
+    assert!(cacert.exists(), "Caddy's local root CA is not at {LOCAL_ROOT}");
+
+    // 2. HTTPS for that name, verified against Caddy's root; the body is the app's.
+    let https = curl(&format!("https://{domain}/"), &domain, 443, &ip, Some(cacert));
+    assert!(https.ok && https.status == 200, "HTTPS: {} {}", https.status, https.stderr);
+    assert!(https.body.contains(&sample.body), "{}", https.body);
+    // Without Caddy's root, the certificate is not trusted: it really is HTTPS.
+    let untrusted = curl(&format!("https://{domain}/"), &domain, 443, &ip, None);
+    assert!(!untrusted.ok, "an unknown CA was trusted: {}", untrusted.body);
+
+    // 3. HTTP redirects to HTTPS.
+    let http = curl(&format!("http://{domain}/"), &domain, 80, &ip, None);
+    assert!(
+        matches!(http.status, 301 | 308) && http.location == format!("https://{domain}/"),
+        "HTTP: {} to {:?} {}",
+        http.status,
+        http.location,
+        http.stderr
+    );
+
+    // 4. The app's port is guarded where nftables can load rules; the log says which.
+    let guarded = Command::new("nft")
+        .args(["list", "table", "inet", &format!("proxdeck_{}", name.replace('-', "_"))])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        guarded || log.contains("nftables cannot load rules on this guest"),
+        "neither a guard table nor the warning: {log}"
+    );
+
+    // 5. `domains` lists it; `add` serves a second name, `remove` stops serving the first.
+    let listed = json_of(&must(&["domains", &name, "--json"], QUICK), "domains --json");
+    assert_eq!(listed["domains"], serde_json::json!([domain]), "{listed}");
+    assert_eq!(text(&listed["tls"]), "internal");
+    must(&["domains", &name, "add", &second], DEPLOY_TIMEOUT);
+    let both = curl(&format!("https://{second}/"), &second, 443, &ip, Some(cacert));
+    assert!(both.ok && both.body.contains(&sample.body), "{} {}", both.status, both.stderr);
+    must(&["domains", &name, "remove", &domain], DEPLOY_TIMEOUT);
+    let shown = json_of(&must(&["show", &name, "--json"], QUICK), "show --json");
+    assert_eq!(shown["overrides"]["domains"], serde_json::json!([second]), "{shown}");
+    assert_eq!(text(&shown["url"]), format!("https://{second}/"), "{shown}");
+    wait_for("the removed name no longer served", QUICK, || {
+        let gone = curl(&format!("https://{domain}/"), &domain, 443, &ip, Some(cacert));
+        if gone.ok {
+            Err(format!("HTTP {}", gone.status))
+        } else {
+            Ok(())
+        }
+    });
+    let still = curl(&format!("https://{second}/"), &second, 443, &ip, Some(cacert));
+    assert!(still.ok && still.status == 200, "{} {}", still.status, still.stderr);
+    // A name it does not have, and a bad one, are refused with the reason.
+    let refused = proxdeck
+        .run(&["domains", &name, "remove", &domain], QUICK)
+        .unwrap();
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("is not one of its domains"),
+        "{}",
+        refused.describe()
+    );
+    let bad = proxdeck
+        .run(&["domains", &name, "add", "https://x.test"], QUICK)
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.describe());
+    assert!(bad.stderr.contains("domain:"), "{}", bad.describe());
+
+    // 6. A second app on the same host, plain HTTP: its own site next to the first one's.
+    let port2 = free_port_any().unwrap().to_string();
+    let deployed = must(
+        &[
+            "deploy",
+            "--repo",
+            &sample.git_url,
+            "--framework",
+            "flask",
+            "--host",
+            &host,
+            "--name",
+            &plain,
+            "--port",
+            &port2,
+            "--domain",
+            &off_domain,
+            "--tls",
+            "off",
+            "--json",
+        ],
+        DEPLOY_TIMEOUT,
+    );
+    let dep = json_of(&deployed, "deploy --json");
+    assert_eq!(text(&dep["url"]), format!("http://{off_domain}/"), "{dep}");
+    let http = curl(&format!("http://{off_domain}/"), &off_domain, 80, &ip, None);
+    assert!(
+        http.ok && http.status == 200 && http.body.contains(&sample.body),
+        "plain HTTP: {} {}",
+        http.status,
+        http.stderr
+    );
+    let first_still = curl(&format!("https://{second}/"), &second, 443, &ip, Some(cacert));
+    assert!(first_still.ok, "{}", first_still.stderr);
+
+    // 7. Destroy removes each app's sites.
+    for app in [&name, &plain] {
+        must(&["destroy", app, "--yes"], DEPLOY_TIMEOUT);
+        assert!(
+            !Path::new(&format!("/etc/caddy/proxdeck/{app}.caddy")).exists(),
+            "{app}'s Caddy sites are left"
+        );
+    }
+}
