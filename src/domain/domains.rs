@@ -68,10 +68,9 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
     if trimmed.is_empty() {
         return Err("is empty; give a name such as app.example.com".into());
     }
-    if let Some(c) = trimmed
-        .chars()
-        .find(|&c| c.is_whitespace() || c.is_control() || "`$;|&<>()'\"\\{}!/@:,#?%[]=+".contains(c))
-    {
+    if let Some(c) = trimmed.chars().find(|&c| {
+        c.is_whitespace() || c.is_control() || "`$;|&<>()'\"\\{}!/@:,#?%[]=+".contains(c)
+    }) {
         return Err(format!(
             "{trimmed:?}: {c:?} is not allowed in a domain name (give the name only, without a scheme, port or path)"
         ));
@@ -88,7 +87,11 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
         // The IDNA rules (UTS #46) as `url` applies them to a URL's host.
         match url::Host::parse(name) {
             Ok(url::Host::Domain(d)) => d,
-            _ => return Err(format!("{trimmed:?} is not a valid internationalized domain name")),
+            _ => {
+                return Err(format!(
+                    "{trimmed:?} is not a valid internationalized domain name"
+                ));
+            }
         }
     };
     if ascii.parse::<std::net::IpAddr>().is_ok() {
@@ -107,10 +110,14 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
     }
     for label in &labels {
         if label.is_empty() {
-            return Err(format!("{trimmed:?} has an empty label (two dots in a row, or a leading dot)"));
+            return Err(format!(
+                "{trimmed:?} has an empty label (two dots in a row, or a leading dot)"
+            ));
         }
         if label.len() > 63 {
-            return Err(format!("{trimmed:?}: the label {label:?} is longer than 63 characters"));
+            return Err(format!(
+                "{trimmed:?}: the label {label:?} is longer than 63 characters"
+            ));
         }
         if !label
             .chars()
@@ -187,7 +194,9 @@ pub fn apply_change(
                 return Err(format!("{name} is already one of its domains"));
             }
             if next.len() >= MAX_DOMAINS {
-                return Err(format!("it has {MAX_DOMAINS} domains already, the most one deployment may have"));
+                return Err(format!(
+                    "it has {MAX_DOMAINS} domains already, the most one deployment may have"
+                ));
             }
             next.push(name.to_string());
         }
@@ -198,10 +207,7 @@ pub fn apply_change(
                 return Err(if current.is_empty() {
                     format!("{name} is not one of its domains (it has none)")
                 } else {
-                    format!(
-                        "{name} is not one of its domains ({})",
-                        current.join(", ")
-                    )
+                    format!("{name} is not one of its domains ({})", current.join(", "))
                 });
             }
         }
@@ -261,7 +267,9 @@ mod tests {
     fn lists_refuse_repeats_and_excess() {
         let twice = vec!["a.example.com".to_string(), "A.example.com.".to_string()];
         assert!(normalize_domains(&twice).unwrap_err().contains("twice"));
-        let many: Vec<String> = (0..=MAX_DOMAINS).map(|i| format!("a{i}.example.com")).collect();
+        let many: Vec<String> = (0..=MAX_DOMAINS)
+            .map(|i| format!("a{i}.example.com"))
+            .collect();
         assert!(normalize_domains(&many).unwrap_err().contains("at most"));
         assert_eq!(
             normalize_domains(&["B.example.com".into(), "a.example.com".into()]).unwrap(),
@@ -276,8 +284,16 @@ mod tests {
             apply_change(&now, DomainChange::Add, "b.test").unwrap(),
             ["a.test", "b.test"]
         );
-        assert!(apply_change(&now, DomainChange::Add, "a.test").unwrap_err().contains("already"));
-        assert!(apply_change(&now, DomainChange::Remove, "a.test").unwrap().is_empty());
+        assert!(
+            apply_change(&now, DomainChange::Add, "a.test")
+                .unwrap_err()
+                .contains("already")
+        );
+        assert!(
+            apply_change(&now, DomainChange::Remove, "a.test")
+                .unwrap()
+                .is_empty()
+        );
         let err = apply_change(&now, DomainChange::Remove, "b.test").unwrap_err();
         assert!(err.contains("not one of its domains (a.test)"), "{err}");
     }

@@ -294,7 +294,12 @@ mod tests {
         assert!(e.0.contains("DEPLOYING"), "{e}");
         let mut no_ip = dep(Status::Failed, Origin::Terraform);
         no_ip.ip = None;
-        assert!(check(OpKind::Domains, &no_ip).unwrap_err().0.contains("retry"));
+        assert!(
+            check(OpKind::Domains, &no_ip)
+                .unwrap_err()
+                .0
+                .contains("retry")
+        );
     }
 
     #[test]

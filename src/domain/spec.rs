@@ -253,7 +253,10 @@ impl DeployInput {
             Some(Err(e)) => check("tls", Err(e.clone())),
             Some(Ok(_)) if !has_domains => check(
                 "tls",
-                Err("applies to the deployment's domains; add --domain NAME, or leave --tls out".into()),
+                Err(
+                    "applies to the deployment's domains; add --domain NAME, or leave --tls out"
+                        .into(),
+                ),
             ),
             _ => {}
         }
@@ -1221,7 +1224,10 @@ mod tests {
         i.tls = Some("internal".into());
         i.expose_port = true;
         let spec = i.validate(&catalog()).unwrap();
-        assert_eq!(spec.overrides.domains, ["shop.example.com", "www.shop.example.com"]);
+        assert_eq!(
+            spec.overrides.domains,
+            ["shop.example.com", "www.shop.example.com"]
+        );
         assert_eq!(spec.overrides.tls, Some(crate::domain::TlsMode::Internal));
         assert!(spec.overrides.expose_port && !spec.overrides.port_guarded());
         i.expose_port = false;
@@ -1244,7 +1250,10 @@ mod tests {
             ..input()
         };
         let err = alone.validate(&catalog()).unwrap_err();
-        assert!(err.field("tls").unwrap().message.contains("--domain"), "{err}");
+        assert!(
+            err.field("tls").unwrap().message.contains("--domain"),
+            "{err}"
+        );
         assert!(err.field("expose-port").is_some(), "{err}");
     }
 

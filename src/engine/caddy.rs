@@ -145,7 +145,10 @@ pub async fn warn_dns(
     reporter
         .lines(
             LogStream::Stderr,
-            warnings.into_iter().map(|w| format!("warning: {w}")).collect(),
+            warnings
+                .into_iter()
+                .map(|w| format!("warning: {w}"))
+                .collect(),
         )
         .await
 }
@@ -314,10 +317,9 @@ pub async fn run_domains(
                 d.framework
             ))
         })?;
-    let address = d
-        .ip
-        .clone()
-        .ok_or_else(|| DomainsError::Failed(format!("{who} has no guest address")))?;
+    let address =
+        d.ip.clone()
+            .ok_or_else(|| DomainsError::Failed(format!("{who} has no guest address")))?;
     let mut updated = d.clone();
     updated.overrides.domains = next.clone();
     let log = |e: crate::store::StoreError| DomainsError::Failed(e.to_string());
@@ -339,7 +341,10 @@ pub async fn run_domains(
             reporter
                 .lines(
                     LogStream::Stderr,
-                    warnings.into_iter().map(|w| format!("warning: {w}")).collect(),
+                    warnings
+                        .into_iter()
+                        .map(|w| format!("warning: {w}"))
+                        .collect(),
                 )
                 .await
                 .map_err(log)?;
@@ -523,18 +528,14 @@ async fn check(
         ),
         None => (
             format!("http://{}{path}", host_port(address, d.port)),
-            health::client_builder().build().map_err(|e| e.to_string())?,
+            health::client_builder()
+                .build()
+                .map_err(|e| e.to_string())?,
         ),
     };
-    let healthy = health::wait_with(
-        &client,
-        &url,
-        d.overrides.health_status,
-        within,
-        |_| {},
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let healthy = health::wait_with(&client, &url, d.overrides.health_status, within, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = reporter
         .info(format!(
             "{url} answered HTTP {} after {} attempt(s){}",

@@ -160,9 +160,7 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
                         let name = crate::domain::domains::normalize_domain(name)
                             .map_err(|m| OpError::Invalid(format!("domain: {m}")))?;
                         crate::domain::domains::apply_change(&d.overrides.domains, *change, &name)
-                            .map_err(|m| {
-                                OpError::Invalid(format!("{}: {m}", present::who(&d)))
-                            })?;
+                            .map_err(|m| OpError::Invalid(format!("{}: {m}", present::who(&d))))?;
                     }
                     _ => {}
                 }

@@ -219,15 +219,33 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     );
     assert!(log.contains("checking through Caddy"), "{log}");
     let cacert = Path::new(LOCAL_ROOT);
-    assert!(cacert.exists(), "Caddy's local root CA is not at {LOCAL_ROOT}");
+    assert!(
+        cacert.exists(),
+        "Caddy's local root CA is not at {LOCAL_ROOT}"
+    );
 
     // 2. HTTPS for that name, verified against Caddy's root; the body is the app's.
-    let https = curl(&format!("https://{domain}/"), &domain, 443, &ip, Some(cacert));
-    assert!(https.ok && https.status == 200, "HTTPS: {} {}", https.status, https.stderr);
+    let https = curl(
+        &format!("https://{domain}/"),
+        &domain,
+        443,
+        &ip,
+        Some(cacert),
+    );
+    assert!(
+        https.ok && https.status == 200,
+        "HTTPS: {} {}",
+        https.status,
+        https.stderr
+    );
     assert!(https.body.contains(&sample.body), "{}", https.body);
     // Without Caddy's root, the certificate is not trusted: it really is HTTPS.
     let untrusted = curl(&format!("https://{domain}/"), &domain, 443, &ip, None);
-    assert!(!untrusted.ok, "an unknown CA was trusted: {}", untrusted.body);
+    assert!(
+        !untrusted.ok,
+        "an unknown CA was trusted: {}",
+        untrusted.body
+    );
 
     // 3. HTTP redirects to HTTPS.
     let http = curl(&format!("http://{domain}/"), &domain, 80, &ip, None);
@@ -241,7 +259,12 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
 
     // 4. The app's port is guarded where nftables can load rules; the log says which.
     let guarded = Command::new("nft")
-        .args(["list", "table", "inet", &format!("proxdeck_{}", name.replace('-', "_"))])
+        .args([
+            "list",
+            "table",
+            "inet",
+            &format!("proxdeck_{}", name.replace('-', "_")),
+        ])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
@@ -251,26 +274,61 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     );
 
     // 5. `domains` lists it; `add` serves a second name, `remove` stops serving the first.
-    let listed = json_of(&must(&["domains", &name, "--json"], QUICK), "domains --json");
+    let listed = json_of(
+        &must(&["domains", &name, "--json"], QUICK),
+        "domains --json",
+    );
     assert_eq!(listed["domains"], serde_json::json!([domain]), "{listed}");
     assert_eq!(text(&listed["tls"]), "internal");
     must(&["domains", &name, "add", &second], DEPLOY_TIMEOUT);
-    let both = curl(&format!("https://{second}/"), &second, 443, &ip, Some(cacert));
-    assert!(both.ok && both.body.contains(&sample.body), "{} {}", both.status, both.stderr);
+    let both = curl(
+        &format!("https://{second}/"),
+        &second,
+        443,
+        &ip,
+        Some(cacert),
+    );
+    assert!(
+        both.ok && both.body.contains(&sample.body),
+        "{} {}",
+        both.status,
+        both.stderr
+    );
     must(&["domains", &name, "remove", &domain], DEPLOY_TIMEOUT);
     let shown = json_of(&must(&["show", &name, "--json"], QUICK), "show --json");
-    assert_eq!(shown["overrides"]["domains"], serde_json::json!([second]), "{shown}");
+    assert_eq!(
+        shown["overrides"]["domains"],
+        serde_json::json!([second]),
+        "{shown}"
+    );
     assert_eq!(text(&shown["url"]), format!("https://{second}/"), "{shown}");
     wait_for("the removed name no longer served", QUICK, || {
-        let gone = curl(&format!("https://{domain}/"), &domain, 443, &ip, Some(cacert));
+        let gone = curl(
+            &format!("https://{domain}/"),
+            &domain,
+            443,
+            &ip,
+            Some(cacert),
+        );
         if gone.ok {
             Err(format!("HTTP {}", gone.status))
         } else {
             Ok(())
         }
     });
-    let still = curl(&format!("https://{second}/"), &second, 443, &ip, Some(cacert));
-    assert!(still.ok && still.status == 200, "{} {}", still.status, still.stderr);
+    let still = curl(
+        &format!("https://{second}/"),
+        &second,
+        443,
+        &ip,
+        Some(cacert),
+    );
+    assert!(
+        still.ok && still.status == 200,
+        "{} {}",
+        still.status,
+        still.stderr
+    );
     // A name it does not have, and a bad one, are refused with the reason.
     let refused = proxdeck
         .run(&["domains", &name, "remove", &domain], QUICK)
@@ -319,7 +377,13 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
         http.status,
         http.stderr
     );
-    let first_still = curl(&format!("https://{second}/"), &second, 443, &ip, Some(cacert));
+    let first_still = curl(
+        &format!("https://{second}/"),
+        &second,
+        443,
+        &ip,
+        Some(cacert),
+    );
     assert!(first_still.ok, "{}", first_still.stderr);
 
     // 7. Destroy removes each app's sites.
