@@ -4,7 +4,9 @@
 //! Caddy (curl with `--resolve` and Caddy's local root CA), HTTP redirects to HTTPS, the
 //! names that do not resolve are preflight warnings with the DNS record to create;
 //! `domains ID add/remove` changes what Caddy serves; a second app on the same host with
-//! `--tls off` answers plain HTTP. Everything is one test, in order: Caddy binds ports 80 and
+//! `--tls off` answers plain HTTP; a third with the default `--tls acme` answers HTTPS with
+//! the certificate of Caddy's local CA, its fallback while the ACME CA cannot issue one (no
+//! way out to Let's Encrypt here), and its log says so. Everything is one test, in order: Caddy binds ports 80 and
 //! 443 of this machine, so no two of these may run at once. At the end the apps are
 //! destroyed (their sites and port guards go with them) and the Caddy this test started is
 //! stopped.
@@ -134,18 +136,24 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     let data_dir = root.join("data");
     let app_root = root.join("apps");
     let tag = random_hex(6);
-    let (name, plain) = (format!("dom-{tag}"), format!("domoff-{tag}"));
-    let (domain, second, off_domain) = (
+    let (name, plain, acme) = (
+        format!("dom-{tag}"),
+        format!("domoff-{tag}"),
+        format!("domacme-{tag}"),
+    );
+    let (domain, second, off_domain, acme_domain) = (
         format!("app-{tag}.test"),
         format!("www-{tag}.test"),
         format!("plain-{tag}.test"),
+        format!("acme-{tag}.test"),
     );
     let _caddy = CaddyGuard {
-        apps: vec![name.clone(), plain.clone()],
+        apps: vec![name.clone(), plain.clone(), acme.clone()],
     };
     let _apps = [
         AppGuard::new(app_root.join(&name).join("run/app.pid")),
         AppGuard::new(app_root.join(&plain).join("run/app.pid")),
+        AppGuard::new(app_root.join(&acme).join("run/app.pid")),
     ];
     let ssh = SshHost::start(loopback(), &data_dir.join("keys/id_ed25519.pub")).expect("sshd");
     let ip = ssh.addr().to_string();
@@ -272,6 +280,7 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
         guarded || log.contains("nftables cannot load rules on this guest"),
         "neither a guard table nor the warning: {log}"
     );
+    eprintln!("the app's port guarded by nftables here: {guarded}");
 
     // 5. `domains` lists it; `add` serves a second name, `remove` stops serving the first.
     let listed = json_of(
@@ -386,8 +395,65 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     );
     assert!(first_still.ok, "{}", first_still.stderr);
 
-    // 7. Destroy removes each app's sites.
-    for app in [&name, &plain] {
+    // 7. A third app with the default TLS mode: no way out to an ACME CA here, so Caddy's
+    // local CA signs its certificate meanwhile, and the log says so.
+    let port3 = free_port_any().unwrap().to_string();
+    let deployed = must(
+        &[
+            "deploy",
+            "--repo",
+            &sample.git_url,
+            "--framework",
+            "flask",
+            "--host",
+            &host,
+            "--name",
+            &acme,
+            "--port",
+            &port3,
+            "--domain",
+            &acme_domain,
+            "--json",
+        ],
+        DEPLOY_TIMEOUT,
+    );
+    let dep = json_of(&deployed, "deploy --json");
+    assert_eq!(
+        text(&dep["url"]),
+        format!("https://{acme_domain}/"),
+        "{dep}"
+    );
+    let https = curl(
+        &format!("https://{acme_domain}/"),
+        &acme_domain,
+        443,
+        &ip,
+        Some(cacert),
+    );
+    assert!(
+        https.ok && https.body.contains(&sample.body),
+        "acme: {} {}",
+        https.status,
+        https.stderr
+    );
+    let log = logs(&acme);
+    assert!(log.contains("signed by Caddy's local CA for now"), "{log}");
+    let http = curl(
+        &format!("http://{acme_domain}/"),
+        &acme_domain,
+        80,
+        &ip,
+        None,
+    );
+    assert!(
+        matches!(http.status, 301 | 308),
+        "{} {}",
+        http.status,
+        http.stderr
+    );
+
+    // 8. Destroy removes each app's sites.
+    for app in [&name, &plain, &acme] {
         must(&["destroy", app, "--yes"], DEPLOY_TIMEOUT);
         assert!(
             !Path::new(&format!("/etc/caddy/proxdeck/{app}.caddy")).exists(),
