@@ -295,7 +295,8 @@ pub enum DomainsError {
 /// The `domains` job (policy has allowed it): `change` of `name`, Caddy updated on the guest
 /// and reloaded, the app checked through the first domain left (or its own port when none is
 /// left), then the deployment's domains and URL recorded. On failure the record keeps its
-/// domains, and Caddy gets the config of those back.
+/// domains, and Caddy gets the config of those back. A deployment that is not RUNNING (no app
+/// to check) gets the change recorded only; its next retry or redeploy applies it.
 pub async fn run_domains(
     engine: &Engine,
     reporter: &Reporter,
@@ -323,6 +324,31 @@ pub async fn run_domains(
     let mut updated = d.clone();
     updated.overrides.domains = next.clone();
     let log = |e: crate::store::StoreError| DomainsError::Failed(e.to_string());
+    if d.status != crate::domain::Status::Running {
+        // Nothing answers to check through Caddy: the change is recorded, and the next retry
+        // or redeploy sets Caddy up with it.
+        let (id, overrides) = (d.id.clone(), updated.overrides.clone());
+        engine
+            .db
+            .call(move |s| s.set_overrides(&id, &overrides))
+            .await
+            .map_err(log)?;
+        return Ok(format!(
+            "{who} is {}: {} {name} is recorded, and Caddy serves it from the next `proxdeck {} {}`",
+            d.status,
+            if change == DomainChange::Add {
+                "the domain"
+            } else {
+                "the removal of"
+            },
+            if d.status == crate::domain::Status::Failed {
+                "retry"
+            } else {
+                "redeploy"
+            },
+            d.id
+        ));
+    }
     reporter
         .info(format!(
             "{} {name}: Caddy on {address} will serve {}",
@@ -354,7 +380,7 @@ pub async fn run_domains(
         .map_err(DomainsError::Failed)?;
     let applied = apply(engine, reporter, &updated, &address, script).await;
     let checked = match applied {
-        Ok(front) => check(engine, reporter, &updated, &address, front).await,
+        Ok(front) => check_app(engine, reporter, &updated, &address, front).await,
         Err(e) => Err(e),
     };
     if let Err(why) = checked {
@@ -506,9 +532,44 @@ pub async fn take_root(
     }
 }
 
-/// The health check of the `domains` job: through the front when there is one, else on the
-/// app's own port.
-async fn check(
+/// The front of `d` with Caddy's local root read from the guest over a fresh SSH session
+/// (when its TLS mode needs it); `None` without domains. For checks that run without the
+/// provisioning's session (`restore`).
+pub async fn front_with_root(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: &Deployment,
+    address: &str,
+) -> Result<Option<Front>, String> {
+    let Some(mut front) = Front::of(d, address).await? else {
+        return Ok(None);
+    };
+    if front.tls == TlsMode::Off {
+        return Ok(Some(front));
+    }
+    let guest = guest::resolve(engine, d, address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, forward) = reporter.pipe();
+    let session = guest::connect(engine, &guest, tx).await;
+    let _ = forward.await;
+    let root = match session {
+        Ok(session) => {
+            let target = guest.target.clone();
+            tokio::task::spawn_blocking(move || local_root(&session, &target))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    front.local_root = take_root(reporter, front.tls, Some(root)).await;
+    Ok(Some(front))
+}
+
+/// The app's health check through `front` when there is one (its first domain, sent to the
+/// guest), else on the app's own port: its health path answers (the status the deployment
+/// expects, or any 2xx/3xx) within `timeouts.health`.
+pub async fn check_app(
     engine: &Engine,
     reporter: &Reporter,
     d: &Deployment,
