@@ -6,8 +6,14 @@
 //! `domains ID add/remove` changes what Caddy serves; a second app on the same host with
 //! `--tls off` answers plain HTTP; a third with the default `--tls acme` answers HTTPS with
 //! the certificate of Caddy's local CA, its fallback while the ACME CA cannot issue one (no
-//! way out to Let's Encrypt here), and its log says so. Everything is one test, in order: Caddy binds ports 80 and
-//! 443 of this machine, so no two of these may run at once. At the end the apps are
+//! way out to Let's Encrypt here), and its log says so.
+//!
+//! On a fresh Debian 13 guest booted with systemd (the real-guest rig, through the whole
+//! pipeline with fakepve): Caddy installed from the guest's apt, its service and the port
+//! guard's unit enabled, HTTPS for the name, and both back after the guest is powered off and
+//! booted again. Everything is one test, in order: Caddy binds ports 80 and
+//! 443 of this machine (the real guests share its network), so the tests here hold
+//! `CADDY_PORTS` while they run. At the end the apps are
 //! destroyed (their sites and port guards go with them) and the Caddy this test started is
 //! stopped.
 
@@ -27,6 +33,9 @@ const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
 const QUICK: Duration = Duration::from_secs(60);
 const LOCAL_ROOT: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 const PIDFILE: &str = "/run/proxdeck-caddy.pid";
+
+/// Held by each test here while it runs: one Caddy at a time on this machine's 80 and 443.
+static CADDY_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn json_of(done: &Finished, what: &str) -> Value {
     serde_json::from_str(done.stdout.trim())
@@ -127,6 +136,7 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     ) {
         return;
     }
+    let _ports = CADDY_PORTS.lock().unwrap_or_else(|p| p.into_inner());
     let work = tempfile::Builder::new()
         .prefix("proxdeck-domains-")
         .tempdir()
@@ -460,4 +470,131 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
             "{app}'s Caddy sites are left"
         );
     }
+}
+
+#[test]
+fn caddy_under_systemd_on_a_fresh_debian_13_guest_survives_a_reboot() {
+    use crate::support::cluster::Cluster;
+    use crate::support::guests::{Release, rootfs, skip_without_rig};
+    use crate::support::samples;
+    let test = "caddy_under_systemd_on_a_fresh_debian_13_guest_survives_a_reboot";
+    if skip_without(
+        test,
+        &[
+            Part::Fakepve,
+            Part::Terraform,
+            Part::Git,
+            Part::Sshd,
+            Part::Caddy,
+        ],
+    ) || skip_without_rig(test)
+    {
+        return;
+    }
+    rootfs(Release::Debian13, false).unwrap_or_else(|e| panic!("{test}: root filesystem: {e:#}"));
+    let _ports = CADDY_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start("proxdeck-caddy13-", 4, false).expect("start the cluster");
+    let dir = c.root.join("samples");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sample = samples::flask(&c.git, "flaskcaddy", &dir).unwrap();
+    let tag = random_hex(6);
+    let (name, domain) = ("fc13".to_string(), format!("fc13-{tag}.test"));
+    let port = free_port_any().unwrap().to_string();
+    let done = c.run(
+        &[
+            "deploy",
+            "--repo",
+            &sample.git_url,
+            "--framework",
+            "flask",
+            "--name",
+            &name,
+            "--port",
+            &port,
+            "--domain",
+            &domain,
+            "--tls",
+            "internal",
+            "--json",
+        ],
+        Duration::from_secs(1800),
+    );
+    assert!(done.success(), "deploy: {}", c.explain(&name, &done));
+    let d = json_of(&done, "deploy --json");
+    assert_eq!(text(&d["url"]), format!("https://{domain}/"), "{d}");
+    let vmid = d["vmid"].as_u64().expect("a vmid");
+    let ip = text(&d["ip"]);
+    let guest = |script: &str| {
+        c.rig
+            .with_guest(vmid, |g| g.exec_ok(script))
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    // Where nftables cannot load rules (this rig's guests share the machine's network
+    // without its CAP_NET_ADMIN) the log says so and the port stays open: no guard unit.
+    let log = c
+        .proxdeck
+        .run(&["logs", &name], QUICK)
+        .map(|l| l.stdout)
+        .unwrap_or_default();
+    let guarded = !log.contains("nftables cannot load rules on this guest");
+    eprintln!("the app's port guarded by nftables on the guest: {guarded}");
+    let units = |what: &str| {
+        let mut script = "systemctl is-active caddy; systemctl is-enabled caddy".to_string();
+        let mut want = vec!["active", "enabled"];
+        if guarded {
+            script.push_str(&format!(
+                "; systemctl is-active proxdeck-guard-{name}; systemctl is-enabled proxdeck-guard-{name}"
+            ));
+            want.extend(["active", "enabled"]);
+        }
+        let out = guest(&format!("{{ {script}; }} 2>&1 || true"));
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            want,
+            "{what}: {out}\n--- log ---\n{log}"
+        );
+    };
+    units("after the deploy");
+    let cacert = c.root.join("guest-root.crt");
+    std::fs::write(&cacert, guest(&format!("cat {LOCAL_ROOT}"))).unwrap();
+    let answers = |what: &str| {
+        wait_for(what, Duration::from_secs(120), || {
+            let https = curl(
+                &format!("https://{domain}/"),
+                &domain,
+                443,
+                &ip,
+                Some(&cacert),
+            );
+            if https.ok && https.body.contains(&sample.body) {
+                Ok(())
+            } else {
+                Err(format!("HTTP {} {}", https.status, https.stderr))
+            }
+        });
+        let http = curl(&format!("http://{domain}/"), &domain, 80, &ip, None);
+        assert!(
+            matches!(http.status, 301 | 308) && http.location == format!("https://{domain}/"),
+            "{what}: HTTP {} to {:?}",
+            http.status,
+            http.location
+        );
+    };
+    answers("HTTPS through Caddy on the guest");
+
+    // Powered off and booted again: Caddy and the port's guard come back with the guest.
+    c.rig
+        .with_guest(vmid, |g| {
+            g.poweroff()?;
+            g.boot()
+        })
+        .unwrap_or_else(|e| panic!("power cycle: {e:#}"));
+    answers("HTTPS after a reboot");
+    units("after a reboot");
+
+    let done = c.run(
+        &["destroy", &name, "--yes", "--json"],
+        Duration::from_secs(600),
+    );
+    assert!(done.success(), "destroy: {}", c.explain(&name, &done));
 }
