@@ -4,9 +4,11 @@
 //! Caddy (curl with `--resolve` and Caddy's local root CA), HTTP redirects to HTTPS, the
 //! names that do not resolve are preflight warnings with the DNS record to create;
 //! `domains ID add/remove` changes what Caddy serves; a second app on the same host with
-//! `--tls off` answers plain HTTP; a third with the default `--tls acme` answers HTTPS with
+//! `--tls off` (and `--expose-port`) answers plain HTTP; a third with the default `--tls acme` answers HTTPS with
 //! the certificate of Caddy's local CA, its fallback while the ACME CA cannot issue one (no
-//! way out to Let's Encrypt here), and its log says so.
+//! way out to Let's Encrypt here), and its log says so. Seen from another network (a
+//! namespace of the test's, joined by a veth pair), the guarded app's port is closed while
+//! Caddy's HTTPS answers, and the app with `--expose-port` answers on its own port.
 //!
 //! On a fresh Debian 13 guest booted with systemd (the real-guest rig, through the whole
 //! pipeline with fakepve): Caddy installed from the guest's apt, its service and the port
@@ -69,7 +71,10 @@ fn curl(url: &str, name: &str, port: u16, ip: &str, cacert: Option<&Path>) -> Cu
         cmd.arg("--cacert").arg(ca);
     }
     cmd.arg(url);
-    let done = run_with_timeout(&mut cmd, Duration::from_secs(30)).expect("curl runs");
+    finish_curl(run_with_timeout(&mut cmd, Duration::from_secs(30)).expect("curl runs"))
+}
+
+fn finish_curl(done: Finished) -> Curl {
     let (body, last) = done
         .stdout
         .rsplit_once('\n')
@@ -125,6 +130,72 @@ impl Drop for CaddyGuard {
             );
             let _ = std::fs::remove_file(PIDFILE);
         }
+    }
+}
+
+/// A network namespace joined to this machine by a veth pair: what it sends to
+/// `host_ip` arrives on the veth, not the loopback, as from another machine. Removed on drop.
+struct Outside {
+    ns: String,
+    host_ip: String,
+}
+
+impl Outside {
+    fn new(tag: &str) -> Outside {
+        let ns = format!("pd{tag}");
+        let (host_if, ns_if) = (format!("pdh{tag}"), format!("pdn{tag}"));
+        let third = crate::support::net::random_u64() % 250 + 1;
+        let (host_ip, ns_ip) = (format!("10.213.{third}.1"), format!("10.213.{third}.2"));
+        let outside = Outside {
+            ns: ns.clone(),
+            host_ip: host_ip.clone(),
+        };
+        for args in [
+            vec!["netns", "add", &ns],
+            vec![
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
+            vec!["link", "set", &ns_if, "netns", &ns],
+            vec!["addr", "add", &format!("{host_ip}/30"), "dev", &host_if],
+            vec!["link", "set", &host_if, "up"],
+            vec![
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &ns_if,
+            ],
+            vec!["-n", &ns, "link", "set", &ns_if, "up"],
+            vec!["-n", &ns, "link", "set", "lo", "up"],
+        ] {
+            let done = run_with_timeout(Command::new("ip").args(&args), Duration::from_secs(30))
+                .expect("ip runs");
+            assert!(done.success(), "ip {args:?}: {}", done.describe());
+        }
+        outside
+    }
+
+    /// curl from the namespace (see [`curl`]).
+    fn curl(&self, url: &str, name: &str, port: u16, cacert: Option<&Path>) -> Curl {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "curl", "-sS", "--noproxy", "*"])
+            .args(["--max-time", "5", "--resolve"])
+            .arg(format!("{name}:{port}:{}", self.host_ip))
+            .args(["-o", "-", "-w", "\n%{http_code} %{redirect_url}"]);
+        if let Some(ca) = cacert {
+            cmd.arg("--cacert").arg(ca);
+        }
+        cmd.arg(url);
+        finish_curl(run_with_timeout(&mut cmd, Duration::from_secs(30)).expect("curl runs"))
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
 
@@ -291,6 +362,29 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
         "neither a guard table nor the warning: {log}"
     );
     eprintln!("the app's port guarded by nftables here: {guarded}");
+    // From another network (a namespace of the test's own, through a veth pair): the app's
+    // port is closed, Caddy's HTTPS answers.
+    let outside = guarded.then(|| Outside::new(&tag));
+    if let Some(o) = &outside {
+        let https = o.curl(&format!("https://{domain}/"), &domain, 443, Some(cacert));
+        assert!(
+            https.ok && https.body.contains(&sample.body),
+            "HTTPS from outside: {} {}",
+            https.status,
+            https.stderr
+        );
+        let direct = o.curl(
+            &format!("http://{domain}:{port}/"),
+            &domain,
+            port.parse().unwrap(),
+            None,
+        );
+        assert!(
+            !direct.ok,
+            "the app's own port answers from outside: {} {}",
+            direct.status, direct.body
+        );
+    }
 
     // 5. `domains` lists it; `add` serves a second name, `remove` stops serving the first.
     let listed = json_of(
@@ -383,6 +477,7 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
             &off_domain,
             "--tls",
             "off",
+            "--expose-port",
             "--json",
         ],
         DEPLOY_TIMEOUT,
@@ -404,6 +499,28 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
         Some(cacert),
     );
     assert!(first_still.ok, "{}", first_still.stderr);
+    // --expose-port: no guard, its own port answers from outside too.
+    let table = format!("proxdeck_{}", plain.replace('-', "_"));
+    let listed = Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(!listed, "--expose-port, yet {table} guards the port");
+    if let Some(o) = &outside {
+        let direct = o.curl(
+            &format!("http://{off_domain}:{port2}/"),
+            &off_domain,
+            port2.parse().unwrap(),
+            None,
+        );
+        assert!(
+            direct.ok && direct.body.contains(&sample.body),
+            "--expose-port: {} {}",
+            direct.status,
+            direct.stderr
+        );
+    }
 
     // 7. A third app with the default TLS mode: no way out to an ACME CA here, so Caddy's
     // local CA signs its certificate meanwhile, and the log says so.
