@@ -81,19 +81,17 @@ pub fn dns_verdict(
     match resolved {
         Ok(ips) if ips.iter().any(|ip| guest.contains(ip)) => None,
         Ok(ips) if !ips.is_empty() => Some(format!(
-            "domain {domain} resolves to {}, not to the guest ({guest_label}): point it at the guest with {records} (or at the router that forwards ports 80 and 443 to it); until then browsers reach something else, and an ACME certificate cannot be issued",
+            "domain {domain} resolves to {}, not to the guest ({guest_label}): point it at the guest with {records} (or at the router that forwards ports 80 and 443 to it); until then browsers reach something else, and no ACME certificate can be issued for it",
             ips.iter()
                 .map(IpAddr::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        Ok(_) | Err(_) => Some(format!(
-            "domain {domain} does not resolve{}: create the DNS record {records}; the deployment goes on (Caddy serves the name as soon as DNS points at the guest{})",
-            match resolved {
-                Err(why) => format!(" ({why})"),
-                Ok(_) => String::new(),
-            },
-            ", and gets its ACME certificate then"
+        Ok(_) => Some(format!(
+            "domain {domain} resolves to no address: create the DNS record {records}; the deployment goes on, and Caddy serves the name once DNS points at the guest"
+        )),
+        Err(why) => Some(format!(
+            "domain {domain} does not resolve ({why}): create the DNS record {records}; the deployment goes on, and Caddy serves the name once DNS points at the guest"
         )),
     }
 }
@@ -236,10 +234,10 @@ impl Front {
     /// An HTTP client for the health check: the domain resolved to the guest; with
     /// `internal`, only Caddy's local root trusted; with `acme`, the public roots and Caddy's
     /// local root (its fallback signer until the ACME CA has issued a certificate).
-    pub fn client(&self, public_roots: bool) -> Result<reqwest::Client, String> {
+    pub fn client(&self) -> Result<reqwest::Client, String> {
         let mut b = health::client_builder().resolve(&self.domain, self.addr);
         if self.tls != TlsMode::Off {
-            if self.tls == TlsMode::Internal || !public_roots {
+            if self.tls == TlsMode::Internal {
                 b = b.tls_built_in_root_certs(false);
             }
             if let Some(pem) = &self.local_root {
@@ -427,8 +425,17 @@ pub async fn run_domains(
         })
         .await
         .map_err(log)?;
+    // Django reads ALLOWED_HOSTS (which the recipe fills with the domains) when it starts.
+    let django = if d.framework == "django" {
+        format!(
+            "; Django takes the change into ALLOWED_HOSTS at the next `proxdeck redeploy {}`",
+            d.id
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "{who}: {} {name}; it answers at {url}{}",
+        "{who}: {} {name}; it answers at {url}{}{django}",
         if change == DomainChange::Add {
             "added"
         } else {
@@ -585,7 +592,7 @@ pub async fn check_app(
     let (url, client) = match &front {
         Some(f) => (
             format!("{}://{}{path}", f.tls.scheme(), f.domain),
-            f.client(true)?,
+            f.client()?,
         ),
         None => (
             format!("http://{}{path}", host_port(address, d.port)),
@@ -687,7 +694,7 @@ mod tests {
             ..f
         };
         assert_eq!(f.url(), "https://shop.test/");
-        assert!(f.client(true).is_ok());
+        assert!(f.client().is_ok());
         assert_eq!(host_port("fd00::5", 80), "[fd00::5]:80");
     }
 }

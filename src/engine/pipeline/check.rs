@@ -45,7 +45,7 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
     };
     let url = format!("{base}/");
     let client = match &front {
-        Some(f) => f.client(true),
+        Some(f) => f.client(),
         None => health::client_builder().build().map_err(|e| e.to_string()),
     }
     .map_err(|e| fail(Stage::HealthCheck)(&e))?;
