@@ -312,6 +312,12 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
         cacert.exists(),
         "Caddy's local root CA is not at {LOCAL_ROOT}"
     );
+    let main = std::fs::read_to_string("/etc/caddy/Caddyfile").unwrap_or_default();
+    assert!(
+        main.lines()
+            .any(|l| l == "import /etc/caddy/proxdeck/*.caddy"),
+        "{main}"
+    );
 
     // 2. HTTPS for that name, verified against Caddy's root; the body is the app's.
     let https = curl(
