@@ -425,17 +425,8 @@ pub async fn run_domains(
         })
         .await
         .map_err(log)?;
-    // Django reads ALLOWED_HOSTS (which the recipe fills with the domains) when it starts.
-    let django = if d.framework == "django" {
-        format!(
-            "; Django takes the change into ALLOWED_HOSTS at the next `proxdeck redeploy {}`",
-            d.id
-        )
-    } else {
-        String::new()
-    };
     Ok(format!(
-        "{who}: {} {name}; it answers at {url}{}{django}",
+        "{who}: {} {name}; it answers at {url}{}",
         if change == DomainChange::Add {
             "added"
         } else {

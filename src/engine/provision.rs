@@ -29,8 +29,8 @@ const REMOVE: &str = include_str!("../../assets/provision/remove.sh.hbs");
 const LOGS: &str = include_str!("../../assets/provision/logs.sh.hbs");
 const CADDY: &str = include_str!("../../assets/provision/caddy.sh.hbs");
 /// The Caddy part alone (`proxdeck domains ID add|remove`): the shared header and helpers,
-/// then the app's sites written and Caddy reloaded.
-const DOMAINS: &str = "{{> common}}\n\nsetup_domains\n";
+/// then the app's sites written and Caddy reloaded (a Django app restarted with its hosts).
+const DOMAINS: &str = "{{> common}}\n\nsetup_domains\n{{#if django}}refresh_django_hosts\n{{/if}}";
 
 /// The recipes, by the name the catalog's `recipe` key uses.
 pub const RECIPES: [&str; 5] = ["python", "node", "static", "laravel", "lamp"];
@@ -546,6 +546,16 @@ mod tests {
         assert!(script.contains("TLS_MODE=internal"), "{script}");
         assert!(script.contains("GUARD_PORT=1"), "{script}");
         assert!(script.trim_end().ends_with("setup_domains"), "{script}");
+        let dj = Catalog::builtin().get("django").unwrap().clone();
+        let mut d = deployment("django");
+        d.overrides.domains = vec!["shop.example.com".into()];
+        let v = ScriptVars::new(&d, &dj, &[], "/opt/proxdeck", "10.0.0.5", "");
+        assert!(
+            render_domains(&v)
+                .unwrap()
+                .trim_end()
+                .ends_with("setup_domains\nrefresh_django_hosts")
+        );
         d.overrides.expose_port = true;
         let v = ScriptVars::new(&d, &fw, &[], "/opt/proxdeck", "10.0.0.5", "");
         assert!(render_domains(&v).unwrap().contains("GUARD_PORT=0"));

@@ -6,7 +6,8 @@
 //! `domains ID add/remove` changes what Caddy serves; a second app on the same host with
 //! `--tls off` (and `--expose-port`) answers plain HTTP; a third with the default `--tls acme` answers HTTPS with
 //! the certificate of Caddy's local CA, its fallback while the ACME CA cannot issue one (no
-//! way out to Let's Encrypt here), and its log says so. Seen from another network (a
+//! way out to Let's Encrypt here), and its log says so. A Django app answers through its
+//! domain, and through one added later (its ALLOWED_HOSTS follow). Seen from another network (a
 //! namespace of the test's, joined by a veth pair), the guarded app's port is closed while
 //! Caddy's HTTPS answers, and the app with `--expose-port` answers on its own port.
 //!
@@ -204,6 +205,9 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     if skip_without(
         "domains_through_caddy_https_redirect_add_remove_and_plain_http",
         &[Part::Sshd, Part::Git, Part::GuestPython, Part::Caddy],
+    ) || crate::support::samples::skip_without_tools(
+        "domains_through_caddy_https_redirect_add_remove_and_plain_http",
+        &[crate::support::samples::Tool::Django],
     ) {
         return;
     }
@@ -228,13 +232,16 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
         format!("plain-{tag}.test"),
         format!("acme-{tag}.test"),
     );
+    let django = format!("domdj-{tag}");
+    let (dj_domain, dj_second) = (format!("dj-{tag}.test"), format!("dj2-{tag}.test"));
     let _caddy = CaddyGuard {
-        apps: vec![name.clone(), plain.clone(), acme.clone()],
+        apps: vec![name.clone(), plain.clone(), acme.clone(), django.clone()],
     };
     let _apps = [
         AppGuard::new(app_root.join(&name).join("run/app.pid")),
         AppGuard::new(app_root.join(&plain).join("run/app.pid")),
         AppGuard::new(app_root.join(&acme).join("run/app.pid")),
+        AppGuard::new(app_root.join(&django).join("run/app.pid")),
     ];
     let ssh = SshHost::start(loopback(), &data_dir.join("keys/id_ed25519.pub")).expect("sshd");
     let ip = ssh.addr().to_string();
@@ -464,6 +471,67 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     assert_eq!(bad.status.code(), Some(2), "{}", bad.describe());
     assert!(bad.stderr.contains("domain:"), "{}", bad.describe());
 
+    // 5b. Django checks the Host against ALLOWED_HOSTS: the domains are in it, and a domain
+    // added later too (the job restarts it with the new ones).
+    let samples_dir = root.join("samples");
+    std::fs::create_dir_all(&samples_dir).unwrap();
+    let dj = crate::support::samples::django(&git, "domains-django", &samples_dir).unwrap();
+    let dj_port = free_port_any().unwrap().to_string();
+    must(
+        &[
+            "deploy",
+            "--repo",
+            &dj.git_url,
+            "--framework",
+            "django",
+            "--host",
+            &host,
+            "--name",
+            &django,
+            "--port",
+            &dj_port,
+            "--domain",
+            &dj_domain,
+            "--tls",
+            "internal",
+        ],
+        DEPLOY_TIMEOUT,
+    );
+    let page = curl(
+        &format!("https://{dj_domain}/"),
+        &dj_domain,
+        443,
+        &ip,
+        Some(cacert),
+    );
+    assert!(
+        page.status == 200 && page.body.contains(&dj.body),
+        "Django through its domain: {} {}",
+        page.status,
+        page.body
+    );
+    let added = must(&["domains", &django, "add", &dj_second], DEPLOY_TIMEOUT);
+    assert!(
+        added
+            .stdout
+            .contains("django: ALLOWED_HOSTS and CSRF origins with the domains"),
+        "{}",
+        added.describe()
+    );
+    let page = curl(
+        &format!("https://{dj_second}/"),
+        &dj_second,
+        443,
+        &ip,
+        Some(cacert),
+    );
+    assert!(
+        page.status == 200 && page.body.contains(&dj.body),
+        "Django through the added domain: {} {}",
+        page.status,
+        page.body
+    );
+
     // 6. A second app on the same host, plain HTTP: its own site next to the first one's.
     let port2 = free_port_any().unwrap().to_string();
     let deployed = must(
@@ -586,7 +654,7 @@ fn domains_through_caddy_https_redirect_add_remove_and_plain_http() {
     );
 
     // 8. Destroy removes each app's sites.
-    for app in [&name, &plain, &acme] {
+    for app in [&name, &plain, &acme, &django] {
         must(&["destroy", app, "--yes"], DEPLOY_TIMEOUT);
         assert!(
             !Path::new(&format!("/etc/caddy/proxdeck/{app}.caddy")).exists(),
