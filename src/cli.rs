@@ -293,6 +293,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 _ => print::domains(&engine, &a.id, a.json).await,
             }
         }
+        Command::DeployKey(a) => {
+            let engine = open_engine(&cli)?;
+            let key = a.id.clone();
+            let d = engine.db.call(move |s| s.find(&key)).await?;
+            print::deploy_key(&engine, &d)
+        }
         Command::SshKey => {
             let dir = data_dir(&cli).join("keys");
             let keys = ssh::ensure_key(&dir).map_err(|e| CliError::failed(e.to_string()))?;
@@ -475,6 +481,8 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
         domains: a.domains.clone(),
         tls: a.tls.clone(),
         expose_port: a.expose_port,
+        deploy_key: a.deploy_key,
+        git_token_env: a.git_token_env.clone(),
         guest_type: a.guest_type.clone(),
         name: a.name.clone(),
         cores: a.cores,

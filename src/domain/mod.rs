@@ -12,7 +12,7 @@ pub mod present;
 pub mod spec;
 pub mod status;
 
-pub use deployment::{Deployment, DeploymentId, GuestType, Origin, Overrides};
+pub use deployment::{Deployment, DeploymentId, GitAuth, GuestType, Origin, Overrides};
 pub use domains::{DomainChange, TlsMode};
 pub use framework::{Catalog, Framework};
 pub use job::{Job, JobId, JobState, Op, OpKind, Outcome};

@@ -8,6 +8,7 @@ pub mod applogs;
 pub mod autodeploy;
 pub mod caddy;
 pub mod detect;
+pub mod gitauth;
 pub mod guest;
 pub mod guest_state;
 pub mod health;
