@@ -6,6 +6,7 @@
 mod support;
 
 mod autodeploy;
+mod crash;
 mod e2e;
 mod frameworks;
 mod guest_rig;
