@@ -383,6 +383,28 @@ impl Engine {
                     out.send(EngineEvent::Cluster(result));
                 });
             }
+            Request::RemoveOrphan(vmid) => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    let mut said = Vec::new();
+                    let mut say = |line: String| said.push(line);
+                    let removed = super::identity::remove_orphan(&engine, vmid, &mut say).await;
+                    out.send(match removed {
+                        Ok(o) => EngineEvent::Notice(format!(
+                            "removed the orphan {} {vmid} ({}) of deployment {}",
+                            o.kind.label(),
+                            o.name,
+                            o.deployment
+                        )),
+                        Err(e) => EngineEvent::Error(format!("remove-orphan {vmid}: {e}")),
+                    });
+                    let result = sync::resources(&engine)
+                        .await
+                        .map(cluster_snapshot)
+                        .map_err(|e| e.to_string());
+                    out.send(EngineEvent::Cluster(result));
+                });
+            }
             Request::LoadStats => {
                 let (db, out) = (watcher.clone(), out.clone());
                 tokio::spawn(async move {

@@ -65,7 +65,9 @@ impl Point {
     fn delay(self, trial: u32) -> Duration {
         let ms = match self {
             // The container is created 0.5 s in, saved 1 s later: before, between, after.
-            Point::TerraformApply | Point::Destroy => [200, 900, 1800][trial as usize % 3],
+            Point::TerraformApply => [200, 900, 1800][trial as usize % 3],
+            // Deleted about 0.8 s in, the destroy done 1 s later.
+            Point::Destroy => [200, 800, 1300][trial as usize % 3],
             Point::Ssh | Point::Provision | Point::Health => 300 + 400 * u64::from(trial % 3),
             _ => 0,
         };
@@ -247,8 +249,16 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(delay);
+        let ended = child.try_wait().unwrap();
         self.kill(&mut child, everything);
-        Ok(std::fs::read_to_string(out_path).unwrap_or_default())
+        let text = std::fs::read_to_string(out_path).unwrap_or_default();
+        match ended {
+            Some(status) => Err(format!(
+                "the command ended ({status}) before the kill {} ms after {marker:?}:\n{text}",
+                delay.as_millis()
+            )),
+            None => Ok(text),
+        }
     }
 
     /// SIGKILL to the command and the worker (its pid in `worker.lock`); with `everything`,
