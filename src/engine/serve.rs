@@ -997,6 +997,17 @@ mod tests {
             })
             .await;
         assert!(review.unwrap_err().contains("proxmox is not configured"));
+        // Removing an orphan asks Proxmox too: the error names the request.
+        s.send(Request::RemoveOrphan(700));
+        let removed = s
+            .wait_for("the orphan's removal", |e| match e {
+                EngineEvent::Error(text) if text.starts_with("remove-orphan 700") => {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert!(removed.contains("proxmox"), "{removed}");
         // Bad input is named field by field.
         s.send(Request::Review(Box::new(DeployInput {
             repo: "acme/shop;x".into(),
