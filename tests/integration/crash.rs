@@ -595,3 +595,151 @@ fn crash_on_the_guest_ssh_provision_health() {
         &[Point::Ssh, Point::Provision, Point::Health],
     );
 }
+
+/// Starts `args` in the background with its output in `out_path` and waits for `marker`.
+fn start_until(rig: &Rig, args: &[String], marker: &str, out_path: &Path) -> std::process::Child {
+    let out = std::fs::File::create(out_path).unwrap();
+    let mut child = rig
+        .proxdeck
+        .command(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start proxdeck");
+    let deadline = Instant::now() + DEPLOY;
+    while !std::fs::read_to_string(out_path)
+        .unwrap_or_default()
+        .contains(marker)
+    {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "never reached {marker:?}:\n{}",
+                std::fs::read_to_string(out_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Waits for `child` to end (within `DEPLOY`); its status.
+fn wait_end(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + DEPLOY;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the command did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The runner's history lines of the app `name` (`start RUN TIME`, `end RUN TIME STATUS`).
+fn history(rig: &Rig, name: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(rig.app_root.join(name).join("run/provision/history"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+#[test]
+fn a_dropped_connection_during_provisioning_is_followed_again_and_a_cancel_stops_the_run() {
+    if skip_without(
+        "a_dropped_connection_during_provisioning_is_followed_again_and_a_cancel_stops_the_run",
+        &[
+            Part::Fakepve,
+            Part::Sshd,
+            Part::Terraform,
+            Part::Git,
+            Part::GuestPython,
+        ],
+    ) {
+        return;
+    }
+    let rig = Rig::new("proxdeck-drop-");
+
+    // The SSH connection drops while the install step runs: proxdeck reconnects and follows
+    // the same run to its end; there is one run, and the deploy succeeds.
+    let name = format!("drop-{}", random_hex(4));
+    let app = AppGuard::new(rig.app_root.join(&name).join("run/app.pid"));
+    rig.set_delays(4, 0);
+    let out_path = rig.root.join("drop.out");
+    let mut deploy = start_until(&rig, &rig.deploy_args(&name), "==> dependencies", &out_path);
+    let sshd = rig.ssh.pid().expect("sshd runs");
+    let sessions = children(sshd);
+    assert!(!sessions.is_empty(), "the provisioning's SSH session");
+    for pid in sessions {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let status = wait_end(&mut deploy);
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("lost the connection while following provisioning run")
+            && text.contains("reconnecting (attempt 1 of 5)"),
+        "{text}"
+    );
+    // Every line of the run came through once, the last ones after the reconnect.
+    assert_eq!(text.matches("==> dependencies").count(), 1, "{text}");
+    assert!(text.contains("==> started proxdeck-"), "{text}");
+    let runs = history(&rig, &name);
+    assert_eq!(runs.len(), 2, "one run, started and ended: {runs:?}");
+    assert_eq!(runs[1][0], "end");
+    assert_eq!(runs[1][3], "0", "{runs:?}");
+    let probe = std::fs::read_to_string(rig.app_root.join(&name).join("home/probe.log")).unwrap();
+    assert_eq!(probe.matches("begin").count(), 1, "{probe}");
+    assert_eq!(probe.matches("end").count(), 1, "{probe}");
+    let done = rig.run(&["destroy", &name, "--yes"], DEPLOY);
+    assert!(done.success(), "{}", done.describe());
+    app.stop();
+
+    // A cancel during provisioning stops the run on the guest too: its process group is
+    // gone, its status is 143, and the log there says why.
+    let name = format!("cancel-{}", random_hex(4));
+    let app = AppGuard::new(rig.app_root.join(&name).join("run/app.pid"));
+    rig.set_delays(60, 0);
+    let out_path = rig.root.join("cancel.out");
+    let mut deploy = start_until(&rig, &rig.deploy_args(&name), "==> dependencies", &out_path);
+    let cancelled = rig.run(&["cancel", &name], QUICK);
+    assert!(cancelled.success(), "{}", cancelled.describe());
+    let status = wait_end(&mut deploy);
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(!status.success(), "{text}");
+    let state = rig.app_root.join(&name).join("run/provision");
+    let run = std::fs::read_to_string(state.join("current")).unwrap();
+    let run = run.trim();
+    let group: i32 = std::fs::read_to_string(state.join(format!("{run}.pid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        killpg(Pid::from_raw(group), None).is_err(),
+        "the run's process group {group} still runs after the cancel"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join(format!("{run}.status")))
+            .unwrap()
+            .trim(),
+        "143"
+    );
+    let log = std::fs::read_to_string(state.join(format!("{run}.log"))).unwrap();
+    assert!(
+        log.contains("E proxdeck: this provisioning run was stopped: the job was cancelled"),
+        "{log}"
+    );
+    let probe = std::fs::read_to_string(rig.app_root.join(&name).join("home/probe.log")).unwrap();
+    assert!(
+        !probe.contains("end"),
+        "the install step ran to its end: {probe}"
+    );
+    let shown: Value =
+        serde_json::from_str(rig.run(&["show", &name, "--json"], QUICK).stdout.trim()).unwrap();
+    assert_eq!(shown["status"], "FAILED", "{shown}");
+    let done = rig.run(&["destroy", &name, "--yes"], DEPLOY);
+    assert!(done.success(), "{}", done.describe());
+    app.stop();
+}

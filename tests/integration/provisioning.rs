@@ -156,6 +156,10 @@ fn every_recipe_renders_lints_and_matches_its_golden_file() {
         }
         compare_golden(&format!("{name}.sh"), &text);
     }
+    // The runner is not a template: the same text for every app.
+    if lint {
+        check_script("runner", provision::RUNNER, dir.path());
+    }
 }
 
 #[test]
