@@ -582,3 +582,99 @@ impl HostKeyPolicy for PinInStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_output_puts_lines_back_on_their_streams_and_reads_the_end() {
+        let mut seen = RunnerOutput::default();
+        let mut got: Vec<(LogStream, Vec<String>)> = Vec::new();
+        let mut out = |s: LogStream, l: Vec<String>| got.push((s, l));
+        seen.take(
+            LogStream::Stdout,
+            vec![
+                "R note an earlier provisioning run (run-1-2, process group 77) is still going on the guest: stopping it (a newer run (run-3-4) starts)".into(),
+                "R started run-3-4 991".into(),
+                "O ==> source: x".into(),
+                "O proxdeck-commit: 0123456789abcdef".into(),
+                "E warning: y".into(),
+                "E proxdeck: first reason".into(),
+                "E proxdeck: the last reason".into(),
+                "O ==> done".into(),
+            ],
+            &mut out,
+        );
+        seen.take(
+            LogStream::Stderr,
+            vec!["sudo: a password is required".into()],
+            &mut out,
+        );
+        seen.take(LogStream::Stdout, vec!["R end 1 6".into()], &mut out);
+        assert_eq!(seen.seen, 6, "log lines counted, the runner's own not");
+        assert_eq!(seen.commit.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(seen.reason.as_deref(), Some("the last reason"));
+        assert_eq!(seen.end, Some(("1".to_string(), 6)));
+        assert!(seen.sudo_refused.is_some());
+        let streams: Vec<LogStream> = got.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            streams,
+            [
+                LogStream::Info,
+                LogStream::Stdout,
+                LogStream::Stderr,
+                LogStream::Stdout,
+                LogStream::Stderr,
+            ]
+        );
+        assert!(
+            got[0].1[1]
+                .contains("provisioning run run-3-4 started on the guest (process group 991)")
+        );
+        assert_eq!(
+            got[1].1,
+            ["==> source: x", "proxdeck-commit: 0123456789abcdef"]
+        );
+        assert_eq!(
+            got[2].1,
+            [
+                "warning: y",
+                "proxdeck: first reason",
+                "proxdeck: the last reason"
+            ]
+        );
+    }
+
+    #[test]
+    fn runner_commands_quote_every_word_and_use_sudo_for_other_users() {
+        let root = Target {
+            host: "10.0.0.5".into(),
+            port: 22,
+            user: "root".into(),
+        };
+        let command =
+            runner_command(&root, &["stop", "/opt/a b/run/provision", "it's cancelled"]).unwrap();
+        assert!(command.starts_with("bash -c '"), "{command}");
+        assert!(
+            command.ends_with(" proxdeck-runner stop '/opt/a b/run/provision' \"it's cancelled\""),
+            "{command}"
+        );
+        let words = shlex::split(&command).unwrap();
+        assert_eq!(words[2], provision::RUNNER);
+        let user = Target {
+            user: "deploy".into(),
+            ..root
+        };
+        assert!(
+            runner_command(&user, &["stop", "/x/y/run/provision", "z"])
+                .unwrap()
+                .starts_with("sudo -n bash -c ")
+        );
+        let id = new_run_id();
+        assert!(
+            id.starts_with("run-") && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{id}"
+        );
+    }
+}
