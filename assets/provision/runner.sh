@@ -59,7 +59,12 @@ end_current() {
     if ! flock -n 9 || group_alive "$pgid"; then
       note "the earlier run did not stop within 10 s: killing it"
       if [ -n "$pgid" ]; then kill -KILL -- "-$pgid" 2>/dev/null || true; fi
-      if ! flock -w 20 9; then
+      # Busybox's flock has no -w: wait in steps.
+      for _ in $(seq 1 100); do
+        flock -n 9 && break
+        sleep 0.2
+      done
+      if ! flock -n 9; then
         printf 'proxdeck: the earlier provisioning run %s does not let go of %s; look for it with ps -ef on the guest\n' "$run" "$state/lock" >&2
         exit 1
       fi

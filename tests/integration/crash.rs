@@ -480,6 +480,7 @@ impl Rig {
             .unwrap_or("?")
             .trim_end_matches(" ---")
             .to_string();
+        println!("{point:?} trial {trial}: killed in stage {reached}");
         t.outputs
             .push((format!("killed deploy (in stage {reached})"), killed));
         self.set_delays(0, 0);
