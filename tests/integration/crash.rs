@@ -13,6 +13,10 @@
 //! kills also kill terraform's process group (a crash of everything), half leave terraform
 //! running (it outlives the worker, as it does on a real crash). The trial and success counts
 //! are printed; at least 95% must succeed.
+//!
+//! Also the detached run's other promises: a dropped SSH connection during provisioning is
+//! followed again over a fresh session (one run, every line once); a cancel stops the run on
+//! the guest; the removal of a `--host` app stops a run left by a killed proxdeck first.
 
 use crate::identity::{children, marked};
 use crate::support::fakepve::{FakePve, NODE, OS_TEMPLATE};
@@ -743,4 +747,116 @@ fn a_dropped_connection_during_provisioning_is_followed_again_and_a_cancel_stops
     let done = rig.run(&["destroy", &name, "--yes"], DEPLOY);
     assert!(done.success(), "{}", done.describe());
     app.stop();
+}
+
+/// The destroy of a `--host` deployment whose provisioning run outlived a killed proxdeck:
+/// the removal stops that run first (its process group gone), then removes the app.
+#[test]
+fn a_host_removal_stops_a_provisioning_run_left_by_a_killed_proxdeck() {
+    if skip_without(
+        "a_host_removal_stops_a_provisioning_run_left_by_a_killed_proxdeck",
+        &[Part::Sshd, Part::Git, Part::GuestPython],
+    ) {
+        return;
+    }
+    let work = tempfile::Builder::new()
+        .prefix("proxdeck-hostrun-")
+        .tempdir()
+        .unwrap();
+    let root = work.path().to_path_buf();
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let data_dir = root.join("data");
+    let app_root = root.join("apps");
+    let ssh = SshHost::start(loopback(), &data_dir.join("keys/id_ed25519.pub")).expect("sshd");
+    let git = GitServer::start(loopback()).expect("start git daemon");
+    let repo = git.add_flask_app("hostrun-sample").unwrap().git_url;
+    let config = root.join("config.toml");
+    write_private(
+        &config,
+        &format!(
+            "[guest]\nssh_user = \"root\"\napp_root = \"{}\"\n",
+            app_root.display()
+        ),
+    )
+    .unwrap();
+    let proxdeck = Proxdeck::new(config, data_dir.clone(), &root);
+    let name = format!("hostrun-{}", random_hex(4));
+    let _app = AppGuard::new(app_root.join(&name).join("run/app.pid"));
+    let port = free_port_any().unwrap().to_string();
+    let host = format!("{}:{}", ssh.addr(), ssh.port());
+    let out_path = root.join("deploy.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut deploy = proxdeck
+        .command([
+            "deploy",
+            "--repo",
+            &repo,
+            "--host",
+            &host,
+            "--framework",
+            "flask",
+            "--name",
+            &name,
+            "--port",
+            &port,
+            "--install",
+            "sleep 120",
+            "--start",
+            "exec python3 -m http.server \"$PORT\" --bind 0.0.0.0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEPLOY;
+    while !std::fs::read_to_string(&out_path)
+        .unwrap_or_default()
+        .contains("==> dependencies")
+    {
+        assert!(
+            Instant::now() < deadline && deploy.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&out_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // proxdeck and its worker die; the run goes on on the host.
+    let worker: i32 = std::fs::read_to_string(data_dir.join("worker.lock"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = kill(Pid::from_raw(worker), Signal::SIGKILL);
+    let _ = deploy.kill();
+    let _ = deploy.wait();
+    let state = app_root.join(&name).join("run/provision");
+    let run = std::fs::read_to_string(state.join("current")).unwrap();
+    let group: i32 = std::fs::read_to_string(state.join(format!("{}.pid", run.trim())))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        killpg(Pid::from_raw(group), None).is_ok(),
+        "the run should outlive proxdeck"
+    );
+    let done = proxdeck
+        .run(&["destroy", &name, "--yes", "--json"], DEPLOY)
+        .unwrap();
+    assert!(done.success(), "{}", done.describe());
+    let status: Value = serde_json::from_str(done.stdout.trim()).unwrap();
+    assert_eq!(status["status"], "DELETED");
+    assert!(
+        done.stderr
+            .contains("is still going on the guest: stopping it (the app is being removed)"),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        killpg(Pid::from_raw(group), None).is_err(),
+        "the provisioning run (group {group}) still runs after the removal"
+    );
+    assert!(!app_root.join(&name).exists());
 }
