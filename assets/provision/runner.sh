@@ -5,8 +5,9 @@
 #   runner.sh start  STATE RUN   the script on stdin; stops an earlier run still going (TERM to
 #                                its process group, up to 10 s, then KILL), then starts RUN in a
 #                                session of its own and returns
-#   runner.sh follow STATE RUN N prints RUN's log from line N+1 as it grows, then
-#                                `R end STATUS LINES` once RUN has ended
+#   runner.sh follow STATE RUN N prints RUN's log from line N+1 as it grows (`R alive` after
+#                                10 s without a line), then `R end STATUS LINES` once RUN
+#                                has ended
 #   runner.sh stop   STATE WHY   stops the run going, if any (cancel, removal of the app)
 #
 # STATE (the app's run/provision folder, root's, 0700) holds: lock (held by the run going, with
@@ -157,9 +158,16 @@ case "$mode" in
     log="$state/$run.log"
     [ -e "$log" ] || { printf 'proxdeck: no provisioning run %s on the guest (its log is gone)\n' "$run" >&2; exit 3; }
     pgid=$(cat "$state/$run.pid" 2>/dev/null || true)
-    lost=0
+    lost=0 quiet=0
     while [ ! -e "$state/$run.status" ]; do
+      before=$printed
       print_from "$log" "$printed"
+      # A line now and then, so that proxdeck can tell a quiet run from a dead connection.
+      if [ "$printed" -eq "$before" ]; then quiet=$((quiet + 1)); else quiet=0; fi
+      if [ "$quiet" -ge 33 ]; then
+        printf 'R alive\n'
+        quiet=0
+      fi
       if ! group_alive "$pgid"; then
         lost=$((lost + 1))
         # Gone without a status (a reboot, a kill from outside): the end is not coming.

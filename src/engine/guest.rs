@@ -211,6 +211,10 @@ pub fn run_script(
 /// How many times following a detached run reconnects after its connection dropped.
 const RECONNECTS: u32 = 5;
 
+/// The runner's follower says something at least every 10 s (`R alive`); this long without a
+/// word, the connection is taken for dead (a network that drops packets sends no reset).
+const FOLLOW_SILENCE: Duration = Duration::from_secs(45);
+
 /// The runner's own commands (start, stop) end within this (a stop waits up to 10 s for the
 /// run to go, then up to 20 s after killing it).
 const RUNNER_STEP: Duration = Duration::from_secs(90);
@@ -289,6 +293,8 @@ impl RunnerOutput {
                     LogStream::Info,
                     format!("provisioning run {run} started on the guest (process group {group})"),
                 )
+            } else if line == "R alive" {
+                continue;
             } else if let Some(end) = line.strip_prefix("R end ") {
                 let mut words = end.split_whitespace();
                 let status = words.next().unwrap_or("lost").to_string();
@@ -413,10 +419,25 @@ fn follow_detached(
         let left = timeout.saturating_sub(started.elapsed());
         let follow = runner_command(target, &["follow", state, &run, &seen.seen.to_string()])?;
         let before = seen.seen;
-        let result = ssh::exec_until(session, target, &follow, None, left, stop, &mut |s, l| {
-            seen.take(s, l, out)
-        });
+        let heard = std::cell::Cell::new(std::time::Instant::now());
+        let silent = || heard.get().elapsed() > FOLLOW_SILENCE;
+        let stop_or_silent = || stop() || silent();
+        let result = ssh::exec_until(
+            session,
+            target,
+            &follow,
+            None,
+            left,
+            &stop_or_silent,
+            &mut |s, l| {
+                heard.set(std::time::Instant::now());
+                seen.take(s, l, out)
+            },
+        );
         let why = match result {
+            Ok(ssh::STOPPED) if !stop() && silent() => {
+                format!("no word from the guest for {} s", FOLLOW_SILENCE.as_secs())
+            }
             Ok(ssh::STOPPED) if stop() => {
                 stop_or_say(session, target, state, "the job was cancelled", out);
                 return Ok(ScriptRun {
@@ -597,6 +618,7 @@ mod tests {
             vec![
                 "R note an earlier provisioning run (run-1-2, process group 77) is still going on the guest: stopping it (a newer run (run-3-4) starts)".into(),
                 "R started run-3-4 991".into(),
+                "R alive".into(),
                 "O ==> source: x".into(),
                 "O proxdeck-commit: 0123456789abcdef".into(),
                 "E warning: y".into(),

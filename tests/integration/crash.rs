@@ -14,8 +14,8 @@
 //! running (it outlives the worker, as it does on a real crash). The trial and success counts
 //! are printed; at least 95% must succeed.
 //!
-//! Also the detached run's other promises: a dropped SSH connection during provisioning is
-//! followed again over a fresh session (one run, every line once); a cancel stops the run on
+//! Also the detached run's other promises: a dropped SSH connection during provisioning, or
+//! one that hangs silently, is followed again over a fresh session (one run, every line once); a cancel stops the run on
 //! the guest; the removal of a `--host` app stops a run left by a killed proxdeck first.
 
 use crate::identity::{children, marked};
@@ -697,6 +697,35 @@ fn a_dropped_connection_during_provisioning_is_followed_again_and_a_cancel_stops
     let probe = std::fs::read_to_string(rig.app_root.join(&name).join("home/probe.log")).unwrap();
     assert_eq!(probe.matches("begin").count(), 1, "{probe}");
     assert_eq!(probe.matches("end").count(), 1, "{probe}");
+    let done = rig.run(&["destroy", &name, "--yes"], DEPLOY);
+    assert!(done.success(), "{}", done.describe());
+    app.stop();
+
+    // The connection hangs (its sshd frozen: no reset, no data, as when a network drops
+    // packets): after 45 s of silence proxdeck takes it for dead, reconnects and follows the
+    // same run to its end.
+    let name = format!("hang-{}", random_hex(4));
+    let app = AppGuard::new(rig.app_root.join(&name).join("run/app.pid"));
+    rig.set_delays(3, 0);
+    let out_path = rig.root.join("hang.out");
+    let mut deploy = start_until(&rig, &rig.deploy_args(&name), "==> dependencies", &out_path);
+    let frozen = children(sshd);
+    assert!(!frozen.is_empty(), "the provisioning's SSH session");
+    for pid in &frozen {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP);
+    }
+    let status = wait_end(&mut deploy);
+    for pid in &frozen {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("(no word from the guest for 45 s); it goes on on the guest; reconnecting"),
+        "{text}"
+    );
+    assert_eq!(text.matches("==> dependencies").count(), 1, "{text}");
+    assert_eq!(history(&rig, &name).len(), 2, "one run");
     let done = rig.run(&["destroy", &name, "--yes"], DEPLOY);
     assert!(done.success(), "{}", done.describe());
     app.stop();
