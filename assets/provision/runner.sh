@@ -50,6 +50,13 @@ end_current() {
     pgid=$(cat "$state/$run.pid" 2>/dev/null || true)
   fi
   case "$pgid" in '' | *[!0-9]* | 0 | 1) pgid= ;; esac
+  if [ -n "$run" ] && [ -e "$state/$run.status" ]; then
+    # It has ended: its supervisor is on its way out.
+    for _ in $(seq 1 25); do
+      if flock -n 9 && ! group_alive "$pgid"; then break; fi
+      sleep 0.2
+    done
+  fi
   if ! flock -n 9 || group_alive "$pgid"; then
     note "an earlier provisioning run ($run, process group ${pgid:-unknown}) is still going on the guest: stopping it ($why)"
     if [ -n "$pgid" ]; then kill -TERM -- "-$pgid" 2>/dev/null || true; fi

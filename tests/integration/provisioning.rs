@@ -304,7 +304,8 @@ fn the_runner_kills_a_run_that_ignores_term_before_the_next_and_follows_a_log_to
     assert!(out.starts_with("R started run-1-1 "), "{out}");
     let group: i32 = out.split_whitespace().nth(3).unwrap().parse().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let second = "echo out line\necho 'proxdeck: a reason' >&2\nprintf 'no newline'\nexit 3\n";
+    // The two streams are tagged by two processes: the pauses keep their order here.
+    let second = "echo out line\nsleep 0.3\necho 'proxdeck: a reason' >&2\nsleep 0.3\nprintf 'no newline'\nexit 3\n";
     let started = std::time::Instant::now();
     let (rc, out, err) = runner(&["start", state, "run-2-2"], second);
     assert_eq!(rc, 0, "{out}{err}");
