@@ -363,6 +363,7 @@ fn the_runner_kills_a_run_that_ignores_term_before_the_next_and_follows_a_log_to
     // Nothing going: stop has nothing to do.
     let (rc, out, err) = runner(&["stop", state, "test"], "");
     assert_eq!((rc, out.as_str()), (0, ""), "{err}");
+}
 
 /// A private repository's access: the staged folder, git's environment (a GIT_SSH_COMMAND
 /// with spaces and quotes) and the hint stay single words, and the script is valid bash that
