@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod apps;
 mod autodeploy;
 mod crash;
 mod e2e;
