@@ -46,6 +46,9 @@ pub enum Request {
     Cancel(DeploymentId),
     /// Every node and guest of the cluster. Answered by `Cluster`.
     LoadResources,
+    /// Delete the orphan guest with this vmid through the Proxmox API (the engine checks again
+    /// that it is one). Answered by `Notice` or `Error`, then a fresh `Cluster`.
+    RemoveOrphan(u32),
     /// Answered by `Statistics`.
     LoadStats,
     /// Answered by `Details`.

@@ -7,6 +7,9 @@
 //! templates never splice a value raw, and the scripts pass values on as data (arguments,
 //! `printf %q`), never through `eval`. This module renders text only: it runs nothing.
 //!
+//! Provisioning scripts do not run directly: the runner ([`RUNNER`]) starts them detached on
+//! the guest (see `engine::guest::run_detached`).
+//!
 //! A script prints `proxdeck-commit: <sha>` once it has checked the source out; the pipeline
 //! reads the deployed commit from the first such line. A script that stops on purpose says
 //! why in one line on stderr starting with `proxdeck: ` (its `die`); the pipeline makes the
@@ -32,6 +35,12 @@ const CADDY: &str = include_str!("../../assets/provision/caddy.sh.hbs");
 /// The Caddy part alone (`proxdeck domains ID add|remove`): the shared header and helpers,
 /// then the app's sites written and Caddy reloaded (a Django app restarted with its hosts).
 const DOMAINS: &str = "{{> common}}\n\nsetup_domains\n{{#if django}}refresh_django_hosts\n{{/if}}";
+
+/// The provisioning runner (`assets/provision/runner.sh`): not a template, the same text for
+/// every app; it is given the app's runner folder ([`runner_dir`]) as an argument. It runs a
+/// script detached on the guest under a per-app lock, keeps its log and exit status, and stops
+/// an earlier run still going before it starts another.
+pub const RUNNER: &str = include_str!("../../assets/provision/runner.sh");
 
 /// The recipes, by the name the catalog's `recipe` key uses.
 pub const RECIPES: [&str; 5] = ["python", "node", "static", "laravel", "lamp"];
@@ -145,6 +154,12 @@ pub fn app_user(name: &str) -> String {
 /// The service's name on the guest.
 pub fn service_name(name: &str) -> String {
     format!("proxdeck-{name}")
+}
+
+/// The runner's folder of an app on its guest (lock, pid files, logs, exit statuses): root's,
+/// 0700, inside the app's folder so that removing the app removes it.
+pub fn runner_dir(app_dir: &str) -> String {
+    format!("{}/run/provision", app_dir.trim_end_matches('/'))
 }
 
 /// The app's folder on the guest.

@@ -395,6 +395,28 @@ impl Engine {
                     out.send(EngineEvent::Cluster(result));
                 });
             }
+            Request::RemoveOrphan(vmid) => {
+                let (engine, out) = (self.clone(), out.clone());
+                tokio::spawn(async move {
+                    let mut said = Vec::new();
+                    let mut say = |line: String| said.push(line);
+                    let removed = super::identity::remove_orphan(&engine, vmid, &mut say).await;
+                    out.send(match removed {
+                        Ok(o) => EngineEvent::Notice(format!(
+                            "removed the orphan {} {vmid} ({}) of deployment {}",
+                            o.kind.label(),
+                            o.name,
+                            o.deployment
+                        )),
+                        Err(e) => EngineEvent::Error(format!("remove-orphan {vmid}: {e}")),
+                    });
+                    let result = sync::resources(&engine)
+                        .await
+                        .map(cluster_snapshot)
+                        .map_err(|e| e.to_string());
+                    out.send(EngineEvent::Cluster(result));
+                });
+            }
             Request::LoadStats => {
                 let (db, out) = (watcher.clone(), out.clone());
                 tokio::spawn(async move {
@@ -1001,6 +1023,17 @@ mod tests {
             })
             .await;
         assert!(review.unwrap_err().contains("proxmox is not configured"));
+        // Removing an orphan asks Proxmox too: the error names the request.
+        s.send(Request::RemoveOrphan(700));
+        let removed = s
+            .wait_for("the orphan's removal", |e| match e {
+                EngineEvent::Error(text) if text.starts_with("remove-orphan 700") => {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert!(removed.contains("proxmox"), "{removed}");
         // Bad input is named field by field.
         s.send(Request::Review(Box::new(DeployInput {
             repo: "acme/shop;x".into(),

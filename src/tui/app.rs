@@ -46,12 +46,13 @@ const FLASH_MS: u32 = 4_000;
 /// Screens kept over the dashboard at most (Enter and l can drill in forever).
 const MAX_SCREENS: usize = 8;
 /// What `:` knows, for completion and the help.
-const COMMANDS: [&str; 9] = [
+const COMMANDS: [&str; 10] = [
     "deploy",
     "logs",
     "details",
     "sync",
     "resources",
+    "remove-orphan",
     "stats",
     "dashboard",
     "help",
@@ -77,6 +78,8 @@ enum Then {
     },
     /// Ask the deployment's job to stop.
     Cancel(DeploymentId),
+    /// Delete the orphan guest with this vmid.
+    RemoveOrphan(u32),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -551,6 +554,23 @@ impl App {
                     self.run_op(OpKind::Sync, String::new(), Request::Sync);
                     return;
                 }
+                if action == Action::Destroy {
+                    match r.selected_guest(cluster) {
+                        Some(g) if g.orphan_of.is_some() => {
+                            let vmid = g.vmid;
+                            self.ask_remove_orphan(vmid);
+                        }
+                        Some(g) => {
+                            let text = format!(
+                                "vmid {} is not an orphan: destroy a deployment from the dashboard or its details",
+                                g.vmid
+                            );
+                            self.note(&text, false);
+                        }
+                        None => {}
+                    }
+                    return;
+                }
                 r.handle(action, cluster, &mut intents)
             }
             Screen::Stats(s) => s.handle(action, &mut intents),
@@ -682,6 +702,48 @@ impl App {
             .iter()
             .find(|d| d.id.0 == target)
             .map_or_else(|| target.to_string(), |d| d.name.clone())
+    }
+
+    /// Asks before deleting the orphan guest `vmid`, naming it as the resources view knows
+    /// it. The command line's `:remove-orphan VMID` (the vmid typed out) and `d` on an orphan
+    /// row of the resources view come here; the engine checks again that it is an orphan.
+    fn ask_remove_orphan(&mut self, vmid: u32) {
+        let known = match &self.cluster {
+            Some(Ok(c)) => c.guests.iter().find(|g| g.vmid == vmid).cloned(),
+            _ => None,
+        };
+        let lines = match &known {
+            Some(g) if g.orphan_of.is_none() => {
+                let text = format!(
+                    "vmid {vmid} ({}) is not an orphan: only guests that carry the id of no live deployment can be removed this way",
+                    g.name
+                );
+                self.note(&text, false);
+                return;
+            }
+            Some(g) => vec![
+                format!(
+                    "{} {vmid} ({}) on {} carries the id of deployment {}, which is gone.",
+                    match g.kind {
+                        crate::domain::GuestType::Lxc => "Container",
+                        _ => "VM",
+                    },
+                    g.name,
+                    g.node,
+                    g.orphan_of.as_ref().map_or("?", |d| d.0.as_str())
+                ),
+                "It is stopped and deleted through the Proxmox API, with its disks.".into(),
+            ],
+            None => vec![
+                format!("The guest {vmid} is deleted through the Proxmox API, with its disks,"),
+                "if it is an orphan (proxdeck checks again first).".into(),
+            ],
+        };
+        self.ask(
+            format!("Remove the orphan guest {vmid}?"),
+            lines,
+            Then::RemoveOrphan(vmid),
+        );
     }
 
     fn ask(&mut self, title: String, lines: Vec<String>, then: Then) {
@@ -879,6 +941,10 @@ impl App {
                 Then::Cancel(id) => {
                     self.outbox.push(Request::Cancel(id));
                     self.note("asking the job to stop…", true);
+                }
+                Then::RemoveOrphan(vmid) => {
+                    self.outbox.push(Request::RemoveOrphan(vmid));
+                    self.note(&format!("removing the orphan guest {vmid}…"), true);
                 }
                 Then::Op {
                     op,
@@ -1158,6 +1224,13 @@ impl App {
             "deploy" | "new" => self.open_wizard(),
             "sync" => self.run_op(OpKind::Sync, String::new(), Request::Sync),
             "resources" | "res" | "pve" => self.open_resources(),
+            "remove-orphan" => match arg.parse::<u32>() {
+                Ok(vmid) => self.ask_remove_orphan(vmid),
+                Err(_) => self.note(
+                    "which guest? :remove-orphan VMID (the resources view marks orphans)",
+                    false,
+                ),
+            },
             "stats" | "statistics" => self.open_stats(),
             "dashboard" | "dash" | "deployments" | "home" => {
                 while !self.screens.is_empty() {

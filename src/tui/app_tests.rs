@@ -1751,3 +1751,73 @@ fn a_long_list_is_drawn_from_its_newest_rows_first() {
     assert!(screen.contains("Deployments (4)"), "{screen}");
     assert!(screen.contains("4 deployments · 2 active"), "{screen}");
 }
+
+/// An orphan guest (it carries the id of a deployment that is gone) is removed from the
+/// dashboard: `d` on its row of the resources view, or `:remove-orphan VMID`, asks naming it,
+/// and only `y` sends the request; a guest that is not an orphan is refused without asking.
+#[test]
+fn orphans_are_removed_from_the_resources_view_or_the_command_line_after_asking() {
+    let mut app = fed();
+    let mut snapshot = cluster();
+    let orphan = snapshot.guests.iter().position(|g| g.vmid == 105).unwrap();
+    snapshot.guests[orphan].orphan_of = Some(DeploymentId("gone42".into()));
+    app.on_ui_event(ch('p'));
+    assert_eq!(app.take_requests(), vec![Request::LoadResources]);
+    app.apply(&EngineEvent::Cluster(Ok(snapshot)));
+    assert_eq!(app.mode(), Mode::Resources);
+    // The first guest row (105) is the orphan.
+    app.on_ui_event(ch('d'));
+    assert_eq!(app.mode(), Mode::Confirm);
+    let screen = draw(&mut app, 100, 30);
+    assert!(
+        screen.contains("Remove the orphan guest 105?") && screen.contains("gone42"),
+        "{screen}"
+    );
+    app.on_ui_event(ch('n'));
+    assert!(app.take_requests().is_empty(), "n sends nothing");
+    app.on_ui_event(ch('d'));
+    app.on_ui_event(ch('y'));
+    assert_eq!(app.take_requests(), vec![Request::RemoveOrphan(105)]);
+    assert!(
+        app.flash()
+            .unwrap()
+            .contains("removing the orphan guest 105")
+    );
+    // A guest that is not an orphan: refused, nothing asked.
+    app.on_ui_event(ch('j'));
+    app.on_ui_event(ch('d'));
+    assert_ne!(app.mode(), Mode::Confirm);
+    assert!(
+        app.flash().unwrap().contains("is not an orphan"),
+        "{:?}",
+        app.flash()
+    );
+    assert!(app.take_requests().is_empty());
+    // The command line: the vmid typed out, then the same question.
+    app.on_ui_event(ch(':'));
+    typed(&mut app, "remove-orphan 105");
+    app.on_ui_event(key(KeyCode::Enter));
+    assert_eq!(app.mode(), Mode::Confirm);
+    app.on_ui_event(ch('y'));
+    assert_eq!(app.take_requests(), vec![Request::RemoveOrphan(105)]);
+    for (line, want) in [
+        ("remove-orphan", "which guest?"),
+        ("remove-orphan abc", "which guest?"),
+        ("remove-orphan 9000", "is not an orphan"),
+    ] {
+        app.on_ui_event(ch(':'));
+        typed(&mut app, line);
+        app.on_ui_event(key(KeyCode::Enter));
+        assert_ne!(app.mode(), Mode::Confirm, ":{line}");
+        assert!(
+            app.flash().unwrap().contains(want),
+            ":{line}: {:?}",
+            app.flash()
+        );
+    }
+    assert!(app.take_requests().is_empty());
+    // The engine's answer refreshes the view.
+    app.apply(&EngineEvent::Notice(
+        "removed the orphan CT 105 (legacy-db) of deployment gone42".into(),
+    ));
+}

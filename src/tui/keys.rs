@@ -603,6 +603,13 @@ const RESOURCES: &[Binding] = &[
     b(&[ESC, Key::char('q')], "esc", Action::Back, "back", true),
     b(&[Key::char('?')], "?", Action::Help, "help", true),
     b(&[Key::char('F')], "F", Action::Forget, "forget", false),
+    b(
+        &[Key::char('d')],
+        "d",
+        Action::Destroy,
+        "remove an orphan guest",
+        false,
+    ),
     NAV[0],
     NAV[1],
     NAV[2],

@@ -81,7 +81,7 @@ fn json_of(done: &Finished, what: &str) -> Value {
 }
 
 /// The containers on the fake that carry `id` as their deployment id.
-fn marked(pve: &FakePve, id: &str) -> Vec<u64> {
+pub(crate) fn marked(pve: &FakePve, id: &str) -> Vec<u64> {
     let tag = format!("proxdeck-id-{id}");
     let mut out: Vec<u64> = pve
         .containers(NODE)
@@ -101,7 +101,7 @@ fn marked(pve: &FakePve, id: &str) -> Vec<u64> {
 }
 
 /// The direct children of `pid` (from /proc).
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {

@@ -7,6 +7,7 @@ mod support;
 
 mod apps;
 mod autodeploy;
+mod crash;
 mod domains;
 mod e2e;
 mod frameworks;

@@ -4,6 +4,11 @@
 //! MongoDB's packages are out of reach, so this is how they are checked). Hostile values
 //! (quotes, `$()`, backticks, `;`, spaces, unicode) stay single shell words.
 //!
+//! The provisioning runner (`assets/provision/runner.sh`) runs here on this machine, as it runs
+//! on a guest (as root, with bash, flock and setsid): a run that ignores SIGTERM is killed by the
+//! next run after the grace, the two never overlap, and `follow` prints a run's tagged log
+//! and its end.
+//!
 //! `PROXDECK_UPDATE_GOLDEN=1 cargo test --test integration provisioning` rewrites the goldens.
 
 use crate::support::parts::{Part, in_ci, repo_root, skip_without};
@@ -160,6 +165,10 @@ fn every_recipe_renders_lints_and_matches_its_golden_file() {
         }
         compare_golden(&format!("{name}.sh"), &text);
     }
+    // The runner is not a template: the same text for every app.
+    if lint {
+        check_script("runner", provision::RUNNER, dir.path());
+    }
 }
 
 #[test]
@@ -253,6 +262,111 @@ fn hostile_values_stay_single_words_and_valid_bash() {
     .unwrap();
     assert!(out.success(), "{}", out.describe());
     assert_eq!(out.stdout, format!("{hostile}\nHOSTILE={hostile}\n"));
+}
+
+/// The runner as proxdeck calls it (`bash -c RUNNER proxdeck-runner ARGS`), `stdin` fed.
+fn runner(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(provision::RUNNER)
+        .arg("proxdeck-runner")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_runner_kills_a_run_that_ignores_term_before_the_next_and_follows_a_log_to_its_end() {
+    if !crate::support::parts::is_root() {
+        assert!(!in_ci(), "the runner test needs root");
+        eprintln!("skipping the runner test: it needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("app/run/provision");
+    let state = state.to_str().unwrap();
+    // A run that ignores SIGTERM (and so does its sleep): only SIGKILL ends it.
+    let stubborn = "trap '' TERM\necho first run\nsleep 120\necho never\n";
+    let (rc, out, err) = runner(&["start", state, "run-1-1"], stubborn);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.starts_with("R started run-1-1 "), "{out}");
+    let group: i32 = out.split_whitespace().nth(3).unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // The two streams are tagged by two processes: the pauses keep their order here.
+    let second = "echo out line\nsleep 0.3\necho 'proxdeck: a reason' >&2\nsleep 0.3\nprintf 'no newline'\nexit 3\n";
+    let started = std::time::Instant::now();
+    let (rc, out, err) = runner(&["start", state, "run-2-2"], second);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains("R note an earlier provisioning run (run-1-1")
+            && out.contains("did not stop within 10 s: killing it"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), None).is_err(),
+        "the first run's group {group} is still there"
+    );
+    let first_log = std::fs::read_to_string(format!("{state}/run-1-1.log")).unwrap();
+    assert!(first_log.starts_with("O first run\n"), "{first_log}");
+    assert!(
+        first_log.contains(
+            "E proxdeck: this provisioning run was stopped: a newer run (run-2-2) starts"
+        ),
+        "{first_log}"
+    );
+    assert!(!first_log.contains("never"));
+    // Follow the second run from its first line, then from its second: tagged lines, then
+    // its end with the status and the line count.
+    let (rc, out, err) = runner(&["follow", state, "run-2-2", "0"], "");
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        out, "O out line\nE proxdeck: a reason\nO no newline\nR end 3 3\n",
+        "{err}"
+    );
+    let (_, out, _) = runner(&["follow", state, "run-2-2", "2"], "");
+    assert_eq!(out, "O no newline\nR end 3 3\n");
+    // The history: one run after the other, never two at once.
+    let history = std::fs::read_to_string(format!("{state}/history")).unwrap();
+    let kinds: Vec<&str> = history
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(kinds, ["start", "end", "start", "end"], "{history}");
+    assert!(
+        history.lines().nth(1).unwrap().ends_with(" 143"),
+        "{history}"
+    );
+    assert!(history.lines().nth(3).unwrap().ends_with(" 3"), "{history}");
+    // Private: the folder 0700, the scripts gone once run.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(!Path::new(&format!("{state}/run-1-1.sh")).exists());
+    assert!(!Path::new(&format!("{state}/run-2-2.sh")).exists());
+    // Nothing going: stop has nothing to do.
+    let (rc, out, err) = runner(&["stop", state, "test"], "");
+    assert_eq!((rc, out.as_str()), (0, ""), "{err}");
 }
 
 /// A private repository's access: the staged folder, git's environment (a GIT_SSH_COMMAND

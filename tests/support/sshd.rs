@@ -105,6 +105,11 @@ impl SshHost {
         self.port
     }
 
+    /// sshd's pid (to pause it with SIGSTOP: a guest whose sshd does not answer yet).
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.as_ref().map(|g| g.id())
+    }
+
     /// The login user: sshd test hosts run as root and let root in with a key.
     pub fn user(&self) -> &'static str {
         "root"

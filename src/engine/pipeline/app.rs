@@ -377,11 +377,32 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
     ))
     .await?;
     let timeout = cx.engine.config.timeouts.provision;
+    let guest = guest::resolve(cx.engine, &cx.d, &target.host)
+        .await
+        .map_err(|e| fail(Stage::Provision)(&e))?;
+    let guest = guest::Guest { target, ..guest };
+    let state = provision::runner_dir(&vars.app_dir);
+    let db = cx.engine.db.clone();
+    let within = cx.engine.config.timeouts.ssh;
     let (tx, forward) = cx.reporter.pipe();
     let cancel = cx.cancel.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let r = run_forwarded(&session, &target, &script, timeout, &cancel, &tx);
-        (r, session, target)
+        let stop = || *cancel.borrow();
+        let mut reconnect = || guest::connect_blocking(&db, &guest, within, &tx);
+        let mut out = |stream: LogStream, lines: Vec<String>| {
+            let _ = tx.send(Output { stream, lines });
+        };
+        let (r, session) = guest::run_detached(
+            session,
+            &guest.target,
+            &mut reconnect,
+            &state,
+            &script,
+            timeout,
+            &stop,
+            &mut out,
+        );
+        (r, session, guest.target)
     })
     .await;
     cx.finish_forward(forward).await?;
@@ -495,7 +516,21 @@ async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Res
             let target = guest.target.clone();
             let name = d.name.clone();
             let (_never, cancel) = tokio::sync::watch::channel(false);
+            let state = provision::runner_dir(&provision::app_dir(&app_root, &name));
             tokio::task::spawn_blocking(move || {
+                // A provisioning run still going would write into the folder being removed.
+                let mut out = |stream: LogStream, lines: Vec<String>| {
+                    let _ = tx.send(Output { stream, lines });
+                };
+                if let Err(e) = guest::stop_detached(
+                    &session,
+                    &target,
+                    &state,
+                    "the app is being removed",
+                    &mut out,
+                ) {
+                    return (Err(e), Err(String::new()));
+                }
                 let run = run_forwarded(
                     &session,
                     &target,
@@ -504,8 +539,9 @@ async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Res
                     &cancel,
                     &tx,
                 );
-                let left = guest_state::leftovers(&session, &target, &name, &app_root);
-                (run, left)
+                let left = guest_state::leftovers(&session, &target, &name, &app_root)
+                    .map_err(|e| e.to_string());
+                (run.map_err(|e| e.to_string()), left)
             })
             .await
             .map_err(|e| e.to_string())
@@ -517,10 +553,7 @@ async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Res
     };
     let _ = forward.await;
     let (run, left) = result?;
-    let status = match run {
-        Ok(r) => r.status,
-        Err(e) => return Err(e.to_string()),
-    };
+    let status = run?.status;
     let left = left.map_err(|e| {
         format!(
             "the removal script exited with status {status}, and what is left cannot be checked: {e}"

@@ -241,7 +241,7 @@ impl ResourcesScreen {
             let (who, style) = match (&g.entry, g.managed) {
                 _ if g.orphan_of.is_some() => (
                     format!(
-                        "orphan of {} (remove-orphan {})",
+                        "orphan of {}: d removes vmid {}",
                         g.orphan_of.as_ref().map(|d| d.0.as_str()).unwrap_or("?"),
                         g.vmid
                     ),
