@@ -345,7 +345,7 @@ impl Engine {
             }
             Request::Retry(id) => self.submit_on(Op::Retry, id, pipe),
             Request::Redeploy { id, git_ref } => self.submit_on(Op::Redeploy { git_ref }, id, pipe),
-            Request::Rollback(id) => self.submit_on(Op::Rollback, id, pipe),
+            Request::Rollback(id) => self.submit_on(Op::Rollback { to: None }, id, pipe),
             Request::Destroy(id) => self.submit_on(Op::Destroy { force: false }, id, pipe),
             Request::Power { id, action } => {
                 let op = match action {

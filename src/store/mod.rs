@@ -15,6 +15,7 @@ mod chunk;
 mod jobs;
 pub mod logs;
 mod migrations;
+pub mod releases;
 pub mod search;
 mod snapshots;
 pub mod stats;
