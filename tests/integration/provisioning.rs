@@ -58,7 +58,14 @@ fn render(framework: &str, env: &[(String, String)]) -> String {
 /// The activate script (rollback; the switch back after a failed health check) of a Flask app.
 fn activate_script() -> String {
     let fw = Catalog::builtin().get("flask").unwrap();
-    let vars = ScriptVars::new(&sample("flask"), fw, &env(), "/opt/proxdeck", "10.0.0.5", "");
+    let vars = ScriptVars::new(
+        &sample("flask"),
+        fw,
+        &env(),
+        "/opt/proxdeck",
+        "10.0.0.5",
+        "",
+    );
     provision::render_activate(fw, &vars, "3-0123456789ab", Some("4-ba9876543210"))
         .unwrap_or_else(|e| panic!("activate: {e}"))
 }
