@@ -292,7 +292,6 @@ pub fn render_script(framework: &Framework, vars: &ScriptVars) -> Result<String,
 /// the guest) and restarts it, marking `failed` (when given) failed. Nothing is fetched or
 /// built.
 pub fn render_activate(
-    framework: &Framework,
     vars: &ScriptVars,
     target: &str,
     failed: Option<&str>,
@@ -305,7 +304,6 @@ pub fn render_activate(
             )));
         }
     }
-    let _ = framework;
     let vars = ScriptVars {
         target_release: target.to_string(),
         failed_release: failed.unwrap_or_default().to_string(),
@@ -635,6 +633,58 @@ mod tests {
             Some("no Node.js 20.19 here")
         );
         assert_eq!(reason_from_line("npm ERR! proxdeck: x"), None);
+    }
+
+    #[test]
+    fn release_lines_are_read_and_folder_names_checked() {
+        let mut lines = ReleaseLines::default();
+        for l in [
+            "proxdeck-commit: 0123456789abcdef0123456789abcdef01234567",
+            "proxdeck-release: 3-0123456789ab",
+            "proxdeck-switched: 3-0123456789ab",
+            "proxdeck-kept: 0-legacy built",
+            "proxdeck-kept: 2-ba9876543210 failed",
+            "proxdeck-kept: 3-0123456789ab built current",
+            "proxdeck-kept: ../etc built",
+            "proxdeck-release: $(id)",
+        ] {
+            lines.read(l);
+        }
+        assert_eq!(lines.made.as_deref(), Some("3-0123456789ab"));
+        assert_eq!(lines.switched.as_deref(), Some("3-0123456789ab"));
+        let kept: Vec<_> = lines
+            .kept
+            .iter()
+            .map(|k| (k.folder.as_str(), k.state.as_str(), k.current))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("0-legacy", "built", false),
+                ("2-ba9876543210", "failed", false),
+                ("3-0123456789ab", "built", true)
+            ]
+        );
+        assert_eq!(folder_seq("12-0123456789ab"), Some(12));
+        assert_eq!(folder_commit("12-0123456789ab"), Some("0123456789ab"));
+        assert_eq!(folder_commit("0-legacy"), None);
+    }
+
+    #[test]
+    fn the_activate_script_switches_and_builds_nothing() {
+        let (fw, v) = vars("flask", &[]);
+        let script = render_activate(&v, "3-0123456789ab", Some("4-ba9876543210")).unwrap();
+        assert!(script.contains("TARGET_RELEASE=3-0123456789ab"), "{script}");
+        assert!(script.contains("FAILED_RELEASE=4-ba9876543210"), "{script}");
+        assert!(script.trim_end().ends_with("activate_release"), "{script}");
+        for bad in ["", "../x", "3-abc;id", "-rf"] {
+            assert!(render_activate(&v, bad, None).is_err(), "{bad:?}");
+        }
+        // A deploy script builds and switches; it keeps what [releases] keep says.
+        let mut v = v;
+        v.keep_releases = 7;
+        let deploy = render_script(&fw, &v).unwrap();
+        assert!(deploy.contains("KEEP_RELEASES=7") && deploy.contains("TARGET_RELEASE=''"));
     }
 
     #[test]

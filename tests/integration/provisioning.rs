@@ -66,7 +66,7 @@ fn activate_script() -> String {
         "10.0.0.5",
         "",
     );
-    provision::render_activate(fw, &vars, "3-0123456789ab", Some("4-ba9876543210"))
+    provision::render_activate(&vars, "3-0123456789ab", Some("4-ba9876543210"))
         .unwrap_or_else(|e| panic!("activate: {e}"))
 }
 

@@ -192,7 +192,7 @@ async fn activate(cx: &mut Ctx<'_>, folder: &str, failed: Option<&str>) -> Stage
     }
     let ip = cx.ip.clone().unwrap_or_default();
     let vars = app::script_vars(cx, &ip, "");
-    let script = provision::render_activate(&cx.framework, &vars, folder, failed)
+    let script = provision::render_activate(&vars, folder, failed)
         .map_err(|e| fail(Stage::Provision)(&e))?;
     cx.switched = false;
     cx.release = Some(folder.to_string());
@@ -405,7 +405,7 @@ async fn switch_to(cx: &mut Ctx<'_>, picked: Release) -> StageResult<Deployment>
     cx.stage(Stage::Provision).await?;
     let ip = cx.ip.clone().unwrap_or_default();
     let vars = app::script_vars(cx, &ip, "");
-    let script = provision::render_activate(&cx.framework, &vars, &picked.folder, None)
+    let script = provision::render_activate(&vars, &picked.folder, None)
         .map_err(|e| fail(Stage::Provision)(&e))?;
     cx.release = Some(picked.folder.clone());
     let run = match app::run_on_guest(cx, script, std::time::Duration::from_secs(300)).await {
