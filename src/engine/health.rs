@@ -1,7 +1,12 @@
 //! The HTTP health check: GET the app's URL until it answers with a success (2xx/3xx) or a
-//! deadline passes. Bounded in attempts and time; each attempt has its own timeout.
+//! deadline passes. Bounded in attempts and time; each attempt has its own timeout. Attempts
+//! come every 100 ms for the first [`FAST_FOR`] (an app that restarts after a release switch
+//! is found as soon as it listens), then every 500 ms.
 
 use std::time::{Duration, Instant};
+
+/// How long the health check tries every 100 ms before it slows to every 500 ms.
+pub const FAST_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -72,7 +77,12 @@ pub async fn wait_for_status(
             Err(e) => last = error_text(&e),
         }
         on_attempt(&format!("health check {url}: {last} (attempt {attempts})"));
-        let wait = Duration::from_millis(500).min(within.saturating_sub(start.elapsed()));
+        let every = if start.elapsed() < FAST_FOR {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        };
+        let wait = every.min(within.saturating_sub(start.elapsed()));
         tokio::time::sleep(wait).await;
     }
     Err(HealthError {

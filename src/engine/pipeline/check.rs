@@ -41,9 +41,9 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         expect,
         cx.engine.config.timeouts.health,
         |note| {
-            // An attempt every half second: the first few, then one line per ~15 s.
+            // The first few attempts, then one line per 50 (every 5 s, then every 25 s).
             attempts += 1;
-            if attempts <= 3 || attempts.is_multiple_of(30) {
+            if attempts <= 3 || attempts.is_multiple_of(50) {
                 let _ = notes.send(Output {
                     stream: LogStream::Info,
                     lines: vec![note.to_string()],
