@@ -600,7 +600,7 @@ impl Store {
 /// Redeploy and rollback: the deployed commit and the one before it, and the ref.
 impl Store {
     /// Records `commit` as deployed. The commit that ran before it (when different) becomes
-    /// `previous_commit`, what `rollback` returns to; a second rollback returns again.
+    /// `previous_commit` (what `rollback` rebuilds for a deployment with no release recorded).
     pub fn record_commit(&mut self, id: &DeploymentId, commit: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE deployments SET \

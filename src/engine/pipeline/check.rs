@@ -2,7 +2,7 @@
 //! (or the deployment's), with any 2xx/3xx (or the status the deployment expects). The request
 //! goes to the guest's address, so the Host header is that address: the Django recipe adds it
 //! to ALLOWED_HOSTS. Then the URL and the deployed commit are recorded, the commit that ran
-//! before it kept as the previous one (what `rollback` returns to).
+//! before it kept as the previous one.
 //!
 //! While it waits, the app's service is watched over the SSH session (`guest_state`): an app
 //! that keeps exiting fails the stage at once, with its last log lines; a port held by a

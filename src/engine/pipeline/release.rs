@@ -358,9 +358,10 @@ pub(super) async fn rollback(
     }
 }
 
-/// Connects, lists the guest's releases, reconciles, and picks the release.
+/// Connects, lists the guest's releases, reconciles, and picks the release. Nothing is
+/// recorded on the deployment yet: a refusal leaves it as it was.
 async fn choose(cx: &mut Ctx<'_>, to: Option<&str>) -> StageResult<Result<Release, String>> {
-    cx.stage(Stage::Ssh).await?;
+    cx.current = Stage::Ssh;
     app::connect(cx).await?;
     let (session, target) = cx
         .session
@@ -392,6 +393,7 @@ async fn choose(cx: &mut Ctx<'_>, to: Option<&str>) -> StageResult<Result<Releas
 }
 
 async fn switch_to(cx: &mut Ctx<'_>, picked: Release) -> StageResult<Deployment> {
+    cx.stage(Stage::Ssh).await?;
     cx.transition(Status::Deploying).await?;
     remember_current(cx).await?;
     cx.info(format!(
