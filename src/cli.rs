@@ -280,6 +280,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             jobs::run(&engine, follow(&d.id.0, op, a.detach, a.json)).await
         }
         Command::AutoDeploy(a) => autodeploy::command(&open_engine(&cli)?, a).await,
+        Command::DeployKey(a) => {
+            let engine = open_engine(&cli)?;
+            let key = a.id.clone();
+            let d = engine.db.call(move |s| s.find(&key)).await?;
+            print::deploy_key(&engine, &d)
+        }
         Command::SshKey => {
             let dir = data_dir(&cli).join("keys");
             let keys = ssh::ensure_key(&dir).map_err(|e| CliError::failed(e.to_string()))?;
@@ -459,6 +465,8 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
         start: a.start.clone(),
         health_path: a.health_path.clone(),
         health_status: a.health_status,
+        deploy_key: a.deploy_key,
+        git_token_env: a.git_token_env.clone(),
         guest_type: a.guest_type.clone(),
         name: a.name.clone(),
         cores: a.cores,

@@ -45,6 +45,9 @@ pub enum Command {
     Frameworks(JsonArgs),
     /// Print proxdeck's SSH public key (generated on first use), to authorize it on hosts.
     SshKey,
+    /// Print a deployment's deploy key (`deploy --deploy-key`) and where to add it, read-only,
+    /// on its Git host; with the pinned fingerprints of the Git host's SSH key.
+    DeployKey(IdArgs),
     /// Fetch, rebuild and restart a deployment on the same guest (the commit before is kept).
     Redeploy(RedeployArgs),
     /// Switch a deployment back to its previous good release (kept on the guest: no build).
@@ -378,6 +381,17 @@ pub struct DeployArgs {
     /// Your own SSH private key instead of proxdeck's (`proxdeck ssh-key`).
     #[arg(long = "ssh-key", value_name = "PATH")]
     pub ssh_key: Option<PathBuf>,
+    /// Private repository over SSH: proxdeck makes a key pair for this deployment, prints its
+    /// public half and where to add it as a read-only deploy key (GitHub, GitLab, Gitea), and
+    /// pins the Git host's key. The first run stops there; run the same command again after.
+    #[arg(long = "deploy-key", conflicts_with = "git_token_env")]
+    pub deploy_key: bool,
+    /// Private repository over HTTPS: the NAME of an environment variable holding a read-only
+    /// token (e.g. GITHUB_TOKEN). Its value is kept 0600 in the data dir, handed to git through
+    /// GIT_ASKPASS, masked in logs; a later retry/redeploy from a shell where it is set
+    /// renews it.
+    #[arg(long = "git-token-env", value_name = "VAR")]
+    pub git_token_env: Option<String>,
     /// Replace the framework's install command.
     #[arg(long, value_name = "CMD")]
     pub install: Option<String>,

@@ -143,6 +143,14 @@ pub(super) fn print_details(
             d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
         );
     }
+    match &d.overrides.git_auth {
+        Some(crate::domain::GitAuth::DeployKey) => println!(
+            "git access its deploy key (`proxdeck deploy-key {}` prints it and where it goes)",
+            d.id
+        ),
+        Some(auth) => println!("git access {}", auth.describe()),
+        None => {}
+    }
     for (what, value) in [
         ("install", &d.overrides.install),
         ("build", &d.overrides.build),
@@ -368,4 +376,35 @@ pub fn print_releases(releases: &[crate::store::releases::Release]) {
             r.folder
         );
     }
+}
+
+/// `proxdeck deploy-key ID`: the deployment's deploy key, where to add it, and the Git host
+/// keys pinned for it.
+pub fn deploy_key(engine: &crate::engine::Engine, d: &Deployment) -> Result<(), CliError> {
+    use crate::engine::gitauth;
+    if d.overrides.git_auth != Some(crate::domain::GitAuth::DeployKey) {
+        return Err(CliError::failed(format!(
+            "{} ({}) has no deploy key: it reads its repository with {}; a deploy key is made by `proxdeck deploy --deploy-key`",
+            d.name,
+            d.id,
+            d.overrides
+                .git_auth
+                .as_ref()
+                .map(|a| a.describe())
+                .unwrap_or_else(|| "no credentials of its own".into())
+        )));
+    }
+    let dir = gitauth::deploy_key_dir(&engine.paths, &d.id);
+    let public = std::fs::read_to_string(dir.join("id_ed25519.pub")).map_err(|e| {
+        CliError::failed(format!(
+            "the deploy key of {} is missing from {}: {e}",
+            d.id,
+            dir.display()
+        ))
+    })?;
+    print!("{}", gitauth::add_key_words(public.trim(), &d.repo));
+    if let Ok(pinned) = gitauth::pinned_words(&dir.join("known_hosts")) {
+        println!("  Git host key pinned: {pinned}");
+    }
+    Ok(())
 }

@@ -152,6 +152,32 @@ pub struct Overrides {
     pub health_status: Option<u16>,
     /// The user's own SSH private key (absolute path) instead of proxdeck's.
     pub ssh_key: Option<String>,
+    /// How a private repository is read (none: the repository is public).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_auth: Option<GitAuth>,
+}
+
+/// How proxdeck and the guest read a private repository. The credentials themselves live in
+/// the data dir (`engine::gitauth`), never in the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitAuth {
+    /// A per-deployment SSH key pair proxdeck generated (`deploy --deploy-key`), added to the
+    /// repository as a read-only deploy key; the Git host's key pinned on first use.
+    DeployKey,
+    /// An HTTPS token read from this environment variable when the deployment is recorded
+    /// (`deploy --git-token-env VAR`), and again whenever a later command finds it set.
+    TokenEnv(String),
+}
+
+impl GitAuth {
+    /// In words, for logs and messages.
+    pub fn describe(&self) -> String {
+        match self {
+            GitAuth::DeployKey => "the deployment's deploy key".to_string(),
+            GitAuth::TokenEnv(var) => format!("the HTTPS token from ${var}"),
+        }
+    }
 }
 
 impl Overrides {

@@ -11,7 +11,7 @@ pub mod present;
 pub mod spec;
 pub mod status;
 
-pub use deployment::{Deployment, DeploymentId, GuestType, Origin, Overrides};
+pub use deployment::{Deployment, DeploymentId, GitAuth, GuestType, Origin, Overrides};
 pub use framework::{Catalog, Framework};
 pub use job::{Job, JobId, JobState, Op, OpKind, Outcome};
 pub use spec::{DeploySpec, SpecError};

@@ -5,7 +5,7 @@
 //! that pass here still never reach HCL or a shell unquoted, but refusing shell
 //! metacharacters in a repository URL or whitespace in a name catches mistakes early.
 
-use super::deployment::{GuestType, Overrides};
+use super::deployment::{GitAuth, GuestType, Overrides};
 use super::framework::Catalog;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -54,6 +54,12 @@ pub struct DeployInput {
     /// The HTTP status the health check expects (default: any 2xx or 3xx).
     #[serde(default)]
     pub health_status: Option<u32>,
+    /// Read the repository with a deploy key proxdeck generates for this deployment.
+    #[serde(default)]
+    pub deploy_key: bool,
+    /// Read the repository over HTTPS with the token in this environment variable.
+    #[serde(default)]
+    pub git_token_env: Option<String>,
 }
 
 /// An existing host to deploy onto: an IPv4 or IPv6 address or a DNS name, and the SSH port
@@ -236,6 +242,30 @@ impl DeployInput {
         if let Some(s) = self.health_status {
             check("health-status", in_range(s, 100, 599, "(an HTTP status)"));
         }
+        let git_token_env = opt_trimmed(&self.git_token_env);
+        let git_auth = match (self.deploy_key, git_token_env) {
+            (true, Some(_)) => {
+                check(
+                    "deploy-key",
+                    Err("--deploy-key and --git-token-env are two ways to read the repository: pick one".into()),
+                );
+                None
+            }
+            (true, None) => {
+                if let Ok(r) = &repo {
+                    check("deploy-key", deploy_key_url(r));
+                }
+                Some(GitAuth::DeployKey)
+            }
+            (false, Some(var)) => {
+                check("git-token-env", validate_token_var(var));
+                if let Ok(r) = &repo {
+                    check("git-token-env", token_url(r));
+                }
+                Some(GitAuth::TokenEnv(var.to_string()))
+            }
+            (false, None) => None,
+        };
 
         if !errors.is_empty() {
             return Err(SpecError { errors });
@@ -262,6 +292,7 @@ impl DeployInput {
                 health_path: health_path.map(str::to_string),
                 health_status: self.health_status.map(|s| s as u16),
                 ssh_key: ssh_key.map(str::to_string),
+                git_auth,
             },
         })
     }
@@ -318,7 +349,7 @@ pub fn normalize_repo(raw: &str) -> Result<String, String> {
                     return Err("the URL names no repository path".into());
                 }
                 if url.password().is_some() {
-                    return Err("credentials in the URL would be stored and logged; use an SSH key or a credential helper".into());
+                    return Err("credentials in the URL would be stored and logged; give the URL without them and the token in an environment variable (--git-token-env VAR), or use a deploy key (--deploy-key with the SSH URL)".into());
                 }
             }
             "file" => {
@@ -398,6 +429,65 @@ pub fn validate_ref(r: &str) -> Result<(), String> {
         return Err("no path component may start with '.' or end with '.lock'".into());
     }
     Ok(())
+}
+
+/// An environment variable's name (`--git-token-env`): letters, digits and `_`, not
+/// starting with a digit.
+fn validate_token_var(name: &str) -> Result<(), String> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not an environment variable's name (letters, digits and '_'; e.g. GITHUB_TOKEN): give the variable's name, not its value"
+        ))
+    }
+}
+
+/// Whether `repo` (normalized) is reached over SSH: `ssh://` or `user@host:path`.
+pub fn is_ssh_url(repo: &str) -> bool {
+    match repo.split_once("://") {
+        Some((scheme, _)) => scheme.eq_ignore_ascii_case("ssh"),
+        None => repo.contains('@') && repo.contains(':'),
+    }
+}
+
+/// A deploy key is an SSH key: the repository must be an SSH URL. An https URL of a known
+/// host form gets the SSH URL to use instead.
+fn deploy_key_url(repo: &str) -> Result<(), String> {
+    if is_ssh_url(repo) {
+        return Ok(());
+    }
+    let hint = url::Url::parse(repo)
+        .ok()
+        .filter(|u| u.scheme() == "https")
+        .and_then(|u| {
+            let host = u.host_str()?.to_string();
+            let path = u.path().trim_matches('/').to_string();
+            let path = if path.ends_with(".git") {
+                path
+            } else {
+                format!("{path}.git")
+            };
+            Some(format!(" (here: git@{host}:{path})"))
+        })
+        .unwrap_or_default();
+    Err(format!(
+        "a deploy key is an SSH key: give the repository's SSH URL, git@HOST:OWNER/REPO.git or ssh://git@HOST/OWNER/REPO.git{hint}"
+    ))
+}
+
+/// A token is sent over HTTPS only.
+fn token_url(repo: &str) -> Result<(), String> {
+    if repo.to_ascii_lowercase().starts_with("https://") {
+        Ok(())
+    } else {
+        Err("a token is sent over HTTPS only: give the repository's https:// URL (for an SSH URL, use --deploy-key)".into())
+    }
 }
 
 /// A DNS label: it becomes the guest's hostname.
@@ -793,6 +883,79 @@ mod tests {
         assert_eq!(spec.disk_gib, DEFAULT_DISK_GIB);
         assert_eq!(spec.guest_type, GuestType::Lxc);
         assert_eq!(spec.git_ref, None);
+    }
+
+    #[test]
+    fn private_repository_access_is_checked_against_the_url() {
+        let with = |repo: &str, key: bool, var: Option<&str>| DeployInput {
+            repo: repo.into(),
+            deploy_key: key,
+            git_token_env: var.map(str::to_string),
+            ..input()
+        };
+        let spec = with("git@github.com:acme/shop.git", true, None)
+            .validate(&catalog())
+            .unwrap();
+        assert_eq!(spec.overrides.git_auth, Some(GitAuth::DeployKey));
+        let spec = with(
+            "https://github.com/acme/shop.git",
+            false,
+            Some("GITHUB_TOKEN"),
+        )
+        .validate(&catalog())
+        .unwrap();
+        assert_eq!(
+            spec.overrides.git_auth,
+            Some(GitAuth::TokenEnv("GITHUB_TOKEN".into()))
+        );
+        // A deploy key needs the SSH URL, and the message gives it.
+        let err = with("https://github.com/acme/shop", true, None)
+            .validate(&catalog())
+            .unwrap_err();
+        let m = &err.field("deploy-key").unwrap().message;
+        assert!(m.contains("git@github.com:acme/shop.git"), "{m}");
+        // A token goes over HTTPS only; a value instead of a name is refused; not both.
+        let err = with("git@github.com:acme/shop.git", false, Some("TOKEN"))
+            .validate(&catalog())
+            .unwrap_err();
+        assert!(
+            err.field("git-token-env")
+                .unwrap()
+                .message
+                .contains("HTTPS")
+        );
+        let err = with(
+            "https://github.com/acme/shop.git",
+            false,
+            Some("ghp_abc-123"),
+        )
+        .validate(&catalog())
+        .unwrap_err();
+        assert!(
+            err.field("git-token-env")
+                .unwrap()
+                .message
+                .contains("not its value")
+        );
+        let err = with("git@github.com:acme/shop.git", true, Some("TOKEN"))
+            .validate(&catalog())
+            .unwrap_err();
+        assert!(
+            err.field("deploy-key")
+                .unwrap()
+                .message
+                .contains("pick one")
+        );
+        // Credentials in the URL point to the flags that replace them.
+        let err = with("https://me:secret@github.com/acme/shop.git", false, None)
+            .validate(&catalog())
+            .unwrap_err();
+        assert!(
+            err.field("repo")
+                .unwrap()
+                .message
+                .contains("--git-token-env")
+        );
     }
 
     #[test]

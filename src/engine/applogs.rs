@@ -48,7 +48,7 @@ pub async fn app_logs(
         ))
     })?;
     let env = pipeline::load_env(engine, &d.id);
-    let redactor = pipeline::redactor(engine, &env);
+    let redactor = pipeline::redactor_of(engine, &d.id, &env);
     let script = provision::render_logs(
         &d.name,
         &engine.config.guest.app_root,

@@ -188,7 +188,19 @@ async fn poll_one(engine: &Engine, mut a: AutoDeploy) -> Result<(), StoreError> 
         a.next_check_at = at_after(config.interval + jitter(config.jitter));
         return record(engine, a).await;
     }
-    match detect::remote_commit(&d.repo, &d.git_ref, LS_REMOTE_TIMEOUT).await {
+    let access = crate::engine::gitauth::access_for(
+        &engine.paths,
+        &d.id,
+        &d.repo,
+        d.overrides.git_auth.as_ref(),
+    )
+    .await
+    .map(|(a, _)| a);
+    let looked = match access {
+        Ok(access) => detect::remote_commit(&d.repo, &d.git_ref, LS_REMOTE_TIMEOUT, &access).await,
+        Err(e) => Err(e),
+    };
+    match looked {
         Err(e) => {
             a.failures = a.failures.saturating_add(1);
             a.last_error = Some(format!("git ls-remote: {e}"));

@@ -11,6 +11,7 @@
 //! It must not decide anything else about a deployment: the caller records the framework.
 
 use crate::domain::{Catalog, Framework};
+use crate::engine::gitauth::Access;
 use crate::engine::process::{self, ProcessSpec};
 use crate::protocol::LogStream;
 use std::collections::{BTreeSet, HashMap};
@@ -122,9 +123,10 @@ pub async fn detect_repo(
     git_ref: Option<&str>,
     scratch: &Path,
     timeout: Duration,
+    access: &Access,
 ) -> Result<Detection, DetectError> {
     let dir = scratch.join(format!("detect-{}", unique_suffix()));
-    let result = fetch_and_read(catalog, repo, git_ref, &dir, timeout).await;
+    let result = fetch_and_read(catalog, repo, git_ref, &dir, timeout, access).await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     let (files, commit) = result.map_err(|message| DetectError::Fetch {
         repo: repo.to_string(),
@@ -151,55 +153,45 @@ async fn fetch_and_read(
     git_ref: Option<&str>,
     dir: &Path,
     timeout: Duration,
+    access: &Access,
 ) -> Result<(HashMap<String, String>, String), String> {
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let d = dir.display().to_string();
-    git(&["init", "-q", "--bare", &d], None, timeout).await?;
+    git(&["init", "-q", "--bare", &d], None, timeout, access).await?;
     let want = git_ref.unwrap_or("HEAD");
     let shallow = git(
         &["fetch", "-q", "--depth=1", "--no-tags", "--", repo, want],
         Some(dir),
         timeout,
+        access,
     )
     .await;
-    if let Err(e) = shallow {
-        // A commit id is not always fetchable by itself (servers may refuse unadvertised
-        // objects): fetch the branches and look it up.
-        let is_commit = want.len() >= 7 && want.chars().all(|c| c.is_ascii_hexdigit());
-        if !is_commit {
-            return Err(e);
-        }
-        git(
-            &[
-                "fetch",
-                "-q",
-                "--no-tags",
-                "--",
-                repo,
-                "+refs/heads/*:refs/remotes/origin/*",
-            ],
+    let commit = match shallow {
+        Ok(_) => git(
+            &["rev-parse", "FETCH_HEAD^{commit}"],
             Some(dir),
             timeout,
+            access,
         )
-        .await?;
-        git(
-            &["update-ref", "FETCH_HEAD", &format!("{want}^{{commit}}")],
-            Some(dir),
-            timeout,
-        )
-        .await
-        .map_err(|_| format!("no commit {want} in the repository"))?;
-    }
-    let commit = git(&["rev-parse", "FETCH_HEAD^{commit}"], Some(dir), timeout)
         .await?
         .trim()
-        .to_string();
+        .to_string(),
+        // A commit id is not always fetchable by itself (servers may refuse unadvertised
+        // objects, and a short id is no ref at all): fetch the branches and tags, then look
+        // it up.
+        Err(_) if looks_like_commit(want) => {
+            fetch_all(repo, dir, timeout, access).await?;
+            resolve_in(dir, want, timeout, access).await?
+        }
+        Err(e) => return Err(e),
+    };
     let listed = git(
-        &["ls-tree", "-r", "--name-only", "-z", "FETCH_HEAD"],
+        &["ls-tree", "-r", "--name-only", "-z", &commit],
         Some(dir),
         timeout,
+        access,
     )
     .await?;
     let present: BTreeSet<&str> = listed.split('\0').filter(|p| !p.is_empty()).collect();
@@ -209,14 +201,123 @@ async fn fetch_and_read(
             continue;
         }
         let text = git(
-            &["cat-file", "-p", &format!("FETCH_HEAD:{path}")],
+            &["cat-file", "-p", &format!("{commit}:{path}")],
             Some(dir),
             timeout,
+            access,
         )
         .await?;
         files.insert(path, text);
     }
     Ok((files, commit))
+}
+
+/// 7 to 40 hexadecimal digits: what may be a (short) commit id.
+pub fn looks_like_commit(r: &str) -> bool {
+    (7..=40).contains(&r.len()) && r.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Fetches every branch and tag (commits and trees only) into the bare repository `dir`.
+async fn fetch_all(
+    repo: &str,
+    dir: &Path,
+    timeout: Duration,
+    access: &Access,
+) -> Result<(), String> {
+    git(
+        &[
+            "fetch",
+            "-q",
+            "--filter=blob:none",
+            "--",
+            repo,
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        Some(dir),
+        timeout,
+        access,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The full id of the commit `want` (a full or short id) names in the bare repository `dir`.
+async fn resolve_in(
+    dir: &Path,
+    want: &str,
+    timeout: Duration,
+    access: &Access,
+) -> Result<String, String> {
+    let found = git(
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{want}^{{commit}}"),
+        ],
+        Some(dir),
+        timeout,
+        access,
+    )
+    .await;
+    match found {
+        Ok(c) if !c.trim().is_empty() => Ok(c.trim().to_string()),
+        _ => {
+            // Ambiguous, or absent: say which.
+            let listed = git(
+                &["rev-parse", "--disambiguate", want],
+                Some(dir),
+                timeout,
+                access,
+            )
+            .await
+            .unwrap_or_default();
+            if listed.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
+                Err(format!(
+                    "the short commit id {want} names more than one object in the repository: give more of its digits"
+                ))
+            } else {
+                Err(format!(
+                    "no commit {want} in the repository's branches and tags: check the id (git log), or push the commit"
+                ))
+            }
+        }
+    }
+}
+
+/// A ref given as a short commit id (7 to 39 hex digits) turned into the full id, so the
+/// deployment records the commit itself. A branch or tag of that name stays as it is, and so
+/// does anything else. Returns the ref to record.
+pub async fn full_ref(
+    repo: &str,
+    git_ref: &str,
+    scratch: &Path,
+    timeout: Duration,
+    access: &Access,
+) -> Result<String, String> {
+    if !looks_like_commit(git_ref) || git_ref.len() == 40 {
+        return Ok(git_ref.to_string());
+    }
+    let named = git(&["ls-remote", "--", repo, git_ref], None, timeout, access)
+        .await
+        .map_err(|e| format!("the repository {repo} cannot be read: {e}"))?;
+    if !named.trim().is_empty() {
+        return Ok(git_ref.to_string());
+    }
+    let dir = scratch.join(format!("resolve-{}", unique_suffix()));
+    let result = async {
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let d = dir.display().to_string();
+        git(&["init", "-q", "--bare", &d], None, timeout, access).await?;
+        fetch_all(repo, &dir, timeout, access).await?;
+        resolve_in(&dir, git_ref, timeout, access).await
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    result.map(|c| c.to_ascii_lowercase())
 }
 
 /// The oldest Node.js an app runs on, and why: what the provisioning script compares with
@@ -275,6 +376,7 @@ pub async fn node_need(
     git_ref: &str,
     scratch: &Path,
     timeout: Duration,
+    access: &Access,
 ) -> (Option<NodeNeed>, Option<String>) {
     let framework = framework_node_need(fw);
     if framework.is_none() {
@@ -282,7 +384,7 @@ pub async fn node_need(
     }
     let dir = scratch.join(format!("node-{}", unique_suffix()));
     let git_ref = (!git_ref.is_empty()).then_some(git_ref);
-    let read = fetch_and_read(Catalog::builtin(), repo, git_ref, &dir, timeout).await;
+    let read = fetch_and_read(Catalog::builtin(), repo, git_ref, &dir, timeout, access).await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     let package = match read {
         Ok((files, _)) => files.get("package.json").cloned(),
@@ -302,16 +404,20 @@ pub async fn node_need(
 
 /// `git ls-remote REPO [REF]` from the controller: the repository answers and the ref exists
 /// (a commit id cannot be listed and is taken on trust). Returns a line for the log.
-pub async fn check_ref(repo: &str, git_ref: &str, timeout: Duration) -> Result<String, String> {
+pub async fn check_ref(
+    repo: &str,
+    git_ref: &str,
+    timeout: Duration,
+    access: &Access,
+) -> Result<String, String> {
     let mut args = vec!["ls-remote", "--", repo];
     if !git_ref.is_empty() {
         args.push(git_ref);
     }
-    let refs = git(&args, None, timeout)
+    let refs = git(&args, None, timeout, access)
         .await
         .map_err(|e| format!("the repository {repo} cannot be read: {e}"))?;
-    let is_commit = git_ref.len() >= 7 && git_ref.chars().all(|c| c.is_ascii_hexdigit());
-    if !git_ref.is_empty() && refs.trim().is_empty() && !is_commit {
+    if !git_ref.is_empty() && refs.trim().is_empty() && !looks_like_commit(git_ref) {
         return Err(format!(
             "the repository {repo} has no branch or tag {git_ref:?}"
         ));
@@ -325,13 +431,18 @@ pub async fn check_ref(repo: &str, git_ref: &str, timeout: Duration) -> Result<S
 
 /// The commit `git_ref` (a branch or tag; empty: the default branch) points at in the
 /// repository, by `git ls-remote` (what auto-deploy polls). A full commit id is its own answer.
-pub async fn remote_commit(repo: &str, git_ref: &str, timeout: Duration) -> Result<String, String> {
+pub async fn remote_commit(
+    repo: &str,
+    git_ref: &str,
+    timeout: Duration,
+    access: &Access,
+) -> Result<String, String> {
     let git_ref = git_ref.trim();
     if git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(git_ref.to_ascii_lowercase());
     }
     let want = if git_ref.is_empty() { "HEAD" } else { git_ref };
-    let out = git(&["ls-remote", "--", repo, want], None, timeout)
+    let out = git(&["ls-remote", "--", repo, want], None, timeout, access)
         .await
         .map_err(|e| format!("the repository {repo} cannot be read: {e}"))?;
     parse_ls_remote(&out, want).ok_or_else(|| {
@@ -369,8 +480,14 @@ pub fn parse_ls_remote(out: &str, want: &str) -> Option<String> {
         .or_else(|| pick(want.to_string()))
 }
 
-/// Runs git (no prompts, batch-mode SSH) and returns its stdout, or its stderr as the error.
-async fn git(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Result<String, String> {
+/// Runs git (no prompts, batch-mode SSH, the repository's credentials from `access` in its
+/// environment, never in its arguments) and returns its stdout, or its stderr as the error.
+async fn git(
+    args: &[&str],
+    cwd: Option<&Path>,
+    timeout: Duration,
+    access: &Access,
+) -> Result<String, String> {
     let mut spec = ProcessSpec::new("git", args);
     spec.cwd = cwd.map(PathBuf::from);
     spec.env = vec![
@@ -380,6 +497,7 @@ async fn git(args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Result<Str
             "ssh -o BatchMode=yes -o ConnectTimeout=20".into(),
         ),
     ];
+    spec.env.extend(access.env.iter().cloned());
     spec.timeout = timeout;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_c, cancel) = watch::channel(false);

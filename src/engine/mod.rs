@@ -7,6 +7,7 @@
 pub mod applogs;
 pub mod autodeploy;
 pub mod detect;
+pub mod gitauth;
 pub mod guest;
 pub mod guest_state;
 pub mod health;

@@ -140,6 +140,9 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
             if op.kind().has_target() {
                 let d = engine.db.call(move |s| s.find(&target)).await?;
                 policy::check_op(&op, &d).map_err(|r| OpError::Refused(r.0))?;
+                // A Git token set in this front end's environment is the one the job uses
+                // (a renewed token reaches the worker this way, never through argv).
+                super::gitauth::refresh_token(&engine.paths, &d.id, d.overrides.git_auth.as_ref());
                 if let Op::Redeploy {
                     git_ref: Some(r), ..
                 } = &op
@@ -317,7 +320,7 @@ async fn run_on(
         d.id.clone(),
         engine.db.clone(),
         events,
-        pipeline::redactor(engine, &env),
+        pipeline::redactor_of(engine, &d.id, &env),
     );
     let _ = reporter
         .info(format!(

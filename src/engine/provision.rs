@@ -117,6 +117,15 @@ pub struct ScriptVars {
     /// The activate script: the release folder to switch to, and the one to mark failed.
     pub target_release: String,
     pub failed_release: String,
+    /// Where proxdeck staged the repository's credentials on the guest (in memory; empty: a
+    /// public repository), and git's environment for the fetch (`KEY=VALUE`, no secrets).
+    pub git_access_dir: String,
+    pub git_env: Vec<String>,
+    /// What to do when the guest cannot read the repository with them.
+    pub git_access_hint: String,
+    /// Whether the script checks that the guest reads the repository before it fetches (not
+    /// for a rollback to a commit the guest has).
+    pub git_access_check: bool,
 }
 
 /// The app's system user: `pd-<name>`, shortened with a hash to fit the 32 characters
@@ -206,8 +215,28 @@ impl ScriptVars {
             keep_releases: crate::config::ReleasesConfig::default().keep,
             target_release: String::new(),
             failed_release: String::new(),
+            git_access_dir: String::new(),
+            git_env: vec!["GIT_TERMINAL_PROMPT=0".to_string()],
+            git_access_hint: String::new(),
+            git_access_check: false,
         }
         .with_node_need(crate::engine::detect::framework_node_need(fw))
+    }
+
+    /// The credentials staged on the guest in `dir` and git's environment for them
+    /// (`gitauth::guest_env`).
+    pub fn with_git_access(
+        mut self,
+        dir: &str,
+        env: Vec<String>,
+        hint: String,
+        check: bool,
+    ) -> Self {
+        self.git_access_dir = dir.to_string();
+        self.git_env = env;
+        self.git_access_hint = hint;
+        self.git_access_check = check;
+        self
     }
 
     /// The Node.js the app needs (from `detect::node_need`); `None`: no check.

@@ -588,7 +588,13 @@ impl Engine {
                     return;
                 }
             };
-            let checked = detect::check_ref(&url, git_ref.trim(), REPO_CHECK_TIMEOUT).await;
+            let checked = detect::check_ref(
+                &url,
+                git_ref.trim(),
+                REPO_CHECK_TIMEOUT,
+                &super::gitauth::Access::none(),
+            )
+            .await;
             let ok = checked.is_ok();
             out.send(EngineEvent::RepoChecked {
                 repo: repo.clone(),
@@ -600,14 +606,21 @@ impl Engine {
             }
             let scratch = engine.paths.root.join("tmp");
             let wanted = Some(git_ref.trim()).filter(|r| !r.is_empty());
-            let result =
-                detect::detect_repo(Catalog::builtin(), &url, wanted, &scratch, DETECT_TIMEOUT)
-                    .await
-                    .map(|d| Detected {
-                        framework: d.framework,
-                        reason: d.reason,
-                    })
-                    .map_err(|e| e.to_string());
+            let public = super::gitauth::Access::none();
+            let result = detect::detect_repo(
+                Catalog::builtin(),
+                &url,
+                wanted,
+                &scratch,
+                DETECT_TIMEOUT,
+                &public,
+            )
+            .await
+            .map(|d| Detected {
+                framework: d.framework,
+                reason: d.reason,
+            })
+            .map_err(|e| e.to_string());
             out.send(EngineEvent::Detected {
                 repo,
                 git_ref,

@@ -559,6 +559,7 @@ impl Store {
             "status_history",
             "ip_allocations",
             "vmid_allocations",
+            "releases",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE deployment_id = ?1"),

@@ -367,5 +367,8 @@ mod tests {
             .unwrap();
         assert_eq!(by(&s, "1-aaaaaaaaaaaa"), ReleaseState::Failed);
         assert_eq!(by(&s, "0-legacy"), ReleaseState::Removed);
+        // Forgetting the entry drops its releases with it.
+        s.forget(&id).unwrap();
+        assert!(s.releases(&id).unwrap().is_empty());
     }
 }

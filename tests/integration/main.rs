@@ -13,6 +13,7 @@ mod hardening;
 mod harness;
 mod identity;
 mod jobs;
+mod private_repos;
 mod provisioning;
 mod proxmox;
 mod readme;

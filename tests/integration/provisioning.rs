@@ -266,3 +266,51 @@ fn hostile_values_stay_single_words_and_valid_bash() {
     assert!(out.success(), "{}", out.describe());
     assert_eq!(out.stdout, format!("{hostile}\nHOSTILE={hostile}\n"));
 }
+
+/// A private repository's access: the staged folder, git's environment (a GIT_SSH_COMMAND
+/// with spaces and quotes) and the hint stay single words, and the script is valid bash that
+/// ShellCheck accepts; no credential is in it.
+#[test]
+fn private_repository_access_renders_as_valid_bash() {
+    use proxdeck::domain::GitAuth;
+    use proxdeck::engine::gitauth::{self, Access};
+    let lint = shellcheck_available();
+    let dir = tempfile::tempdir().unwrap();
+    let fw = Catalog::builtin().get("flask").unwrap();
+    let stage = "/dev/shm/proxdeck-git-Ab3dE5gH7j";
+    for access in [
+        Access {
+            auth: Some(GitAuth::DeployKey),
+            ..Access::default()
+        },
+        Access {
+            auth: Some(GitAuth::TokenEnv("GITHUB_TOKEN".into())),
+            token: Some("ghp_never-in-the-script".into()),
+            username: Some("x-access-token".into()),
+            ..Access::default()
+        },
+    ] {
+        let d = sample("flask");
+        let vars = ScriptVars::new(&d, fw, &env(), "/opt/proxdeck", "10.0.0.5", "main")
+            .with_git_access(
+                stage,
+                gitauth::guest_env(&access, stage),
+                gitauth::unreadable_hint(&access, &d.repo, &d.id),
+                true,
+            );
+        let script = provision::render_script(fw, &vars).unwrap();
+        if lint {
+            check_script("private", &script, dir.path());
+        }
+        assert!(
+            script.contains(&format!("GIT_ACCESS_DIR={stage}")),
+            "{script}"
+        );
+        assert!(!script.contains("ghp_never-in-the-script"));
+        let expected = match access.auth {
+            Some(GitAuth::DeployKey) => "StrictHostKeyChecking=yes",
+            _ => "cat /dev/shm/proxdeck-git-Ab3dE5gH7j/token",
+        };
+        assert!(script.contains(expected), "{script}");
+    }
+}

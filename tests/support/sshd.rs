@@ -20,11 +20,19 @@ pub struct SshHost {
     host_public_key: String,
     host_key: PathBuf,
     authorized_keys: PathBuf,
+    /// More sshd_config lines (e.g. `SetEnv`).
+    extra: String,
 }
 
 impl SshHost {
     /// Starts sshd on `addr` with `authorized_keys` as its only key file.
     pub fn start(addr: Ipv4Addr, authorized_keys: &Path) -> Result<Self> {
+        Self::start_with(addr, authorized_keys, "")
+    }
+
+    /// [`SshHost::start`] with more sshd_config lines (e.g. `SetEnv NAME=VALUE` for the
+    /// sessions).
+    pub fn start_with(addr: Ipv4Addr, authorized_keys: &Path, extra: &str) -> Result<Self> {
         let _ = std::fs::create_dir_all("/run/sshd");
         let dir = tempfile::Builder::new().prefix("sshd-").tempdir()?;
         let host_key = dir.path().join("ssh_host_ed25519_key");
@@ -58,7 +66,7 @@ impl SshHost {
             let config = dir.path().join("sshd_config");
             std::fs::write(
                 &config,
-                sshd_config(addr, port, &host_key, authorized_keys, dir.path()),
+                sshd_config(addr, port, &host_key, authorized_keys, dir.path()) + extra,
             )?;
             let log = dir.path().join("sshd.log");
             let mut cmd = Command::new("/usr/sbin/sshd");
@@ -80,6 +88,7 @@ impl SshHost {
                         host_public_key,
                         host_key,
                         authorized_keys: authorized_keys.to_path_buf(),
+                        extra: extra.to_string(),
                     });
                 }
                 Err(e) => last_err = Some(e),
@@ -172,7 +181,7 @@ impl SshHost {
                 key,
                 &self.authorized_keys,
                 self.dir.path(),
-            ),
+            ) + &self.extra,
         )?;
         let log = self
             .dir

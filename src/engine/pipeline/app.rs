@@ -11,28 +11,294 @@ use super::{Ctx, DeployError, StageResult, fail, secrets_path};
 use crate::domain::{Deployment, Stage, Status};
 use crate::engine::Engine;
 use crate::engine::detect;
+use crate::engine::gitauth;
 use crate::engine::guest::{self, ScriptRun};
 use crate::engine::guest_state;
 use crate::engine::process::Output;
 use crate::engine::provision::{self, ReleaseLines, ScriptVars};
 use crate::engine::report::Reporter;
-use crate::engine::ssh::{SshError, Target};
+use crate::engine::ssh::{self, SshError, Target};
 use crate::protocol::LogStream;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Stage `preflight` of a deployment on an existing host: the repository and ref answer.
 pub(super) async fn preflight_host(cx: &mut Ctx<'_>) -> StageResult<()> {
-    let checked = detect::check_ref(&cx.d.repo, &cx.d.git_ref, Duration::from_secs(90))
-        .await
-        .map_err(|e| fail(Stage::Preflight)(&e))?;
-    cx.info(checked).await?;
+    check_repository(cx).await?;
     let ip =
         cx.d.ip
             .clone()
             .ok_or_else(|| fail(Stage::Preflight)(&"the deployment has no host address"))?;
     cx.ip = Some(ip);
     Ok(())
+}
+
+/// The repository's credentials for this run, loaded once (a deploy key's Git host key
+/// checked against the pinned one, or pinned now and said).
+pub(super) async fn ensure_access(cx: &mut Ctx<'_>) -> StageResult<()> {
+    if cx.access.is_some() {
+        return Ok(());
+    }
+    let (access, notes) = gitauth::access_for(
+        &cx.engine.paths,
+        &cx.d.id,
+        &cx.d.repo,
+        cx.d.overrides.git_auth.as_ref(),
+    )
+    .await
+    .map_err(|e| fail(Stage::Preflight)(&e))?;
+    for n in notes {
+        cx.info(n).await?;
+    }
+    cx.access = Some(access);
+    Ok(())
+}
+
+/// `git ls-remote` on this machine with the deployment's credentials: the repository answers
+/// and the ref exists. A failure says which credentials were used and what to do.
+pub(super) async fn check_repository(cx: &mut Ctx<'_>) -> StageResult<()> {
+    ensure_access(cx).await?;
+    let access = cx.access.clone().unwrap_or_default();
+    let checked = detect::check_ref(&cx.d.repo, &cx.d.git_ref, Duration::from_secs(90), &access)
+        .await
+        .map_err(|e| {
+            let hint = match &access.auth {
+                Some(_) => gitauth::unreadable_hint(&access, &cx.d.repo, &cx.d.id),
+                None => "check the URL and the ref (does `git ls-remote URL REF` work from here?); a private repository needs --deploy-key or --git-token-env (deploy it again with one)".to_string(),
+            };
+            fail(Stage::Preflight)(&format!("{e} (read with {}): {hint}", access.describe()))
+        })?;
+    match &access.auth {
+        Some(auth) => {
+            cx.info(format!("{checked} (read with {})", auth.describe()))
+                .await
+        }
+        None => cx.info(checked).await,
+    }
+}
+
+/// After connecting: the repository's credentials staged in memory on the guest (a private
+/// folder on tmpfs, removed after the provisioning), then `git ls-remote` there with them when
+/// git is on the guest already (a fresh guest gets git from the provisioning script, which
+/// checks the same before it fetches). A failure names the credentials and what to do,
+/// instead of git's raw words later in the build.
+///
+/// A rollback (a commit the guest has) does not need the repository: there a failure is said
+/// and the rollback goes on.
+pub(super) async fn guest_reads_repo(cx: &mut Ctx<'_>) -> StageResult<()> {
+    let rollback = cx.checkout.is_some();
+    if let Err(f) = ensure_access(cx).await {
+        if !rollback {
+            return Err(f);
+        }
+        cx.access = Some(gitauth::Access::none());
+        return cx
+            .info(format!(
+                "the repository's credentials cannot be used now ({}); the rollback goes on with the commit the guest has",
+                f.cause
+            ))
+            .await;
+    }
+    let access = cx.access.clone().unwrap_or_default();
+    let (session, target) = cx
+        .session
+        .take()
+        .ok_or_else(|| fail(Stage::Ssh)(&"no SSH session"))?;
+    let repo = cx.d.repo.clone();
+    let git_ref = cx.d.git_ref.clone();
+    let staged_access = access.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let r = stage_and_check(&session, &target, &staged_access, &repo, &git_ref);
+        (r, session, target)
+    })
+    .await;
+    let (result, session, target) = result.map_err(|e| fail(Stage::Ssh)(&e))?;
+    let label = target.label();
+    cx.session = Some((session, target));
+    let (dir, check) = result.map_err(|e| fail(Stage::Ssh)(&e))?;
+    cx.git_stage = dir;
+    match check {
+        GuestCheck::Reads => {
+            cx.info(format!(
+                "the guest reads {} (git ls-remote on {label}, with {})",
+                cx.d.repo,
+                access.describe()
+            ))
+            .await
+        }
+        GuestCheck::NoGit => {
+            cx.info("git is not on the guest yet: the provisioning script installs it and checks that the guest reads the repository before it fetches").await
+        }
+        GuestCheck::Fails(why) if rollback => {
+            let why = crate::engine::report::Redactor::new(access.secrets()).redact(&why);
+            cx.info(format!(
+                "the guest cannot read {} now (git: {why}); the rollback goes on with the commit the guest has",
+                cx.d.repo
+            ))
+            .await
+        }
+        GuestCheck::Fails(why) => {
+            remove_stage(cx).await;
+            let why = crate::engine::report::Redactor::new(access.secrets()).redact(&why);
+            Err(fail(Stage::Preflight)(&format!(
+                "the guest {label} cannot read {} with {} (git: {why}): {}",
+                cx.d.repo,
+                access.describe(),
+                gitauth::unreadable_hint(&access, &cx.d.repo, &cx.d.id)
+            )))
+        }
+    }
+}
+
+/// What `git ls-remote` on the guest found.
+enum GuestCheck {
+    Reads,
+    NoGit,
+    Fails(String),
+}
+
+/// Stages the credentials (for a private repository) and runs the check. Blocks.
+fn stage_and_check(
+    session: &ssh2::Session,
+    target: &Target,
+    access: &gitauth::Access,
+    repo: &str,
+    git_ref: &str,
+) -> Result<(Option<String>, GuestCheck), SshError> {
+    let proto = |message: String| SshError::Protocol {
+        target: target.label(),
+        message,
+    };
+    let quote = |s: &str| -> Result<String, SshError> {
+        shlex::try_quote(s)
+            .map(|q| q.into_owned())
+            .map_err(|e| proto(e.to_string()))
+    };
+    let files = gitauth::guest_files(access).map_err(proto)?;
+    let mut dir = None;
+    if !files.is_empty() {
+        // Memory, not disk: /dev/shm (or /run/shm) where there is one.
+        let make = "umask 077; for d in /dev/shm /run/shm \"${TMPDIR:-/tmp}\"; do [ -d \"$d\" ] && [ -w \"$d\" ] && break; done; mktemp -d \"$d/proxdeck-git-XXXXXXXXXX\"";
+        let mut out = String::new();
+        let mut err = Vec::new();
+        let rc = ssh::exec(
+            session,
+            target,
+            make,
+            None,
+            Duration::from_secs(30),
+            &mut |s, l| match s {
+                LogStream::Stdout => out.push_str(l.concat().trim()),
+                _ => err.extend(l),
+            },
+        )?;
+        if rc != 0 || !out.starts_with('/') {
+            return Err(proto(format!(
+                "cannot make a private folder for the repository's credentials (status {rc}): {}",
+                err.join(" ")
+            )));
+        }
+        let qdir = quote(&out)?;
+        for (name, bytes, mode) in &files {
+            let put = format!("umask 077 && cat >{qdir}/{name} && chmod {mode:o} {qdir}/{name}");
+            let mut err = Vec::new();
+            let rc = ssh::exec(
+                session,
+                target,
+                &put,
+                Some(bytes),
+                Duration::from_secs(30),
+                &mut |s, l| {
+                    if s != LogStream::Stdout {
+                        err.extend(l)
+                    }
+                },
+            )?;
+            if rc != 0 {
+                return Err(proto(format!(
+                    "cannot stage the repository's credentials in {out} (status {rc}): {}",
+                    err.join(" ")
+                )));
+            }
+        }
+        dir = Some(out);
+    }
+    let mut env = Vec::new();
+    for e in gitauth::guest_env(access, dir.as_deref().unwrap_or("")) {
+        env.push(quote(&e)?);
+    }
+    if access.auth.is_none() {
+        env.push(quote(
+            "GIT_SSH_COMMAND=ssh -o BatchMode=yes -o ConnectTimeout=20",
+        )?);
+    }
+    let mut ls = format!("env {} git ls-remote -- {}", env.join(" "), quote(repo)?);
+    if !git_ref.is_empty() && !detect::looks_like_commit(git_ref) {
+        ls.push(' ');
+        ls.push_str(&quote(git_ref)?);
+    }
+    let command = format!(
+        "if command -v git >/dev/null 2>&1; then cd / && {ls} >/dev/null; else echo proxdeck-no-git; fi"
+    );
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let rc = ssh::exec(
+        session,
+        target,
+        &command,
+        None,
+        Duration::from_secs(120),
+        &mut |s, l| match s {
+            LogStream::Stdout => out.extend(l),
+            _ => err.extend(l),
+        },
+    )?;
+    let check = if out.iter().any(|l| l.trim() == "proxdeck-no-git") {
+        GuestCheck::NoGit
+    } else if rc == 0 {
+        GuestCheck::Reads
+    } else {
+        let why: Vec<String> = err.into_iter().filter(|l| !l.trim().is_empty()).collect();
+        GuestCheck::Fails(if why.is_empty() {
+            format!("git ls-remote exited with status {rc}")
+        } else {
+            why.join(" ")
+        })
+    };
+    Ok((dir, check))
+}
+
+/// Removes the staged credentials from the guest (after the provisioning, whatever its end).
+async fn remove_stage(cx: &mut Ctx<'_>) {
+    let Some(dir) = cx.git_stage.take() else {
+        return;
+    };
+    let Some((session, target)) = cx.session.take() else {
+        return;
+    };
+    let back = tokio::task::spawn_blocking(move || {
+        // The script gave the folder to the app's user: root removes it.
+        let sudo = if guest::needs_sudo(&target) {
+            "sudo -n "
+        } else {
+            ""
+        };
+        if let Ok(q) = shlex::try_quote(&dir) {
+            let _ = ssh::exec(
+                &session,
+                &target,
+                &format!("{sudo}rm -rf -- {q}"),
+                None,
+                Duration::from_secs(30),
+                &mut |_, _| {},
+            );
+        }
+        (session, target)
+    })
+    .await;
+    if let Ok(back) = back {
+        cx.session = Some(back);
+    }
 }
 
 pub(super) async fn connect(cx: &mut Ctx<'_>) -> StageResult<()> {
@@ -66,19 +332,28 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
     let ip = cx.ip.clone().unwrap_or_default();
     let checkout = cx.checkout.clone().unwrap_or_else(|| cx.d.git_ref.clone());
     let scratch = cx.engine.paths.root.join("tmp");
+    let access = cx.access.clone().unwrap_or_default();
     let (node, unread) = detect::node_need(
         &cx.framework,
         &cx.d.repo,
         &checkout,
         &scratch,
         Duration::from_secs(180),
+        &access,
     )
     .await;
     if let Some(why) = unread {
         cx.info(format!("{why}; the framework's minimum Node.js applies"))
             .await?;
     }
-    let vars = script_vars(cx, &ip, &checkout).with_node_need(node);
+    let vars = script_vars(cx, &ip, &checkout)
+        .with_node_need(node)
+        .with_git_access(
+            cx.git_stage.as_deref().unwrap_or(""),
+            gitauth::guest_env(&access, cx.git_stage.as_deref().unwrap_or("")),
+            gitauth::unreadable_hint(&access, &cx.d.repo, &cx.d.id),
+            cx.checkout.is_none(),
+        );
     let script =
         provision::render_script(&cx.framework, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
     cx.info(format!(
@@ -131,6 +406,7 @@ pub(super) async fn run_on_guest(
     cx.finish_forward(forward).await?;
     let ((result, lines), session, target) = result.map_err(|e| fail(Stage::Provision)(&e))?;
     cx.session = Some((session, target));
+    remove_stage(cx).await;
     let run = result.map_err(|e| fail(Stage::Provision)(&e))?;
     super::release::after_script(cx, &lines, run.status == 0, run.commit.as_deref()).await?;
     if run.status != 0 {
@@ -187,7 +463,7 @@ pub(super) async fn destroy_host(
     let host = d.ip.as_deref().unwrap_or("?").to_string();
     let result = remove_app(engine, reporter, d).await;
     if let Err(cause) = result {
-        let cause = super::redactor(engine, env).redact(&cause);
+        let cause = super::redactor_of(engine, &d.id, env).redact(&cause);
         if force {
             let place = format!(
                 "the service {}, the system user {} and the folder {}",
@@ -220,6 +496,7 @@ pub(super) async fn destroy_host(
         }
     }
     let _ = std::fs::remove_file(secrets_path(engine, &d.id));
+    gitauth::forget(&engine.paths, &d.id);
     let done = reporter.transition(Status::Deleted, None).await?;
     reporter
         .info(format!(

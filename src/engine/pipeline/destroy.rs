@@ -104,6 +104,7 @@ pub async fn run_destroy(
         })
         .await?;
     let _ = std::fs::remove_file(secrets_path(engine, &d.id));
+    crate::engine::gitauth::forget(&engine.paths, &d.id);
     // The known_hosts file the TUI's shell wrote from the pinned key.
     let _ = std::fs::remove_file(engine.paths.root.join("known_hosts").join(&d.id.0));
     let done = reporter.transition(Status::Deleted, None).await?;

@@ -1,8 +1,9 @@
 //! The stages of a deployment, from a validated request to a RUNNING app, and its destruction.
 //!
-//! deploy: validate → record PENDING → preflight (the repository and ref exist) → render the
-//! Terraform workspace → `terraform init` + `apply` → the guest's address (static pool, else
-//! terraform's output) → SSH (host key pinned) → provisioning script → HTTP health check →
+//! deploy: validate → record PENDING → preflight (the repository and ref exist, read with the
+//! deployment's credentials: `engine::gitauth`) → render the Terraform workspace → `terraform
+//! init` + `apply` → the guest's address (static pool, else terraform's output) → SSH (host
+//! key pinned; the guest reads the repository) → provisioning script → HTTP health check →
 //! RUNNING. Each stage is idempotent, so `retry` runs them again from the stored record.
 //! A failure moves the deployment to FAILED with the stage, the cause and the next step.
 //!
@@ -160,7 +161,29 @@ pub(super) fn load_env(engine: &Engine, id: &DeploymentId) -> Vec<(String, Strin
 }
 
 pub(super) fn redactor(engine: &Engine, env: &[(String, String)]) -> Redactor {
+    redactor_with(engine, env, Vec::new())
+}
+
+/// [`redactor`] that also masks the deployment's Git token, when it has one.
+pub(super) fn redactor_of(
+    engine: &Engine,
+    id: &DeploymentId,
+    env: &[(String, String)],
+) -> Redactor {
+    let token = std::fs::read_to_string(super::gitauth::token_path(&engine.paths, id))
+        .map(|t| vec![t.trim().to_string()])
+        .unwrap_or_default();
+    redactor_with(engine, env, token)
+}
+
+/// [`redactor`] masking `extra` secrets too.
+pub(super) fn redactor_with(
+    engine: &Engine,
+    env: &[(String, String)],
+    extra: Vec<String>,
+) -> Redactor {
     let mut secrets: Vec<String> = env.iter().map(|(_, v)| v.clone()).collect();
+    secrets.extend(extra);
     if let Ok(p) = engine.config.proxmox() {
         // The token, its secret part alone (e.g. in a provider's error message), the password.
         secrets.extend(p.secrets());
@@ -186,7 +209,7 @@ pub async fn record_new(
     input: DeployInput,
     options: DeployOptions,
 ) -> Result<Deployment, DeployError> {
-    let (spec, mut d, detected) = prepare(engine, input, &options).await?;
+    let (spec, mut d, detected, access) = prepare(engine, input, &options).await?;
     // An id collision is astronomically rare; try a few fresh ones rather than fail.
     for _ in 0..5 {
         let record = d.clone();
@@ -199,6 +222,7 @@ pub async fn record_new(
     save_env(engine, &d.id, &spec.env).map_err(|e| {
         DeployError::Refused(format!("cannot store the environment variables: {e}"))
     })?;
+    super::gitauth::adopt(&engine.paths, &d.repo, &d.id, &access).map_err(DeployError::Refused)?;
     let choices = workspace::Choices {
         os_template: options.os_template.clone(),
     };
@@ -210,7 +234,7 @@ pub async fn record_new(
         d.id.clone(),
         engine.db.clone(),
         events,
-        redactor(engine, &spec.env),
+        redactor_with(engine, &spec.env, access.secrets()),
     );
     reporter
         .info(format!(
@@ -218,6 +242,17 @@ pub async fn record_new(
             d.name, d.id
         ))
         .await?;
+    for note in &access.notes {
+        reporter.info(note.clone()).await?;
+    }
+    if let Some(auth) = &d.overrides.git_auth {
+        reporter
+            .info(format!(
+                "the repository is read with {} (on this machine and on the guest)",
+                auth.describe()
+            ))
+            .await?;
+    }
     if let Some(found) = &detected {
         reporter
             .info(format!(
@@ -260,6 +295,7 @@ pub(super) async fn prepare(
         crate::domain::spec::DeploySpec,
         Deployment,
         Option<super::detect::Detection>,
+        super::gitauth::Access,
     ),
     DeployError,
 > {
@@ -288,17 +324,34 @@ pub(super) async fn prepare(
         std::fs::File::open(key)
             .map_err(|e| DeployError::Refused(format!("ssh-key: cannot read {key}: {e}")))?;
     }
+    // A private repository: its credentials, checked before anything is recorded (a new
+    // deploy key is shown with where to add it, and the same command run again after).
+    let access = repository_access(engine, &spec).await?;
+    let scratch = engine.paths.root.join("tmp");
+    // A short commit id is recorded as the full one.
+    if let Some(r) = &spec.git_ref {
+        let full = super::detect::full_ref(
+            &spec.repo,
+            r,
+            &scratch,
+            std::time::Duration::from_secs(180),
+            &access,
+        )
+        .await
+        .map_err(|e| DeployError::Refused(format!("ref: {e}")))?;
+        spec.git_ref = Some(full);
+    }
     // No framework given: detected from the repository's files before anything is recorded.
     let detected = match &spec.framework {
         Some(_) => None,
         None => {
-            let scratch = engine.paths.root.join("tmp");
             let found = super::detect::detect_repo(
                 catalog,
                 &spec.repo,
                 spec.git_ref.as_deref(),
                 &scratch,
                 std::time::Duration::from_secs(180),
+                &access,
             )
             .await?;
             spec.framework = Some(found.framework.clone());
@@ -358,7 +411,56 @@ pub(super) async fn prepare(
     if d.origin == Origin::Terraform && d.guest_type == GuestType::Vm && d.ssh_user.is_none() {
         d.ssh_user = Some(engine.config.vm.user.clone());
     }
-    Ok((spec, d, detected))
+    Ok((spec, d, detected, access))
+}
+
+/// The credentials of a new deployment's private repository (none for a public one), and
+/// proof that they read it: for a deploy key that cannot read it yet, the refusal carries
+/// the public key and where to add it.
+async fn repository_access(
+    engine: &Engine,
+    spec: &crate::domain::spec::DeploySpec,
+) -> Result<super::gitauth::Access, DeployError> {
+    use super::gitauth;
+    let Some(auth) = &spec.overrides.git_auth else {
+        return Ok(gitauth::Access::none());
+    };
+    let (mut access, notes) = gitauth::access_for_new(&engine.paths, &spec.repo, Some(auth))
+        .await
+        .map_err(DeployError::Refused)?;
+    access.notes = notes;
+    let checked = super::detect::check_ref(
+        &spec.repo,
+        spec.git_ref.as_deref().unwrap_or(""),
+        std::time::Duration::from_secs(90),
+        &access,
+    )
+    .await;
+    match (checked, &access.key) {
+        (Ok(_), _) => Ok(access),
+        (Err(e), Some(key)) => {
+            let public = key
+                .public_openssh()
+                .map_err(|e| DeployError::Refused(e.to_string()))?;
+            let pinned: String = access.notes.iter().map(|n| format!("{n}\n")).collect();
+            Err(DeployError::Refused(format!(
+                "{e} (with the new deploy key).\n{pinned}{}\nthen run the same deploy command again: the key is kept for it in {}",
+                gitauth::add_key_words(&public, &spec.repo),
+                key.private
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )))
+        }
+        (Err(e), None) => {
+            let secrets = access.secrets();
+            let e = super::report::Redactor::new(secrets).redact(&e);
+            Err(DeployError::Refused(format!(
+                "{e} (with {}): check that the token may read the repository (GitHub: Contents read; GitLab: read_repository; Gitea: repository read) and has not expired",
+                access.describe()
+            )))
+        }
+    }
 }
 
 /// Runs a FAILED (or never-run PENDING) deployment's stages again; each is idempotent.
@@ -412,7 +514,7 @@ pub(super) async fn record_failure_next(
     next: String,
 ) -> DeployError {
     // The cause is also printed by the client: mask the secrets there too.
-    let cause = redactor(engine, &load_env(engine, id)).redact(&cause);
+    let cause = redactor_of(engine, id, &load_env(engine, id)).redact(&cause);
     let message = format!("{stage}: {cause}");
     let _ = reporter
         .lines(
@@ -477,6 +579,10 @@ pub(super) struct Ctx<'a> {
     pub switched: bool,
     /// The releases on the guest, as the last script listed them.
     pub kept: Vec<super::provision::KeptRelease>,
+    /// How git reads the repository (`gitauth`), once loaded for this run.
+    pub access: Option<super::gitauth::Access>,
+    /// Where the repository's credentials are staged on the guest (in memory) for this run.
+    pub git_stage: Option<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -516,6 +622,8 @@ impl<'a> Ctx<'a> {
             replaced: None,
             switched: false,
             kept: Vec::new(),
+            access: None,
+            git_stage: None,
         }
     }
 }
@@ -628,6 +736,7 @@ pub(super) fn catalog_framework(d: &Deployment) -> StageResult<Framework> {
 pub(super) async fn on_guest(cx: &mut Ctx<'_>) -> StageResult<Deployment> {
     app::connect(cx).await?;
     release::remember_current(cx).await?;
+    app::guest_reads_repo(cx).await?;
 
     cx.stage(Stage::Provision).await?;
     if let Err(failure) = app::provision(cx).await {

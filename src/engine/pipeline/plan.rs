@@ -58,7 +58,7 @@ pub async fn plan(
     events: mpsc::UnboundedSender<EngineEvent>,
     cancel: watch::Receiver<bool>,
 ) -> Result<PlanReport, DeployError> {
-    let (spec, mut d, detected) = prepare(engine, input, &options).await?;
+    let (spec, mut d, detected, access) = prepare(engine, input, &options).await?;
     if d.origin == Origin::Host {
         return Err(DeployError::Refused(
             "--plan shows what Terraform would create; a deployment onto an existing host (--host) creates nothing".into(),
@@ -101,6 +101,8 @@ pub async fn plan(
                 .await?;
         }
         let mut cx = context(engine, &reporter, &d, cancel).map_err(|f| stage_error(&d, f))?;
+        // The credentials prepare checked (a new deploy key waits under the repository).
+        cx.access = Some(access);
         let summary = plan_stages(&mut cx).await.map_err(|f| stage_error(&d, f))?;
         Ok(PlanReport {
             name: d.name.clone(),
@@ -180,7 +182,7 @@ pub async fn render_workspace(
     options: DeployOptions,
     out: &Path,
 ) -> Result<RenderReport, DeployError> {
-    let (_spec, mut d, _detected) = prepare(engine, input, &options).await?;
+    let (_spec, mut d, _detected, _access) = prepare(engine, input, &options).await?;
     if d.origin == Origin::Host {
         return Err(DeployError::Refused(
             "a deployment onto an existing host (--host) has no Terraform workspace".into(),

@@ -85,6 +85,25 @@ async fn rebuild(
         Build::Latest(_) => None,
     };
     let env = load_env(engine, &d.id);
+    // A short commit id becomes the full one before it is recorded as the ref.
+    let mut build = build;
+    if let Build::Latest(Some(r)) = &mut build
+        && detect::looks_like_commit(r)
+        && r.len() < 40
+    {
+        let (access, _) = crate::engine::gitauth::access_for(
+            &engine.paths,
+            &d.id,
+            &d.repo,
+            d.overrides.git_auth.as_ref(),
+        )
+        .await
+        .map_err(DeployError::Refused)?;
+        let scratch = engine.paths.root.join("tmp");
+        *r = detect::full_ref(&d.repo, r, &scratch, Duration::from_secs(180), &access)
+            .await
+            .map_err(|e| DeployError::Refused(format!("ref: {e}")))?;
+    }
     if let Build::Latest(Some(r)) = &build
         && *r != d.git_ref
     {
@@ -148,10 +167,7 @@ async fn stages(
     if cx.checkout.is_none() {
         cx.stage(Stage::Preflight).await?;
         cx.transition(Status::Deploying).await?;
-        let checked = detect::check_ref(&cx.d.repo, &cx.d.git_ref, Duration::from_secs(90))
-            .await
-            .map_err(|e| fail(Stage::Preflight)(&e))?;
-        cx.info(checked).await?;
+        super::app::check_repository(&mut cx).await?;
         cx.stage(Stage::Ssh).await?;
     } else {
         cx.stage(Stage::Ssh).await?;
