@@ -69,7 +69,13 @@ async fn run(lines: usize) {
         .db
         .call(move |s| {
             s.insert_deployment(&d)?;
-            let j = s.enqueue(&Op::Retry, Some(&d.id), "bench")?;
+            let j = s.enqueue(
+                &Op::Retry {
+                    changes: Default::default(),
+                },
+                Some(&d.id),
+                "bench",
+            )?;
             s.claim_next(1)?;
             Ok(j)
         })

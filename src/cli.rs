@@ -145,8 +145,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Render(args) => render(&cli, args).await,
         Command::Retry(a) => {
+            let op = Op::Retry {
+                changes: changes(&a.changes)?,
+            };
             let engine = open_engine(&cli)?;
-            jobs::run(&engine, follow(&a.id, Op::Retry, a.detach, a.json)).await
+            jobs::run(&engine, follow(&a.op.id, op, a.op.detach, a.op.json)).await
         }
         Command::Destroy(a) => {
             let engine = open_engine(&cli)?;
@@ -164,6 +167,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let engine = open_engine(&cli)?;
             let op = Op::Redeploy {
                 git_ref: a.git_ref.clone(),
+                changes: changes(&a.changes)?,
             };
             jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
         }
@@ -234,7 +238,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 v["releases"] = serde_json::to_value(&releases).unwrap_or_default();
                 print_json(&v)
             } else {
-                print::print_details(&d, &history, job.as_ref());
+                print::print_details(&d, &history, job.as_ref(), &engine.config.guest);
                 print::print_releases(&releases);
                 if let Some(a) = auto {
                     println!(
@@ -467,6 +471,8 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
         health_status: a.health_status,
         deploy_key: a.deploy_key,
         git_token_env: a.git_token_env.clone(),
+        subdir: a.subdir.clone(),
+        apt: a.apt.clone(),
         guest_type: a.guest_type.clone(),
         name: a.name.clone(),
         cores: a.cores,
@@ -476,6 +482,31 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
         node: a.node.clone(),
         env,
     })
+}
+
+/// The changes a `retry` or `redeploy` brings, checked as `deploy` checks them.
+fn changes(a: &args::ChangeArgs) -> Result<crate::domain::Overrides, CliError> {
+    let subdir = match a.subdir.as_deref() {
+        Some(s) => Some(
+            crate::domain::spec::normalize_subdir(s)
+                .map_err(|m| CliError::usage(format!("subdir: {m}")))?,
+        ),
+        None => None,
+    };
+    let changes = crate::domain::Overrides {
+        install: a.install.clone(),
+        build: a.build.clone(),
+        start: a.start.clone(),
+        health_path: a.health_path.as_deref().map(|p| p.trim().to_string()),
+        health_status: a.health_status,
+        ssh_key: None,
+        subdir,
+        apt: a.apt.iter().map(|p| p.trim().to_string()).collect(),
+        git_auth: None,
+    };
+    crate::domain::spec::validate_overrides(&changes)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(changes)
 }
 
 /// `deploy --plan`: the plan's summary (already printed with the log), and what to do next.

@@ -30,8 +30,9 @@ pub enum Command {
     /// Write the Terraform workspace a deploy with the same flags would use (main.tf,
     /// terraform.tfvars.json; no credentials) into a folder, to read, keep or run by hand.
     Render(RenderArgs),
-    /// Run a failed deployment's stages again (each stage is idempotent).
-    Retry(OpArgs),
+    /// Run a failed deployment's stages again (each stage is idempotent); flags such as
+    /// --health-path change the deployment from now on.
+    Retry(RetryArgs),
     /// List deployments.
     List(JsonArgs),
     /// Show one deployment: fields, status history.
@@ -55,11 +56,14 @@ pub enum Command {
     /// Configuration: write a commented template, show the path, check it.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Start a deployment's guest through the Proxmox API (waits for the task).
+    /// Start a deployment's guest through the Proxmox API (waits for the task); for a
+    /// deployment on an existing host (--host), the app's service over SSH.
     Start(OpArgs),
-    /// Shut a deployment's guest down cleanly (forced off after 60 s).
+    /// Shut a deployment's guest down cleanly (forced off after 60 s); for --host, stop the
+    /// app's service only.
     Stop(OpArgs),
-    /// Reboot a deployment's guest (starts it when it is stopped).
+    /// Reboot a deployment's guest (starts it when it is stopped); for --host, restart the
+    /// app's service.
     Restart(OpArgs),
     /// Every VM and container of the cluster: node, status, CPU, memory, disk, uptime, and
     /// whether proxdeck manages it (orphans: guests carrying the id of no live deployment).
@@ -281,6 +285,41 @@ pub struct LogsArgs {
     pub json: bool,
 }
 
+/// `retry`: an operation, and changes to the deployment's commands and health check.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub op: OpArgs,
+    #[command(flatten)]
+    pub changes: ChangeArgs,
+}
+
+/// What `retry` and `redeploy` may change, as `deploy` takes it; kept for later runs.
+#[derive(Debug, Args, Default)]
+pub struct ChangeArgs {
+    /// Replace the install command from now on.
+    #[arg(long, value_name = "CMD")]
+    pub install: Option<String>,
+    /// Replace the build command from now on ("" skips the build).
+    #[arg(long, value_name = "CMD")]
+    pub build: Option<String>,
+    /// Replace the start command from now on.
+    #[arg(long, value_name = "CMD")]
+    pub start: Option<String>,
+    /// The health check's HTTP path from now on.
+    #[arg(long = "health-path", value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// The HTTP status the health check expects from now on.
+    #[arg(long = "health-status", value_name = "CODE")]
+    pub health_status: Option<u16>,
+    /// The app's folder in the repository from now on ("." for the root).
+    #[arg(long, value_name = "PATH")]
+    pub subdir: Option<String>,
+    /// Debian packages the app needs (repeatable; replaces the list given before).
+    #[arg(long = "apt", value_name = "PKG")]
+    pub apt: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct RedeployArgs {
     /// Deployment id or name.
@@ -288,6 +327,8 @@ pub struct RedeployArgs {
     /// Deploy this branch, tag or commit from now on (default: the deployment's ref).
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
+    #[command(flatten)]
+    pub changes: ChangeArgs,
     /// Queue the job and return.
     #[arg(long)]
     pub detach: bool,
@@ -407,6 +448,14 @@ pub struct DeployArgs {
     /// The HTTP status the health check expects (default: any 2xx or 3xx).
     #[arg(long = "health-status", value_name = "CODE")]
     pub health_status: Option<u32>,
+    /// The app's folder in the repository (a monorepo), relative to its root: detection,
+    /// install, build, start and a static site's output happen there.
+    #[arg(long, value_name = "PATH")]
+    pub subdir: Option<String>,
+    /// A Debian package the app needs on the guest (repeatable), e.g. --apt
+    /// default-libmysqlclient-dev --apt pkg-config --apt build-essential for mysqlclient.
+    #[arg(long = "apt", value_name = "PKG")]
+    pub apt: Vec<String>,
     /// The container's OS template (a volume id, e.g. local:vztmpl/debian-12-...tar.zst)
     /// instead of guest.os_template.
     #[arg(long = "os-template", value_name = "VOLID")]

@@ -52,13 +52,20 @@ pub(super) fn frameworks(json: bool) -> Result<(), CliError> {
     if json {
         return print_json(&catalog.frameworks);
     }
+    // The name column as wide as the longest name ("MEAN (MongoDB, Express, Angular, Node)").
+    let width = catalog
+        .frameworks
+        .iter()
+        .map(|f| f.name.chars().count())
+        .max()
+        .unwrap_or(4);
     println!(
-        "{:<10} {:<10} {:<9} {:>5}  START",
+        "{:<10} {:<width$} {:<9} {:>5}  START",
         "ID", "NAME", "LANGUAGE", "PORT"
     );
     for f in &catalog.frameworks {
         println!(
-            "{:<10} {:<10} {:<9} {:>5}  {}",
+            "{:<10} {:<width$} {:<9} {:>5}  {}",
             f.id, f.name, f.language, f.default_port, f.start
         );
     }
@@ -94,10 +101,64 @@ pub(super) fn print_table(list: &[Deployment], jobs: &[Job]) {
     }
 }
 
+/// Where a deployment runs, as `show` prints it: for an app on an existing host (`--host`),
+/// the host, the SSH login, the app's folder and service (it has no guest of its own: no
+/// vmid, node, cores, memory or disk); else the guest's type, node, vmid, address and size.
+pub(super) fn placement_lines(d: &Deployment, guest: &crate::config::GuestConfig) -> Vec<String> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    if d.origin == Origin::Host {
+        return vec![
+            format!(
+                "host       {} (an existing host: destroy removes the app, not the host)",
+                opt(&d.ip)
+            ),
+            format!(
+                "ssh        user {}, port {}, key {}",
+                d.ssh_user.as_deref().unwrap_or(&guest.ssh_user),
+                d.ssh_port.unwrap_or(guest.ssh_port),
+                d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
+            ),
+            format!(
+                "app        {} (service {}, user {})",
+                crate::engine::provision::app_dir(&guest.app_root, &d.name),
+                crate::engine::provision::service_name(&d.name),
+                crate::engine::provision::app_user(&d.name)
+            ),
+            format!("port       {}", d.port),
+        ];
+    }
+    let mut lines = Vec::new();
+    if d.ssh_user.is_some() || d.ssh_port.is_some() || d.overrides.ssh_key.is_some() {
+        lines.push(format!(
+            "ssh        user {}, port {}, key {}",
+            d.ssh_user.as_deref().unwrap_or("(config)"),
+            d.ssh_port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "(config)".into()),
+            d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
+        ));
+    }
+    lines.extend([
+        format!("type       {}", d.guest_type),
+        format!("node       {}", opt(&d.node)),
+        format!(
+            "vmid       {}",
+            d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+        ),
+        format!("ip         {}", opt(&d.ip)),
+        format!(
+            "resources  {} cores, {} MiB, {} GiB, port {}",
+            d.cores, d.memory_mib, d.disk_gib, d.port
+        ),
+    ]);
+    lines
+}
+
 pub(super) fn print_details(
     d: &Deployment,
     history: &[crate::store::StatusChange],
     job: Option<&Job>,
+    guest: &crate::config::GuestConfig,
 ) {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!("id         {}", d.id);
@@ -127,22 +188,6 @@ pub(super) fn print_details(
     if let Some(p) = &d.previous_commit {
         println!("previous   {p} (the commit that ran before)");
     }
-    if d.origin == Origin::Host {
-        println!(
-            "host       {} (an existing host: destroy removes the app, not the host)",
-            opt(&d.ip)
-        );
-    }
-    if d.ssh_user.is_some() || d.ssh_port.is_some() || d.overrides.ssh_key.is_some() {
-        println!(
-            "ssh        user {}, port {}, key {}",
-            d.ssh_user.as_deref().unwrap_or("(config)"),
-            d.ssh_port
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "(config)".into()),
-            d.overrides.ssh_key.as_deref().unwrap_or("proxdeck's")
-        );
-    }
     match &d.overrides.git_auth {
         Some(crate::domain::GitAuth::DeployKey) => println!(
             "git access its deploy key (`proxdeck deploy-key {}` prints it and where it goes)",
@@ -156,6 +201,7 @@ pub(super) fn print_details(
         ("build", &d.overrides.build),
         ("start", &d.overrides.start),
         ("health", &d.overrides.health_path),
+        ("subdir", &d.overrides.subdir),
     ] {
         if let Some(v) = value {
             println!("{what:<10} {v}");
@@ -164,18 +210,13 @@ pub(super) fn print_details(
     if let Some(s) = d.overrides.health_status {
         println!("expects    HTTP {s}");
     }
+    if !d.overrides.apt.is_empty() {
+        println!("apt        {}", d.overrides.apt.join(" "));
+    }
     println!("framework  {}", d.framework);
-    println!("type       {}", d.guest_type);
-    println!("node       {}", opt(&d.node));
-    println!(
-        "vmid       {}",
-        d.vmid.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
-    );
-    println!("ip         {}", opt(&d.ip));
-    println!(
-        "resources  {} cores, {} MiB, {} GiB, port {}",
-        d.cores, d.memory_mib, d.disk_gib, d.port
-    );
+    for line in placement_lines(d, guest) {
+        println!("{line}");
+    }
     if !d.env_names.is_empty() {
         println!("env        {}", d.env_names.join(", "));
     }
@@ -407,4 +448,62 @@ pub fn deploy_key(engine: &crate::engine::Engine, d: &Deployment) -> Result<(), 
         println!("  Git host key pinned: {pinned}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DeploymentId;
+
+    fn guest() -> crate::config::GuestConfig {
+        crate::config::GuestConfig {
+            datastore: "local-lvm".into(),
+            bridge: "vmbr0".into(),
+            vlan: None,
+            os_template: "local:vztmpl/debian-12.tar.zst".into(),
+            os_type: "debian".into(),
+            swap_mib: 512,
+            ssh_user: "root".into(),
+            ssh_port: 22,
+            app_root: "/opt/proxdeck".into(),
+            vmid_range: 100..=999,
+        }
+    }
+
+    #[test]
+    fn a_host_deployment_shows_host_fields_not_container_fields() {
+        let d = Deployment {
+            id: DeploymentId("k3x9ta".into()),
+            name: "shop".into(),
+            origin: Origin::Host,
+            ip: Some("192.0.2.7".into()),
+            ssh_user: Some("deploy".into()),
+            ssh_port: Some(2222),
+            port: 8000,
+            ..Deployment::default()
+        };
+        let text = placement_lines(&d, &guest()).join("\n");
+        for want in [
+            "host       192.0.2.7",
+            "ssh        user deploy, port 2222",
+            "app        /opt/proxdeck/shop (service proxdeck-shop, user pd-shop)",
+            "port       8000",
+        ] {
+            assert!(text.contains(want), "{want}:\n{text}");
+        }
+        for gone in ["vmid", "cores", "MiB", "GiB", "node", "type"] {
+            assert!(!text.contains(gone), "{gone}:\n{text}");
+        }
+        // A guest proxdeck created keeps its container fields.
+        let guest_d = Deployment {
+            vmid: Some(120),
+            node: Some("pve1".into()),
+            ..Deployment::default()
+        };
+        let text = placement_lines(&guest_d, &guest()).join("\n");
+        assert!(
+            text.contains("vmid       120") && text.contains("cores"),
+            "{text}"
+        );
+    }
 }

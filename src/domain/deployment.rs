@@ -152,6 +152,13 @@ pub struct Overrides {
     pub health_status: Option<u16>,
     /// The user's own SSH private key (absolute path) instead of proxdeck's.
     pub ssh_key: Option<String>,
+    /// The app's folder in the repository (a monorepo), relative to its root: detection,
+    /// install, build, start and a static site's output all happen there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+    /// Debian packages the app needs besides its framework's (`--apt`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub apt: Vec<String>,
     /// How a private repository is read (none: the repository is public).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub git_auth: Option<GitAuth>,
@@ -183,6 +190,42 @@ impl GitAuth {
 impl Overrides {
     pub fn is_empty(&self) -> bool {
         *self == Overrides::default()
+    }
+
+    /// Takes what `changes` sets (a `retry` or `redeploy` with new flags): each given field
+    /// replaces this one's, a non-empty `apt` list replaces the list; the rest stays.
+    pub fn apply(&mut self, changes: &Overrides) {
+        let Overrides {
+            install,
+            build,
+            start,
+            health_path,
+            health_status,
+            ssh_key,
+            subdir,
+            apt,
+            git_auth,
+        } = changes;
+        let take = |mine: &mut Option<String>, theirs: &Option<String>| {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        };
+        take(&mut self.install, install);
+        take(&mut self.build, build);
+        take(&mut self.start, start);
+        take(&mut self.health_path, health_path);
+        take(&mut self.ssh_key, ssh_key);
+        take(&mut self.subdir, subdir);
+        if health_status.is_some() {
+            self.health_status = *health_status;
+        }
+        if !apt.is_empty() {
+            self.apt.clone_from(apt);
+        }
+        if git_auth.is_some() {
+            self.git_auth.clone_from(git_auth);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! consistency checks; provisioning and detection read it, nothing writes it.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 const BUILTIN: &str = include_str!("../../assets/frameworks.toml");
@@ -16,6 +17,49 @@ pub struct DetectRule {
     /// When set, the file must contain this text (case-insensitive), e.g. `"next"`.
     #[serde(default)]
     pub contains: Option<String>,
+    /// A JSON file's key, as a dotted path (`scripts.build`): the file must be JSON with a
+    /// value there; with `contains`, that value (not the whole file) must contain the text.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The rule must NOT match (e.g. a `start` script that runs a development server).
+    #[serde(default)]
+    pub not: bool,
+}
+
+impl DetectRule {
+    /// Whether the rule's condition holds for `files` (path → text), before `not`.
+    fn holds(&self, files: &HashMap<String, String>) -> bool {
+        let Some(text) = files.get(&self.file) else {
+            return false;
+        };
+        let subject = match &self.key {
+            Some(key) => {
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
+                    return false;
+                };
+                let pointer = format!("/{}", key.replace('.', "/"));
+                match json.pointer(&pointer) {
+                    Some(serde_json::Value::String(v)) => v.clone(),
+                    Some(v) => v.to_string(),
+                    None => return false,
+                }
+            }
+            None => text.clone(),
+        };
+        self.contains
+            .as_ref()
+            .is_none_or(|c| subject.to_lowercase().contains(&c.to_lowercase()))
+    }
+
+    /// The evidence in words: `package.json has "next"`, `package.json has scripts.build`.
+    fn evidence(&self) -> String {
+        match (&self.key, &self.contains) {
+            (Some(k), Some(c)) => format!("{}'s {k} has {c}", self.file),
+            (Some(k), None) => format!("{} has {k}", self.file),
+            (None, Some(c)) => format!("{} has {c}", self.file),
+            (None, None) => format!("{} exists", self.file),
+        }
+    }
 }
 
 /// One framework the catalog knows how to deploy.
@@ -42,6 +86,13 @@ pub struct Framework {
     /// HTTP path that answers when the app is up.
     #[serde(default = "default_health_path")]
     pub health_path: String,
+    /// Any HTTP answer below 500 proves the app is up (the framework's apps answer no one
+    /// path: FastAPI's 404 for a path the app does not route comes from the app's process).
+    #[serde(default)]
+    pub health_any_answer: bool,
+    /// Debian packages the framework's apps need besides the runtime (build tools, headers).
+    #[serde(default)]
+    pub apt: Vec<String>,
     /// All rules must match for the framework to be detected (an empty list never matches).
     #[serde(default)]
     pub detect: Vec<DetectRule>,
@@ -71,6 +122,27 @@ pub struct Framework {
 
 fn default_health_path() -> String {
     "/".to_string()
+}
+
+impl Framework {
+    /// Why this framework matches a repository whose files (path → text) are `files`, or
+    /// `None` when one of its rules does not hold (an entry without rules never matches).
+    /// The reason names the positive rules' evidence: `package.json has "next"`.
+    pub fn matches(&self, files: &HashMap<String, String>) -> Option<String> {
+        if self.detect.iter().all(|r| r.not) {
+            return None;
+        }
+        let mut why = Vec::new();
+        for rule in &self.detect {
+            if rule.holds(files) == rule.not {
+                return None;
+            }
+            if !rule.not {
+                why.push(rule.evidence());
+            }
+        }
+        Some(why.join(" and "))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +207,21 @@ impl Catalog {
                     fw.id, fw.node
                 )));
             }
+            for pkg in &fw.apt {
+                if let Err(e) = crate::domain::spec::validate_apt_package(pkg) {
+                    return Err(CatalogError::Invalid(format!("{}: apt: {e}", fw.id)));
+                }
+            }
+            if fw
+                .detect
+                .iter()
+                .any(|r| r.key.as_deref().is_some_and(str::is_empty))
+            {
+                return Err(CatalogError::Invalid(format!(
+                    "{}: a detect rule's key is empty",
+                    fw.id
+                )));
+            }
             if !fw.health_path.starts_with('/') {
                 return Err(CatalogError::Invalid(format!(
                     "{}: health_path must start with /",
@@ -168,9 +255,9 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    const ELEVEN: [&str; 11] = [
-        "django", "flask", "fastapi", "laravel", "express", "react", "vue", "nextjs", "mern",
-        "mean", "lamp",
+    const TWELVE: [&str; 12] = [
+        "django", "flask", "fastapi", "laravel", "express", "node", "react", "vue", "nextjs",
+        "mern", "mean", "lamp",
     ];
 
     fn invalid(text: &str) -> String {
@@ -190,11 +277,11 @@ mod tests {
     }
 
     #[test]
-    fn builtin_catalog_has_exactly_the_eleven_frameworks() {
+    fn builtin_catalog_has_exactly_the_twelve_frameworks() {
         let catalog = Catalog::parse(BUILTIN).unwrap_or_else(|e| panic!("{e}"));
         let mut ids = catalog.ids();
         ids.sort_unstable();
-        let mut want = ELEVEN.to_vec();
+        let mut want = TWELVE.to_vec();
         want.sort_unstable();
         assert_eq!(ids, want);
         assert_eq!(Catalog::builtin(), &catalog);
@@ -284,22 +371,18 @@ mod tests {
         }
     }
 
-    /// The catalog's documented detection rule: every rule matches (file exists; `contains`
-    /// case-insensitively), highest `detect_priority` wins. Returns the winner and whether it
-    /// tied with another match.
+    /// The catalog's documented detection rule: every rule holds (a `not` rule must not),
+    /// highest `detect_priority` wins. Returns the winner and whether it tied with another.
     fn detect<'a>(catalog: &'a Catalog, files: &[(&str, &str)]) -> Option<(&'a str, bool)> {
-        let matches = |fw: &Framework| {
-            !fw.detect.is_empty()
-                && fw.detect.iter().all(|rule| {
-                    files.iter().any(|(path, text)| {
-                        *path == rule.file
-                            && rule.contains.as_ref().is_none_or(|c| {
-                                text.to_ascii_lowercase().contains(&c.to_ascii_lowercase())
-                            })
-                    })
-                })
-        };
-        let mut hits: Vec<&Framework> = catalog.frameworks.iter().filter(|f| matches(f)).collect();
+        let files: HashMap<String, String> = files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect();
+        let mut hits: Vec<&Framework> = catalog
+            .frameworks
+            .iter()
+            .filter(|f| f.matches(&files).is_some())
+            .collect();
         hits.sort_by_key(|f| std::cmp::Reverse(f.detect_priority));
         let best = hits.first()?;
         let tie = hits
@@ -390,6 +473,37 @@ mod tests {
                     pkg("\"express\": \"^4\", \"react\": \"^19\""),
                 )],
             ),
+            // A package that builds and starts itself (TypeScript compiled by `tsc`, an
+            // Express server in dist/): built with its devDependencies, run by `npm start`.
+            (
+                "node",
+                vec![(
+                    "package.json",
+                    r#"{"name": "api", "scripts": {"build": "tsc", "start": "node dist/server.js"},
+                       "dependencies": {"express": "^4"}, "devDependencies": {"typescript": "^5"}}"#
+                        .to_string(),
+                )],
+            ),
+            // Create React App's scripts start a development server: still a static React site.
+            (
+                "react",
+                vec![(
+                    "package.json",
+                    r#"{"scripts": {"build": "react-scripts build", "start": "react-scripts start"},
+                       "dependencies": {"react": "^18", "react-scripts": "5"}}"#
+                        .to_string(),
+                )],
+            ),
+            // Next.js has build and start scripts too, and wins.
+            (
+                "nextjs",
+                vec![(
+                    "package.json",
+                    r#"{"scripts": {"build": "next build", "start": "next start"},
+                       "dependencies": {"next": "15", "react": "19"}}"#
+                        .to_string(),
+                )],
+            ),
         ];
         let catalog = Catalog::builtin();
         for (want, files) in &cases {
@@ -407,6 +521,57 @@ mod tests {
         ];
         let none: Vec<(&str, &str)> = none.iter().map(|(p, t)| (*p, t.as_str())).collect();
         assert_eq!(detect(catalog, &none), None);
+        // A build script alone (a library), or only the words in another place, is no app.
+        for text in [
+            r#"{"scripts": {"build": "tsc"}}"#,
+            r#"{"scripts": {"start": "node ."}, "description": "build"}"#,
+            r#"{"scripts": "build start"}"#,
+            "not json, but \"scripts\": {\"build\": 1, \"start\": 2}",
+        ] {
+            assert_eq!(detect(catalog, &[("package.json", text)]), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn rules_with_keys_and_negation() {
+        let fw: Framework = Catalog::parse(&entry(
+            "app",
+            r#"detect = [
+                { file = "package.json", key = "scripts.build" },
+                { file = "package.json", key = "scripts.start", contains = "vite", not = true },
+            ]
+"#,
+        ))
+        .unwrap()
+        .frameworks
+        .remove(0);
+        let files = |text: &str| HashMap::from([("package.json".to_string(), text.to_string())]);
+        assert_eq!(
+            fw.matches(&files(r#"{"scripts": {"build": "x", "start": "node ."}}"#))
+                .as_deref(),
+            Some("package.json has scripts.build")
+        );
+        assert_eq!(
+            fw.matches(&files(
+                r#"{"scripts": {"build": "x", "start": "vite preview"}}"#
+            )),
+            None
+        );
+        assert_eq!(
+            fw.matches(&files(r#"{"scripts": {"build": "x"}}"#))
+                .as_deref(),
+            Some("package.json has scripts.build")
+        );
+        assert_eq!(fw.matches(&HashMap::new()), None);
+        // Only negative rules never match: they would claim every repository.
+        let only_not: Framework =
+            Catalog::parse(&entry("app", "detect = [{ file = \"x\", not = true }]\n"))
+                .unwrap()
+                .frameworks
+                .remove(0);
+        assert_eq!(only_not.matches(&HashMap::new()), None);
+        let err = invalid(&entry("app", "apt = [\"Bad Name\"]\n"));
+        assert!(err.contains("apt"), "{err}");
     }
 
     #[test]

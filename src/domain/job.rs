@@ -4,7 +4,7 @@
 //! the typed outcome a finished job leaves. Pure data: the store persists it, the engine runs
 //! it, the front ends show it.
 
-use super::DeploymentId;
+use super::{DeploymentId, Overrides};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -93,12 +93,19 @@ impl fmt::Display for OpKind {
 pub enum Op {
     /// Run a deployment recorded as PENDING (the front end validated and recorded it).
     Deploy,
-    /// Run a FAILED (or interrupted PENDING) deployment's stages again.
-    Retry,
-    /// Fetch the ref (or this new one, which becomes the deployment's), rebuild, restart.
+    /// Run a FAILED (or interrupted PENDING) deployment's stages again; `changes` (new
+    /// commands, health check, folder, packages) become the deployment's first.
+    Retry {
+        #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+        changes: Overrides,
+    },
+    /// Fetch the ref (or this new one, which becomes the deployment's), rebuild, restart;
+    /// with `changes` applied first, as `Retry`.
     Redeploy {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         git_ref: Option<String>,
+        #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+        changes: Overrides,
     },
     /// Back to the previous good release (or the kept release of commit `to`), without
     /// building.
@@ -140,7 +147,7 @@ impl Op {
     pub fn kind(&self) -> OpKind {
         match self {
             Op::Deploy => OpKind::Deploy,
-            Op::Retry => OpKind::Retry,
+            Op::Retry { .. } => OpKind::Retry,
             Op::Redeploy { .. } => OpKind::Redeploy,
             Op::Rollback { .. } => OpKind::Rollback,
             Op::Destroy { .. } => OpKind::Destroy,
@@ -284,9 +291,20 @@ mod tests {
     fn ops_round_trip_through_json_without_extra_fields() {
         for op in [
             Op::Deploy,
-            Op::Redeploy { git_ref: None },
+            Op::Redeploy {
+                git_ref: None,
+                changes: Overrides::default(),
+            },
             Op::Redeploy {
                 git_ref: Some("v2".into()),
+                changes: Overrides::default(),
+            },
+            Op::Retry {
+                changes: Overrides {
+                    health_path: Some("/healthz".into()),
+                    apt: vec!["libpq-dev".into()],
+                    ..Overrides::default()
+                },
             },
             Op::Sync,
             Op::Snapshot { name: None },
@@ -297,9 +315,21 @@ mod tests {
             let text = serde_json::to_string(&op).unwrap();
             assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op, "{text}");
         }
+        let plain = Op::Redeploy {
+            git_ref: None,
+            changes: Overrides::default(),
+        };
         assert_eq!(
-            serde_json::to_string(&Op::Redeploy { git_ref: None }).unwrap(),
+            serde_json::to_string(&plain).unwrap(),
             r#"{"op":"redeploy"}"#
+        );
+        // Jobs queued before retry took changes read as they were written.
+        let old: Op = serde_json::from_str(r#"{"op":"retry"}"#).unwrap();
+        assert_eq!(
+            old,
+            Op::Retry {
+                changes: Overrides::default()
+            }
         );
         for k in OpKind::ALL {
             assert_eq!(OpKind::parse(k.as_str()), Some(k));

@@ -93,11 +93,8 @@ pub fn check(op: OpKind, d: &Deployment) -> Result<(), Refusal> {
             }
         }
         OpKind::Start | OpKind::Stop | OpKind::Restart => {
-            if d.origin == Origin::Host {
-                refuse(format!(
-                    "{who} runs on a host proxdeck did not create: power it where it is managed"
-                ))
-            } else if !matches!(d.status, Status::Running | Status::Stopped) {
+            // On a host proxdeck did not create, the action is on the app's service only.
+            if !matches!(d.status, Status::Running | Status::Stopped) {
                 refuse(format!(
                     "{who} is {}: start, stop and restart work on RUNNING or STOPPED deployments{}",
                     d.status,
@@ -107,6 +104,12 @@ pub fn check(op: OpKind, d: &Deployment) -> Result<(), Refusal> {
                         String::new()
                     }
                 ))
+            } else if d.origin == Origin::Host {
+                if d.ip.is_none() {
+                    refuse(format!("{who} has no host address recorded"))
+                } else {
+                    Ok(())
+                }
             } else if d.vmid.is_none() || d.node.is_none() {
                 refuse(format!(
                     "{who} has no guest on Proxmox (no vmid or node recorded)"
@@ -246,12 +249,28 @@ mod tests {
         );
         let deleted = dep(Status::Deleted, Origin::Terraform);
         assert_eq!(allowed(&deleted), vec![OpKind::Forget]);
-        let host = dep(Status::Running, Origin::Host);
+        // A --host deployment's start, stop and restart act on the app's service.
+        let mut host = dep(Status::Running, Origin::Host);
+        host.vmid = None;
+        host.node = None;
+        host.ip = Some("192.0.2.7".into());
+        for op in [OpKind::Start, OpKind::Stop, OpKind::Restart] {
+            assert!(check(op, &host).is_ok(), "{op}");
+        }
+        let mut failed_host = host.clone();
+        failed_host.status = Status::Failed;
+        assert!(
+            check(OpKind::Start, &failed_host)
+                .unwrap_err()
+                .0
+                .contains("retry")
+        );
+        host.ip = None;
         assert!(
             check(OpKind::Stop, &host)
                 .unwrap_err()
                 .0
-                .contains("did not create")
+                .contains("no host address")
         );
         assert!(check_op(&Op::Forget { force: true }, &running).is_ok());
         assert!(check_op(&Op::Forget { force: false }, &running).is_err());

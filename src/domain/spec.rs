@@ -60,6 +60,12 @@ pub struct DeployInput {
     /// Read the repository over HTTPS with the token in this environment variable.
     #[serde(default)]
     pub git_token_env: Option<String>,
+    /// The app's folder in the repository (a monorepo), relative to its root.
+    #[serde(default)]
+    pub subdir: Option<String>,
+    /// Debian packages the app needs besides the framework's (`--apt`, repeatable).
+    #[serde(default)]
+    pub apt: Vec<String>,
 }
 
 /// An existing host to deploy onto: an IPv4 or IPv6 address or a DNS name, and the SSH port
@@ -266,6 +272,12 @@ impl DeployInput {
             }
             (false, None) => None,
         };
+        let subdir = opt_trimmed(&self.subdir).map(normalize_subdir);
+        if let Some(Err(e)) = &subdir {
+            check("subdir", Err(e.clone()));
+        }
+        let subdir = subdir.and_then(Result::ok).filter(|s| !s.is_empty());
+        check("apt", validate_apt_packages(&self.apt));
 
         if !errors.is_empty() {
             return Err(SpecError { errors });
@@ -293,6 +305,8 @@ impl DeployInput {
                 health_status: self.health_status.map(|s| s as u16),
                 ssh_key: ssh_key.map(str::to_string),
                 git_auth,
+                subdir,
+                apt: self.apt.iter().map(|p| p.trim().to_string()).collect(),
             },
         })
     }
@@ -692,6 +706,105 @@ fn validate_command(c: &str, may_be_empty: bool) -> Result<(), String> {
         return Err("contains a NUL byte".into());
     }
     Ok(())
+}
+
+/// `--subdir`: a folder of the repository, relative to its root, without `..` or anything a
+/// shell or a path could read twice. Returns it without `./` and slashes at the ends (empty:
+/// the root itself).
+pub fn normalize_subdir(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    if s.starts_with('/') {
+        return Err(format!(
+            "{s:?} is absolute; give the folder relative to the repository's root (e.g. apps/web)"
+        ));
+    }
+    if s.len() > 255 {
+        return Err("longer than 255 characters".into());
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || "._-/".contains(c)))
+    {
+        return Err(format!(
+            "{c:?} is not allowed in the app's folder: use letters, digits, '.', '_', '-' and '/'"
+        ));
+    }
+    let parts: Vec<&str> = s
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.iter().any(|p| *p == ".." || p.starts_with('-')) {
+        return Err(format!(
+            "{s:?} leaves the repository or starts a part with '-'; '..' is not allowed"
+        ));
+    }
+    Ok(parts.join("/"))
+}
+
+/// A Debian package name (Debian policy 5.6.1): lowercase letters, digits, `+`, `-` and `.`,
+/// at least two characters, starting with a letter or digit.
+pub fn validate_apt_package(p: &str) -> Result<(), String> {
+    let ok = p.len() >= 2
+        && p.len() <= 100
+        && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p:?} is not a Debian package name: lowercase letters, digits, '+', '-' and '.', starting with a letter or digit"
+        ))
+    }
+}
+
+fn validate_apt_packages(list: &[String]) -> Result<(), String> {
+    if list.len() > 64 {
+        return Err("more than 64 packages".into());
+    }
+    list.iter().try_for_each(|p| validate_apt_package(p.trim()))
+}
+
+/// Checks the command and health-check replacements a `retry` or `redeploy` brings (the same
+/// rules as `deploy`'s), every bad field at once.
+pub fn validate_overrides(o: &Overrides) -> Result<(), SpecError> {
+    let mut errors = Vec::new();
+    let mut check = |field: &'static str, result: Result<(), String>| {
+        if let Err(message) = result {
+            errors.push(FieldError { field, message });
+        }
+    };
+    for (field, cmd, may_be_empty) in [
+        ("install", &o.install, false),
+        ("build", &o.build, true),
+        ("start", &o.start, false),
+    ] {
+        if let Some(c) = cmd {
+            check(field, validate_command(c, may_be_empty));
+        }
+    }
+    if let Some(p) = &o.health_path {
+        check("health-path", validate_health_path(p));
+    }
+    if let Some(s) = o.health_status {
+        check(
+            "health-status",
+            in_range(u32::from(s), 100, 599, "(an HTTP status)"),
+        );
+    }
+    if let Some(d) = &o.subdir {
+        check("subdir", normalize_subdir(d).map(|_| ()));
+    }
+    check("apt", validate_apt_packages(&o.apt));
+    check(
+        "ssh-key",
+        o.ssh_key.as_deref().map_or(Ok(()), validate_key_path),
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecError { errors })
+    }
 }
 
 fn validate_health_path(p: &str) -> Result<(), String> {
@@ -1366,5 +1479,106 @@ mod tests {
             assert_eq!(got, want);
             assert!(validate_name(&got).is_ok());
         }
+    }
+
+    #[test]
+    fn subdirs_are_relative_folders_of_the_repository() {
+        assert_eq!(normalize_subdir("apps/web/").unwrap(), "apps/web");
+        assert_eq!(normalize_subdir("./api").unwrap(), "api");
+        assert_eq!(normalize_subdir(".").unwrap(), "");
+        for bad in [
+            "/srv/app",
+            "../up",
+            "a/../../b",
+            "a b",
+            "x;rm",
+            "-x",
+            "$HOME",
+        ] {
+            assert!(normalize_subdir(bad).is_err(), "{bad}");
+        }
+        let spec = DeployInput {
+            subdir: Some("services/api/".into()),
+            apt: vec!["default-libmysqlclient-dev".into(), "pkg-config".into()],
+            ..input()
+        }
+        .validate(&catalog())
+        .unwrap();
+        assert_eq!(spec.overrides.subdir.as_deref(), Some("services/api"));
+        assert_eq!(
+            spec.overrides.apt,
+            ["default-libmysqlclient-dev", "pkg-config"]
+        );
+        let err = DeployInput {
+            subdir: Some("../x".into()),
+            apt: vec!["libfoo; rm -rf /".into()],
+            ..input()
+        }
+        .validate(&catalog())
+        .unwrap_err();
+        assert!(err.field("subdir").is_some(), "{err}");
+        assert!(
+            err.field("apt")
+                .unwrap()
+                .message
+                .contains("Debian package name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn apt_package_names_follow_debian_policy() {
+        for good in [
+            "build-essential",
+            "libpq-dev",
+            "g++",
+            "python3.11-venv",
+            "0ad",
+        ] {
+            assert!(validate_apt_package(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a",
+            "Libfoo",
+            "-x",
+            "foo bar",
+            "foo=1.0",
+            "foo:amd64",
+            "$(id)",
+        ] {
+            assert!(validate_apt_package(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn override_changes_are_checked_and_applied_field_by_field() {
+        let bad = Overrides {
+            health_path: Some("docs".into()),
+            health_status: Some(42),
+            start: Some(" ".into()),
+            ..Overrides::default()
+        };
+        let err = validate_overrides(&bad).unwrap_err();
+        for field in ["health-path", "health-status", "start"] {
+            assert!(err.field(field).is_some(), "{field}: {err}");
+        }
+        let mut mine = Overrides {
+            install: Some("pip install .".into()),
+            health_path: Some("/docs".into()),
+            apt: vec!["libpq-dev".into()],
+            ..Overrides::default()
+        };
+        let changes = Overrides {
+            health_path: Some("/healthz".into()),
+            health_status: Some(204),
+            ..Overrides::default()
+        };
+        assert!(validate_overrides(&changes).is_ok());
+        mine.apply(&changes);
+        assert_eq!(mine.health_path.as_deref(), Some("/healthz"));
+        assert_eq!(mine.health_status, Some(204));
+        assert_eq!(mine.install.as_deref(), Some("pip install ."));
+        assert_eq!(mine.apt, ["libpq-dev"]);
     }
 }

@@ -217,7 +217,10 @@ async fn poll_one(engine: &Engine, mut a: AutoDeploy) -> Result<(), StoreError> 
             };
             a.next_check_at = at_after(wait + jitter(config.jitter));
             if !commit.starts_with(deployed) || deployed.is_empty() {
-                let op = Op::Redeploy { git_ref: None };
+                let op = Op::Redeploy {
+                    git_ref: None,
+                    changes: Default::default(),
+                };
                 let key = d.id.clone();
                 let who = format!("{REQUESTER} (commit {})", &commit[..commit.len().min(12)]);
                 match engine

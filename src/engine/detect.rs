@@ -59,27 +59,6 @@ pub fn rule_files(catalog: &Catalog) -> BTreeSet<String> {
         .collect()
 }
 
-/// Why `fw` matches the files, or `None` when one of its rules does not.
-fn matches(fw: &Framework, files: &HashMap<String, String>) -> Option<String> {
-    if fw.detect.is_empty() {
-        return None;
-    }
-    let mut why = Vec::new();
-    for rule in &fw.detect {
-        let text = files.get(&rule.file)?;
-        match &rule.contains {
-            Some(c) => {
-                if !text.to_lowercase().contains(&c.to_lowercase()) {
-                    return None;
-                }
-                why.push(format!("{} has {c}", rule.file));
-            }
-            None => why.push(format!("{} exists", rule.file)),
-        }
-    }
-    Some(why.join(" and "))
-}
-
 /// Picks the framework for a repository whose files (path → text) are `files`. Only the
 /// paths the rules name matter; a missing path is a file that does not exist.
 pub fn detect(
@@ -89,7 +68,7 @@ pub fn detect(
     let mut hits: Vec<(&Framework, String)> = catalog
         .frameworks
         .iter()
-        .filter_map(|f| matches(f, files).map(|why| (f, why)))
+        .filter_map(|f| f.matches(files).map(|why| (f, why)))
         .collect();
     hits.sort_by_key(|(f, _)| std::cmp::Reverse(f.detect_priority));
     let Some((best, reason)) = hits.first() else {
@@ -117,16 +96,19 @@ pub fn detect(
 
 /// Fetches `git_ref` (default: the remote's HEAD) of `repo` shallowly into a throwaway bare
 /// repository under `scratch`, reads the files the rules name and detects the framework.
+/// With `subdir` (the app's folder in a monorepo; empty: the root), the rules' paths are read
+/// from that folder, which must exist at that commit.
 pub async fn detect_repo(
     catalog: &Catalog,
     repo: &str,
     git_ref: Option<&str>,
+    subdir: &str,
     scratch: &Path,
     timeout: Duration,
     access: &Access,
 ) -> Result<Detection, DetectError> {
     let dir = scratch.join(format!("detect-{}", unique_suffix()));
-    let result = fetch_and_read(catalog, repo, git_ref, &dir, timeout, access).await;
+    let result = fetch_and_read(catalog, repo, git_ref, subdir, &dir, timeout, access).await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     let (files, commit) = result.map_err(|message| DetectError::Fetch {
         repo: repo.to_string(),
@@ -151,6 +133,7 @@ async fn fetch_and_read(
     catalog: &Catalog,
     repo: &str,
     git_ref: Option<&str>,
+    subdir: &str,
     dir: &Path,
     timeout: Duration,
     access: &Access,
@@ -195,13 +178,24 @@ async fn fetch_and_read(
     )
     .await?;
     let present: BTreeSet<&str> = listed.split('\0').filter(|p| !p.is_empty()).collect();
+    let prefix = if subdir.is_empty() {
+        String::new()
+    } else {
+        format!("{subdir}/")
+    };
+    if !prefix.is_empty() && !present.iter().any(|p| p.starts_with(&prefix)) {
+        return Err(format!(
+            "the repository has no folder {subdir} at commit {commit} (--subdir is relative to the repository's root)"
+        ));
+    }
     let mut files = HashMap::new();
     for path in rule_files(catalog) {
-        if !present.contains(path.as_str()) {
+        let full = format!("{prefix}{path}");
+        if !present.contains(full.as_str()) {
             continue;
         }
         let text = git(
-            &["cat-file", "-p", &format!("{commit}:{path}")],
+            &["cat-file", "-p", &format!("{commit}:{full}")],
             Some(dir),
             timeout,
             access,
@@ -374,6 +368,7 @@ pub async fn node_need(
     fw: &Framework,
     repo: &str,
     git_ref: &str,
+    subdir: &str,
     scratch: &Path,
     timeout: Duration,
     access: &Access,
@@ -384,7 +379,16 @@ pub async fn node_need(
     }
     let dir = scratch.join(format!("node-{}", unique_suffix()));
     let git_ref = (!git_ref.is_empty()).then_some(git_ref);
-    let read = fetch_and_read(Catalog::builtin(), repo, git_ref, &dir, timeout, access).await;
+    let read = fetch_and_read(
+        Catalog::builtin(),
+        repo,
+        git_ref,
+        subdir,
+        &dir,
+        timeout,
+        access,
+    )
+    .await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
     let package = match read {
         Ok((files, _)) => files.get("package.json").cloned(),

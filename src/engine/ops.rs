@@ -150,6 +150,10 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
                     crate::domain::spec::validate_ref(r.trim())
                         .map_err(|m| OpError::Invalid(format!("ref: {m}")))?;
                 }
+                if let Op::Retry { changes } | Op::Redeploy { changes, .. } = &op {
+                    crate::domain::spec::validate_overrides(changes)
+                        .map_err(|e| OpError::Invalid(e.to_string()))?;
+                }
                 match &op {
                     Op::Snapshot { name: Some(n) } => {
                         super::snapshots::validate_name(n.trim())
@@ -300,12 +304,25 @@ async fn run_on(
     let _lock = JobLock::acquire(&engine.paths, id).map_err(|e| failed(e.to_string(), 1))?;
     // Read under the lock: the deployment may have changed while the job waited.
     let key = id.clone();
-    let d = engine
+    let mut d = engine
         .db
         .call(move |s| s.get(&key))
         .await
         .map_err(|e| failed(e.to_string(), 1))?;
     policy::check_op(&job.op, &d).map_err(|r| failed(r.0, 1))?;
+    // A retry or redeploy with new flags: they become the deployment's, for this run and
+    // every later one.
+    if let Op::Retry { changes } | Op::Redeploy { changes, .. } = &job.op
+        && !changes.is_empty()
+    {
+        d.overrides.apply(changes);
+        let (key, overrides) = (d.id.clone(), d.overrides.clone());
+        engine
+            .db
+            .call(move |s| s.set_overrides(&key, &overrides))
+            .await
+            .map_err(|e| failed(e.to_string(), 1))?;
+    }
     engine.audit(
         kind.as_str(),
         &d.id,
@@ -342,8 +359,8 @@ async fn run_on(
     }
     let done = match &job.op {
         Op::Deploy => pipeline::run_deploy(engine, &reporter, d, cancel).await,
-        Op::Retry => pipeline::run_retry(engine, &reporter, d, cancel).await,
-        Op::Redeploy { git_ref } => {
+        Op::Retry { .. } => pipeline::run_retry(engine, &reporter, d, cancel).await,
+        Op::Redeploy { git_ref, .. } => {
             pipeline::run_redeploy(engine, &reporter, d, git_ref.clone(), cancel).await
         }
         Op::Rollback { to } => {

@@ -1,5 +1,8 @@
 //! Power actions on a deployment's guest through the Proxmox API (`proxdeck start|stop|
-//! restart ID`), waiting on the task, and `proxdeck forget ID`.
+//! restart ID`), waiting on the task, and `proxdeck forget ID`. For a deployment on an
+//! existing host (`--host`), the same actions act on the app's own service over SSH (its
+//! systemd unit, OpenRC service or proxdeck's supervisor; `assets/provision/power.sh.hbs`),
+//! never on the host; a start or restart ends with the app's health check.
 //!
 //! Owns what each action does (start; stop = a clean shutdown forced off after a timeout;
 //! restart = reboot, or start when stopped), the status that follows (RUNNING / STOPPED,
@@ -64,6 +67,9 @@ pub async fn run_power(
     d: Deployment,
     op: PowerOp,
 ) -> Result<Deployment, PowerError> {
+    if d.origin == Origin::Host {
+        return run_host_power(engine, reporter, d, op).await;
+    }
     let proxmox = engine.config.proxmox()?.clone();
     let (Some(vmid), Some(node)) = (d.vmid, d.node.clone()) else {
         return Err(PowerError::Refused(format!(
@@ -155,6 +161,143 @@ pub async fn run_power(
         .info(format!("{} ({}) is {target}", d.name, d.id))
         .await?;
     Ok(done)
+}
+
+/// Starts, stops or restarts the app's service on its host over SSH (a `--host` deployment),
+/// then, after a start or restart, checks that the app answers; records STOPPED or RUNNING.
+async fn run_host_power(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: Deployment,
+    op: PowerOp,
+) -> Result<Deployment, PowerError> {
+    let who = format!("{} ({})", d.name, d.id);
+    let Some(ip) = d.ip.clone() else {
+        return Err(PowerError::Refused(format!(
+            "{who} has no host address recorded"
+        )));
+    };
+    let script =
+        super::provision::render_power(&d.name, &engine.config.guest.app_root, op.as_str())
+            .map_err(|e| PowerError::Refused(e.to_string()))?;
+    let host_failed = |what: String| {
+        PowerError::Refused(format!(
+            "{who}: {what}\nnext: check that the host answers over SSH as the deployment's user (`proxdeck logs {}` has the details), then `proxdeck {} {}` again",
+            d.id,
+            op.as_str(),
+            d.id
+        ))
+    };
+    let guest = super::guest::resolve(engine, &d, &ip)
+        .await
+        .map_err(|e| host_failed(e.to_string()))?;
+    let (tx, forward) = reporter.pipe();
+    let session = super::guest::connect(engine, &guest, tx.clone()).await;
+    let session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            drop(tx);
+            let _ = forward.await;
+            return Err(host_failed(e.to_string()));
+        }
+    };
+    reporter
+        .info(format!(
+            "{} the app's service on {} (the host itself is left alone)",
+            op.as_str(),
+            guest.target.label()
+        ))
+        .await?;
+    let target = guest.target.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut out = |stream: LogStream, lines: Vec<String>| {
+            let _ = tx.send(super::process::Output { stream, lines });
+        };
+        super::guest::run_script(
+            &session,
+            &target,
+            &script,
+            std::time::Duration::from_secs(180),
+            &|| false,
+            &mut out,
+        )
+    })
+    .await
+    .map_err(|e| host_failed(e.to_string()))?;
+    let _ = forward.await;
+    let run = run.map_err(|e| host_failed(e.to_string()))?;
+    if run.status != 0 {
+        let why = run.reason.unwrap_or_else(|| {
+            format!(
+                "the {} script exited with status {}",
+                op.as_str(),
+                run.status
+            )
+        });
+        return Err(host_failed(why));
+    }
+    let target_status = match op {
+        PowerOp::Stop => Status::Stopped,
+        PowerOp::Start | PowerOp::Restart => {
+            check_answers(engine, reporter, &d, &ip).await?;
+            Status::Running
+        }
+    };
+    if d.status == target_status {
+        let id = d.id.clone();
+        return Ok(engine.db.call(move |s| s.get(&id)).await?);
+    }
+    let done = reporter.transition(target_status, None).await?;
+    reporter.info(format!("{who} is {target_status}")).await?;
+    Ok(done)
+}
+
+/// The health check after a host start or restart: the deployment's path and expectation.
+async fn check_answers(
+    engine: &Engine,
+    reporter: &Reporter,
+    d: &Deployment,
+    ip: &str,
+) -> Result<(), PowerError> {
+    let fw = crate::domain::Catalog::builtin().get(&d.framework);
+    let (path, expect) = super::health::check_for(d, fw);
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let url = format!("http://{host}:{}{path}", d.port);
+    let mut notes = Vec::new();
+    let healthy = super::health::wait_for(&url, expect, engine.config.timeouts.health, |n| {
+        if notes.len() < 3 {
+            notes.push(n.to_string());
+        }
+    })
+    .await;
+    if !notes.is_empty() {
+        reporter.lines(LogStream::Info, notes).await?;
+    }
+    match healthy {
+        Ok(h) => {
+            reporter
+                .info(format!(
+                    "{url} answered HTTP {} after {} attempt(s)",
+                    h.status, h.attempts
+                ))
+                .await?;
+            Ok(())
+        }
+        Err(e) => {
+            let cause = super::pipeline::unhealthy(&e, &d.id.0, &path, d.port);
+            let _ = reporter
+                .lines(LogStream::Stderr, vec![format!("health check: {cause}")])
+                .await;
+            Err(PowerError::Refused(format!(
+                "{} ({}): the service runs, but the health check failed: {cause}",
+                d.name, d.id
+            )))
+        }
+    }
 }
 
 /// What to do when a power action on `label` (`CT 100`) failed with `e`.

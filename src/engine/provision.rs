@@ -31,6 +31,7 @@ const LAMP: &str = include_str!("../../assets/provision/lamp.sh.hbs");
 const REMOVE: &str = include_str!("../../assets/provision/remove.sh.hbs");
 const LOGS: &str = include_str!("../../assets/provision/logs.sh.hbs");
 const ACTIVATE: &str = include_str!("../../assets/provision/activate.sh.hbs");
+const POWER: &str = include_str!("../../assets/provision/power.sh.hbs");
 
 /// The recipes, by the name the catalog's `recipe` key uses.
 pub const RECIPES: [&str; 5] = ["python", "node", "static", "laravel", "lamp"];
@@ -99,6 +100,11 @@ pub struct ScriptVars {
     pub build: String,
     pub start: String,
     pub docroot: String,
+    /// The app's folder in the checkout (`--subdir`); empty: the checkout's root.
+    pub subdir: String,
+    /// Debian packages the app needs besides the runtime: the catalog's `apt`, then the
+    /// deployment's `--apt` (names checked by `spec::validate_apt_package`).
+    pub app_apt: String,
     /// The runtime's packages (Debian names, then Alpine's).
     pub apt_packages: String,
     pub apk_packages: String,
@@ -197,6 +203,14 @@ impl ScriptVars {
             build: o.build.clone().unwrap_or_else(|| fw.build.clone()),
             start: o.start.clone().unwrap_or_else(|| fw.start.clone()),
             docroot: fw.docroot.clone(),
+            subdir: o.subdir.clone().unwrap_or_default(),
+            app_apt: fw
+                .apt
+                .iter()
+                .chain(o.apt.iter())
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
             apt_packages,
             apk_packages: fw.alpine.clone(),
             env: env
@@ -414,6 +428,8 @@ struct Place {
     service: String,
     lines: u32,
     follow: bool,
+    /// The power script's action: start, stop or restart.
+    action: String,
 }
 
 impl Place {
@@ -425,6 +441,7 @@ impl Place {
             service: service_name(name),
             lines: 0,
             follow: false,
+            action: String::new(),
         }
     }
 }
@@ -455,6 +472,24 @@ pub fn render_logs(
     check_app_dir(&place.app_dir)?;
     engine()?
         .render_template(LOGS, &place)
+        .map_err(|e| ProvisionError::Render(e.to_string()))
+}
+
+/// Renders the script that starts, stops or restarts (`action`) the app `name`'s service on
+/// its host (a deployment made with `--host`).
+pub fn render_power(name: &str, app_root: &str, action: &str) -> Result<String, ProvisionError> {
+    if !["start", "stop", "restart"].contains(&action) {
+        return Err(ProvisionError::Render(format!(
+            "unknown action {action:?}: start, stop or restart"
+        )));
+    }
+    let place = Place {
+        action: action.to_string(),
+        ..Place::new(name, app_root)
+    };
+    check_app_dir(&place.app_dir)?;
+    engine()?
+        .render_template(POWER, &place)
         .map_err(|e| ProvisionError::Render(e.to_string()))
 }
 
@@ -554,6 +589,31 @@ mod tests {
         assert_eq!(v.start, "node server.js");
         assert_eq!(v.app_dir, "/srv/apps/shop");
         assert_eq!(v.git_ref, "v1.2");
+    }
+
+    #[test]
+    fn subdir_and_apt_reach_the_script_quoted() {
+        let mut fw = Catalog::builtin().get("flask").unwrap().clone();
+        fw.apt = vec!["build-essential".into()];
+        let mut d = deployment("flask");
+        d.overrides.subdir = Some("services/api".into());
+        d.overrides.apt = vec!["default-libmysqlclient-dev".into(), "pkg-config".into()];
+        let v = ScriptVars::new(&d, &fw, &[], "/opt/proxdeck", "host", "");
+        assert_eq!(v.subdir, "services/api");
+        assert_eq!(
+            v.app_apt,
+            "build-essential default-libmysqlclient-dev pkg-config"
+        );
+        let script = render_script(&fw, &v).unwrap();
+        assert!(script.contains("APP_SUBDIR=services/api\n"), "{script}");
+        assert!(
+            script.contains("APP_APT='build-essential default-libmysqlclient-dev pkg-config'"),
+            "{script}"
+        );
+        assert!(script.contains("$APT_PACKAGES $APP_APT"), "{script}");
+        let (fw, v) = vars("flask", &[]);
+        let script = render_script(&fw, &v).unwrap();
+        assert!(script.contains("APP_SUBDIR=''"), "{script}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Where a deployment's words go: every line is redacted (secrets become `***`), persisted in
+//! Where a deployment's words go: every line is cleaned of terminal escape codes (the colours
+//! and cursor moves of npm, pip or a build tool), redacted (secrets become `***`), persisted in
 //! the store first, then sent to the clients as `EngineEvent`s. Status changes go through here
 //! too, so what a user sees is always what the store holds.
 
@@ -8,6 +9,16 @@ use crate::protocol::{EngineEvent, LogLine, LogStream};
 use crate::store::{Db, Result, now_ms};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+
+/// The line without terminal escape sequences (CSI such as colours and cursor moves, OSC such
+/// as window titles and hyperlinks) and control characters other than whitespace. The parser
+/// is anstream's (clap's terminal layer, already part of the build): a VT state machine.
+pub fn strip_escapes(line: &str) -> String {
+    if !line.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return line.to_string();
+    }
+    anstream::adapter::strip_str(line).to_string()
+}
 
 /// Replaces every secret value in a line with `***`.
 #[derive(Debug, Clone, Default)]
@@ -79,7 +90,7 @@ impl Reporter {
                 at,
                 stream,
                 stage,
-                text: self.redactor.redact(&text),
+                text: self.redactor.redact(&strip_escapes(&text)),
             })
             .collect();
         let id = self.id.clone();
@@ -158,5 +169,30 @@ mod tests {
         ]);
         assert_eq!(r.redact("token=abcdef and abc, x"), "token=*** and ***, x");
         assert_eq!(Redactor::default().redact("plain"), "plain");
+    }
+
+    #[test]
+    fn escape_codes_are_stripped() {
+        // npm's and pip's colours, a bold reset, a cursor move and an erase.
+        assert_eq!(
+            strip_escapes("\x1b[1m\x1b[31mnpm ERR!\x1b[39m\x1b[22m code 1"),
+            "npm ERR! code 1"
+        );
+        assert_eq!(strip_escapes("\x1b[2K\x1b[1Gdone"), "done");
+        assert_eq!(
+            strip_escapes("\x1b[38;5;196mred\x1b[0m \x1b[38;2;1;2;3mrgb\x1b[m"),
+            "red rgb"
+        );
+        // OSC: a window title (BEL-terminated) and a hyperlink (ST-terminated).
+        assert_eq!(strip_escapes("\x1b]0;title\x07text"), "text");
+        assert_eq!(
+            strip_escapes("\x1b]8;;https://example.org\x1b\\link\x1b]8;;\x1b\\"),
+            "link"
+        );
+        // Tabs and text without escapes pass through; non-ASCII text is kept.
+        assert_eq!(strip_escapes("a\tb ünïcode ✓"), "a\tb ünïcode ✓");
+        // A secret split by colour codes is still masked once the codes are gone.
+        let r = Redactor::new(vec!["hunter22".to_string()]);
+        assert_eq!(r.redact(&strip_escapes("pw=hun\x1b[1mter22")), "pw=***");
     }
 }

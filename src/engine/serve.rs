@@ -13,7 +13,7 @@ use super::ops::{self, OpRequest};
 use super::proxmox::Client;
 use super::{Engine, applogs, detect, pipeline, reads, sync};
 use crate::domain::spec::DeployInput;
-use crate::domain::{Catalog, DeploymentId, Job, JobId, JobState, Op};
+use crate::domain::{Catalog, DeploymentId, Job, JobId, JobState, Op, Overrides};
 use crate::protocol::{
     ClusterSnapshot, Detected, EngineEvent, GuestEntry, GuestInfo, LOG_FILTER_KEEP, LogPageKind,
     NodeInfo, OpKind, Power, ProxmoxState, Request, SeqLine, Settings,
@@ -343,8 +343,20 @@ impl Engine {
                 };
                 self.spawn_submit(OpKind::Deploy, target, request, pipe);
             }
-            Request::Retry(id) => self.submit_on(Op::Retry, id, pipe),
-            Request::Redeploy { id, git_ref } => self.submit_on(Op::Redeploy { git_ref }, id, pipe),
+            Request::Retry(id) => self.submit_on(
+                Op::Retry {
+                    changes: Overrides::default(),
+                },
+                id,
+                pipe,
+            ),
+            Request::Redeploy { id, git_ref } => {
+                let op = Op::Redeploy {
+                    git_ref,
+                    changes: Overrides::default(),
+                };
+                self.submit_on(op, id, pipe)
+            }
             Request::Rollback(id) => self.submit_on(Op::Rollback { to: None }, id, pipe),
             Request::Destroy(id) => self.submit_on(Op::Destroy { force: false }, id, pipe),
             Request::Power { id, action } => {
@@ -611,6 +623,7 @@ impl Engine {
                 Catalog::builtin(),
                 &url,
                 wanted,
+                "",
                 &scratch,
                 DETECT_TIMEOUT,
                 &public,

@@ -566,12 +566,7 @@ async fn health_check(
             "no guest address recorded to check the app at".into(),
         ));
     };
-    let path = d.overrides.health_path.clone().unwrap_or_else(|| {
-        Catalog::builtin()
-            .get(&d.framework)
-            .map(|f| f.health_path.clone())
-            .unwrap_or_else(|| "/".into())
-    });
+    let (path, expect) = health::check_for(d, Catalog::builtin().get(&d.framework));
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {
@@ -579,16 +574,11 @@ async fn health_check(
     };
     let url = format!("http://{host}:{}{path}", d.port);
     let mut notes = Vec::new();
-    let healthy = health::wait_for_status(
-        &url,
-        d.overrides.health_status,
-        engine.config.timeouts.health,
-        |note| {
-            if notes.len() < 3 {
-                notes.push(note.to_string());
-            }
-        },
-    )
+    let healthy = health::wait_for(&url, expect, engine.config.timeouts.health, |note| {
+        if notes.len() < 3 {
+            notes.push(note.to_string());
+        }
+    })
     .await;
     if !notes.is_empty() {
         reporter.lines(LogStream::Info, notes).await?;

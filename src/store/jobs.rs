@@ -418,7 +418,15 @@ mod tests {
         };
         s.append_logs(&dep("aaa111"), &[line.clone(), line])
             .unwrap();
-        let j = s.enqueue(&Op::Retry, Some(&dep("aaa111")), "me").unwrap();
+        let j = s
+            .enqueue(
+                &Op::Retry {
+                    changes: Default::default(),
+                },
+                Some(&dep("aaa111")),
+                "me",
+            )
+            .unwrap();
         let tail = s.logs_tail(&dep("aaa111"), 1).unwrap();
         assert_eq!(j.log_from, tail[0].0);
         assert!(s.logs(&dep("aaa111"), j.log_from, 10).unwrap().is_empty());

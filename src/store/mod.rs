@@ -613,6 +613,25 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a deployment's overrides (`retry`/`redeploy` with new commands, health check,
+    /// folder or packages), kept for every later run.
+    pub fn set_overrides(
+        &mut self,
+        id: &DeploymentId,
+        overrides: &crate::domain::Overrides,
+    ) -> Result<()> {
+        let text = serde_json::to_string(overrides)
+            .map_err(|e| StoreError::Corrupt(format!("overrides of {id}: {e}")))?;
+        let n = self.conn.execute(
+            "UPDATE deployments SET overrides = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id.0, text, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.0.clone()));
+        }
+        Ok(())
+    }
+
     /// Changes the branch, tag or commit a deployment follows (`redeploy --ref`).
     pub fn set_git_ref(&mut self, id: &DeploymentId, git_ref: &str) -> Result<()> {
         let n = self.conn.execute(

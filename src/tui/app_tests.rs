@@ -1260,6 +1260,39 @@ fn snapshot_details() {
 }
 
 #[test]
+fn details_of_a_host_deployment_show_the_host_not_a_guest() {
+    let mut list = typical();
+    let d = &mut list[1];
+    d.origin = crate::domain::Origin::Host;
+    d.vmid = None;
+    d.node = None;
+    d.ip = Some("192.0.2.7".into());
+    d.ssh_user = Some("deploy".into());
+    let d = d.clone();
+    let name = d.name.clone();
+    let mut app = app_with(list);
+    select(&mut app, "k3x9ta");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.apply(&EngineEvent::Details(Box::new(DetailsSnapshot {
+        deployment: d,
+        history: vec![],
+        stages: vec![],
+        next_step: None,
+        job: None,
+    })));
+    let screen = draw(&mut app, 120, 40);
+    assert!(screen.contains("192.0.2.7, SSH user deploy"), "{screen}");
+    assert!(
+        screen.contains(&format!("service proxdeck-{name}")),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("vmid") && !screen.contains("cores"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn snapshot_resources() {
     let mut app = fed();
     app.on_ui_event(ch('p'));

@@ -24,26 +24,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DEPLOY: Duration = Duration::from_secs(900);
-const QUICK: Duration = Duration::from_secs(120);
+pub(crate) const DEPLOY: Duration = Duration::from_secs(900);
+pub(crate) const QUICK: Duration = Duration::from_secs(120);
 
 /// One sshd test host, one git daemon and one proxdeck data dir, in a folder of their own.
-struct Bench {
+pub(crate) struct Bench {
     _work: tempfile::TempDir,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     data_dir: PathBuf,
-    app_root: PathBuf,
+    pub(crate) app_root: PathBuf,
     /// The host's address and SSH port, which a restart of sshd keeps.
-    addr: std::net::Ipv4Addr,
+    pub(crate) addr: std::net::Ipv4Addr,
     ssh_port: u16,
     ssh: std::sync::Mutex<SshHost>,
-    git: GitServer,
-    proxdeck: Proxdeck,
+    pub(crate) git: GitServer,
+    pub(crate) proxdeck: Proxdeck,
 }
 
 impl Bench {
     /// `authorized`: the key sshd lets in (default: proxdeck's own, made on first use).
-    fn new(prefix: &str, authorized: Option<&Path>, ssh_secs: u32) -> Bench {
+    pub(crate) fn new(prefix: &str, authorized: Option<&Path>, ssh_secs: u32) -> Bench {
         let work = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         let root = work.path().to_path_buf();
         // The apps' own users must reach their folders under it.
@@ -77,26 +77,26 @@ impl Bench {
         }
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("{}:{}", self.addr, self.ssh_port)
     }
 
-    fn url(&self, port: u16) -> String {
+    pub(crate) fn url(&self, port: u16) -> String {
         format!("http://{}:{port}/", self.addr)
     }
 
-    fn sshd(&self) -> std::sync::MutexGuard<'_, SshHost> {
+    pub(crate) fn sshd(&self) -> std::sync::MutexGuard<'_, SshHost> {
         self.ssh.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn run(&self, args: &[&str], timeout: Duration) -> Finished {
+    pub(crate) fn run(&self, args: &[&str], timeout: Duration) -> Finished {
         self.proxdeck
             .run(args, timeout)
             .unwrap_or_else(|e| panic!("proxdeck {args:?}: {e:#}"))
     }
 
     /// `deploy --host` of `sample` as `name` on `port`, plus `extra` arguments; must succeed.
-    fn deploy(&self, sample: &Sample, name: &str, port: u16, extra: &[&str]) -> Value {
+    pub(crate) fn deploy(&self, sample: &Sample, name: &str, port: u16, extra: &[&str]) -> Value {
         let port = port.to_string();
         let host = self.host();
         let mut args = vec![
@@ -121,7 +121,7 @@ impl Bench {
     }
 
     /// Fails with everything that helps: the command's output, the deployment's log, sshd's.
-    fn expect_ok(&self, done: &Finished, name: &str, what: &str) {
+    pub(crate) fn expect_ok(&self, done: &Finished, name: &str, what: &str) {
         if done.success() {
             return;
         }
@@ -138,7 +138,7 @@ impl Bench {
         );
     }
 
-    fn installed(&self, name: &str) -> Installed {
+    pub(crate) fn installed(&self, name: &str) -> Installed {
         Installed {
             app: AppGuard::new(self.app_root.join(name).join("run/app.pid")),
             user: format!("pd-{name}"),
@@ -148,7 +148,7 @@ impl Bench {
 
 /// The app a test deployed on this machine: its process group stopped and its system user
 /// removed however the test ends (a passing test has destroyed both already).
-struct Installed {
+pub(crate) struct Installed {
     app: AppGuard,
     user: String,
 }
@@ -169,7 +169,7 @@ impl Drop for Installed {
     }
 }
 
-fn json_of(done: &Finished) -> Value {
+pub(crate) fn json_of(done: &Finished) -> Value {
     serde_json::from_str(done.stdout.trim())
         .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e})\n{}", done.describe()))
 }
@@ -179,7 +179,7 @@ fn text(v: &Value) -> String {
 }
 
 /// GET `url` until it answers 200 with `want` in the body.
-fn expect_body(url: &str, want: &str) {
+pub(crate) fn expect_body(url: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let answer = wait_http_ok(url, Duration::from_secs(60))
@@ -209,7 +209,7 @@ fn user_exists(user: &str) -> bool {
 
 /// Destroys a deployment on the host and checks that the app, its folder and its user are
 /// gone while the host (sshd) lives on.
-fn destroy_and_check(b: &Bench, name: &str, port: u16) {
+pub(crate) fn destroy_and_check(b: &Bench, name: &str, port: u16) {
     let done = b.run(&["destroy", name, "--yes", "--json"], QUICK);
     b.expect_ok(&done, name, "destroy");
     assert_eq!(json_of(&done)["status"], "DELETED");

@@ -304,7 +304,9 @@ fn an_app_that_exits_at_once_fails_the_health_check_with_its_last_lines() {
         b.context(&name, &done.describe())
     );
     assert!(
-        !done.stderr.contains("did not answer with a success within"),
+        !done
+            .stderr
+            .contains("did not answer with a success (2xx or 3xx) within"),
         "{}",
         done.describe()
     );

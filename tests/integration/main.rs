@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod apps;
 mod autodeploy;
 mod e2e;
 mod frameworks;

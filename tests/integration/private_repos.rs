@@ -136,6 +136,10 @@ fn fingerprint(public_key: &str, dir: &Path) -> String {
         .to_string()
 }
 
+/// The two tests that stage credentials on this machine (the guest of `--host`) take turns,
+/// so that each one's check for leftovers in /dev/shm sees only its own.
+static STAGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Folders proxdeck staged credentials in, left in memory on this machine (the host).
 fn staged_leftovers() -> Vec<String> {
     let mut left = Vec::new();
@@ -167,6 +171,7 @@ fn pending_key_dir(data_dir: &Path) -> PathBuf {
 
 #[test]
 fn a_private_repository_deploys_with_its_own_deploy_key() {
+    let _turn = STAGING.lock().unwrap_or_else(|e| e.into_inner());
     if skip_without(
         "a_private_repository_deploys_with_its_own_deploy_key",
         &[Part::Sshd, Part::Git, Part::GuestPython],
@@ -379,6 +384,7 @@ fn certificate(dir: &Path, addr: std::net::Ipv4Addr) -> (PathBuf, PathBuf) {
 
 #[test]
 fn an_https_token_from_the_environment_reads_a_private_repository_and_is_never_shown() {
+    let _turn = STAGING.lock().unwrap_or_else(|e| e.into_inner());
     if skip_without(
         "an_https_token_from_the_environment_reads_a_private_repository_and_is_never_shown",
         &[Part::Sshd, Part::Git, Part::GuestPython, Part::Fakepve],
@@ -610,6 +616,7 @@ fn a_short_commit_id_is_detected_and_resolved() {
                 Catalog::builtin(),
                 &url,
                 Some(&first[..8]),
+                "",
                 &scratch,
                 Duration::from_secs(60),
                 &none,

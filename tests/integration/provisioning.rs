@@ -166,6 +166,10 @@ fn every_recipe_renders_lints_and_matches_its_golden_file() {
             provision::render_logs("flask-app", "/opt/proxdeck", 200, true).unwrap(),
         ),
         ("activate", activate_script()),
+        (
+            "power",
+            provision::render_power("flask-app", "/opt/proxdeck", "restart").unwrap(),
+        ),
     ] {
         if lint {
             check_script(name, &text, dir.path());

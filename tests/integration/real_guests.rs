@@ -326,9 +326,18 @@ fn python_frameworks_on_fresh_debian_13_guests() {
     in_parallel(vec![
         Box::new(move || {
             // No os_template in the config: the default, Debian 13.
-            let app = deploy(c, flask, "fl13", "flask", &["--env", "SECRET_TOKEN=tok-13"]);
+            // --apt: a system package the app asks for is installed with the runtime.
+            let app = deploy(
+                c,
+                flask,
+                "fl13",
+                "flask",
+                &["--env", "SECRET_TOKEN=tok-13", "--apt", "jq"],
+            );
             let release = app.guest(". /etc/os-release; echo $VERSION_CODENAME");
             assert_eq!(release.trim(), "trixie");
+            let jq = app.guest("echo '{\"a\": 42}' | jq .a");
+            assert_eq!(jq.trim(), "42", "jq from --apt");
             let logs = c.run(&["logs", "fl13"], QUICK).stdout;
             assert!(logs.contains("booted guest"), "{logs}");
             app.lifecycle("starting; token is ***");
@@ -363,7 +372,9 @@ fn node_frameworks_on_fresh_debian_13_guests() {
             );
             app.lifecycle("listening on")
         }),
-        Box::new(move || deploy(c, react, "re13", "react", &[]).lifecycle("proxdeck app re13")),
+        // nginx's access log reaches the unit's journal: the health check's and the test's
+        // requests are in `logs --app`.
+        Box::new(move || deploy(c, react, "re13", "react", &[]).lifecycle("\"GET / HTTP/1.")),
         Box::new(move || deploy(c, vue, "vu13", "vue", &[]).lifecycle("proxdeck app vu13")),
         Box::new(move || deploy(c, next, "nx13", "nextjs", &[]).lifecycle("Ready in")),
     ]);

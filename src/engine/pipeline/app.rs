@@ -337,6 +337,7 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
         &cx.framework,
         &cx.d.repo,
         &checkout,
+        cx.d.overrides.subdir.as_deref().unwrap_or_default(),
         &scratch,
         Duration::from_secs(180),
         &access,

@@ -1,5 +1,6 @@
 //! Stage `health-check`: the app answers over HTTP on its port, at the framework's health path
-//! (or the deployment's), with any 2xx/3xx (or the status the deployment expects). The request
+//! (or the deployment's), with any 2xx/3xx (or the status the deployment expects; or, for a
+//! framework whose catalog entry says `health_any_answer`, any answer below 500). The request
 //! goes to the guest's address, so the Host header is that address: the Django recipe adds it
 //! to ALLOWED_HOSTS. Then the URL and the deployed commit are recorded, the commit that ran
 //! before it kept as the previous one.
@@ -26,17 +27,12 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         .ok_or_else(|| fail(Stage::HealthCheck)(&"no address"))?;
     let base = format!("http://{}", host_port(&ip, cx.d.port));
     let url = format!("{base}/");
-    let path =
-        cx.d.overrides
-            .health_path
-            .clone()
-            .unwrap_or_else(|| cx.framework.health_path.clone());
-    let expect = cx.d.overrides.health_status;
+    let (path, expect) = health::check_for(&cx.d, Some(&cx.framework));
     let check_url = format!("{base}{path}");
     let (tx, forward) = cx.reporter.pipe();
     let mut attempts = 0u32;
     let notes = tx.clone();
-    let healthy = health::wait_for_status(
+    let healthy = health::wait_for(
         &check_url,
         expect,
         cx.engine.config.timeouts.health,
@@ -64,8 +60,10 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         probe_command.clone(),
         tx.clone(),
     );
+    let id = cx.d.id.to_string();
+    let port = cx.d.port;
     let outcome = tokio::select! {
-        healthy = healthy => healthy.map_err(|e| e.to_string()),
+        healthy = healthy => healthy.map_err(|e| unhealthy(&e, &id, &path, port)),
         crash = watch => Err(crash),
     };
     drop(notes);
@@ -107,6 +105,24 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         healthy.status, healthy.attempts
     ))
     .await
+}
+
+/// The failure's cause, with what to change: a 4xx means the app is up and the path is not
+/// one it serves (`--health-path`, or `--health-status`); no answer at all means it does not
+/// listen where proxdeck looks.
+pub(crate) fn unhealthy(e: &health::HealthError, id: &str, path: &str, port: u16) -> String {
+    match e.last_status {
+        Some(code) if (400..500).contains(&code) => format!(
+            "{e}: the app answers, but not with {} at {path}; give the health check a path it serves: `proxdeck retry {id} --health-path /PATH` (or accept this answer: `proxdeck retry {id} --health-status {code}`)",
+            e.wanted
+        ),
+        Some(_) => format!(
+            "{e}: the app answers with an error; its own log says why (`proxdeck logs --app {id}`)"
+        ),
+        None => format!(
+            "{e}: nothing answered HTTP on port {port}; the app must listen on 0.0.0.0 (all addresses) and port {port} ($PORT), and its own log says why it does not (`proxdeck logs --app {id}`)"
+        ),
+    }
 }
 
 /// How often the service is probed while the health check waits.
@@ -188,7 +204,7 @@ async fn watch_service(
         .await
         .unwrap_or_default();
         return if lines.is_empty() {
-            format!("{crash}; its log is empty or cannot be read (`proxdeck logs {name} --app`)")
+            format!("{crash}; its log is empty or cannot be read (`proxdeck logs --app {name}`)")
         } else {
             format!(
                 "{crash}; its last log lines:\n    | {}",
@@ -203,5 +219,37 @@ fn host_port(ip: &str, port: u16) -> String {
         format!("[{ip}]:{port}")
     } else {
         format!("{ip}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::health::{Expect, HealthError};
+
+    fn error(last_status: Option<u16>) -> HealthError {
+        HealthError {
+            url: "http://10.0.0.5:8000/docs".into(),
+            secs: 60,
+            last: "HTTP 404 Not Found".into(),
+            wanted: Expect::Success.words(),
+            last_status,
+        }
+    }
+
+    #[test]
+    fn a_4xx_names_the_health_path_flag_with_the_command() {
+        let cause = unhealthy(&error(Some(404)), "k3x9ta", "/docs", 8000);
+        assert!(
+            cause.contains("`proxdeck retry k3x9ta --health-path /PATH`"),
+            "{cause}"
+        );
+        assert!(cause.contains("--health-status 404"), "{cause}");
+        assert!(!cause.contains("0.0.0.0"), "{cause}");
+        let cause = unhealthy(&error(None), "k3x9ta", "/", 8000);
+        assert!(cause.contains("0.0.0.0"), "{cause}");
+        assert!(cause.contains("`proxdeck logs --app k3x9ta`"), "{cause}");
+        let cause = unhealthy(&error(Some(502)), "k3x9ta", "/", 8000);
+        assert!(cause.contains("`proxdeck logs --app k3x9ta`"), "{cause}");
     }
 }

@@ -26,6 +26,7 @@ mod redeploy;
 mod release;
 mod render;
 
+pub(crate) use check::unhealthy;
 pub use destroy::{DestroyOptions, run_destroy};
 pub use plan::{PlanReport, RenderReport, plan, render_workspace};
 pub use redeploy::{run_redeploy, run_rollback};
@@ -109,7 +110,7 @@ pub fn next_step(stage: Stage, id: &DeploymentId) -> String {
             "read the provisioning output (`proxdeck logs {id}`), fix the app or its commands, then `proxdeck retry {id}`"
         ),
         Stage::HealthCheck => format!(
-            "the app did not answer or kept exiting: read its own log (`proxdeck logs {id} --app`), check that it listens on 0.0.0.0 and the deployment's port, then `proxdeck retry {id}`"
+            "the app did not answer as expected or kept exiting: read its own log (`proxdeck logs --app {id}`), fix the app, then `proxdeck retry {id}` (with `--health-path PATH` when the app answers at another path)"
         ),
         Stage::Done => format!("`proxdeck show {id}`"),
         Stage::Destroy => format!(
@@ -341,22 +342,32 @@ pub(super) async fn prepare(
         .map_err(|e| DeployError::Refused(format!("ref: {e}")))?;
         spec.git_ref = Some(full);
     }
-    // No framework given: detected from the repository's files before anything is recorded.
-    let detected = match &spec.framework {
-        Some(_) => None,
-        None => {
-            let found = super::detect::detect_repo(
-                catalog,
-                &spec.repo,
-                spec.git_ref.as_deref(),
-                &scratch,
-                std::time::Duration::from_secs(180),
-                &access,
-            )
-            .await?;
-            spec.framework = Some(found.framework.clone());
-            Some(found)
+    // No framework given: detected from the repository's files (in --subdir) before
+    // anything is recorded. A framework given with --subdir: the folder is still checked.
+    let subdir = spec.overrides.subdir.clone().unwrap_or_default();
+    let detected = if spec.framework.is_none() || !subdir.is_empty() {
+        let found = super::detect::detect_repo(
+            catalog,
+            &spec.repo,
+            spec.git_ref.as_deref(),
+            &subdir,
+            &scratch,
+            std::time::Duration::from_secs(180),
+            &access,
+        )
+        .await;
+        match (&spec.framework, found) {
+            (None, found) => {
+                let found = found?;
+                spec.framework = Some(found.framework.clone());
+                Some(found)
+            }
+            // Only a missing folder (or an unreadable repository) matters here.
+            (Some(_), Err(e @ super::detect::DetectError::Fetch { .. })) => return Err(e.into()),
+            (Some(_), _) => None,
         }
+    } else {
+        None
     };
     let framework = spec.framework.clone().unwrap_or_default();
     let port = match spec.port {

@@ -367,28 +367,51 @@ fn detail_lines(
         );
     }
     field("framework", d.framework.clone(), Style::new());
-    field(
-        "guest",
-        format!(
-            "{} on {}, vmid {}",
-            match d.guest_type {
-                crate::domain::GuestType::Lxc => "LXC container",
-                crate::domain::GuestType::Vm => "VM",
-            },
-            d.node.as_deref().unwrap_or("-"),
-            d.vmid.map_or("-".into(), |v| v.to_string())
-        ),
-        Style::new(),
-    );
-    field("address", dash(&d.ip), Style::new());
-    field(
-        "resources",
-        format!(
-            "{} cores, {} MiB memory, {} GiB disk; app port {}",
-            d.cores, d.memory_mib, d.disk_gib, d.port
-        ),
-        Style::new(),
-    );
+    if d.origin == Origin::Host {
+        // An app on a host proxdeck did not create: no vmid, node, cores or disk of its own.
+        field(
+            "host",
+            format!(
+                "{}, SSH user {}, port {}",
+                d.ip.as_deref().unwrap_or("-"),
+                d.ssh_user.as_deref().unwrap_or("(config)"),
+                d.ssh_port.map_or("(config)".into(), |p| p.to_string())
+            ),
+            Style::new(),
+        );
+        field(
+            "app",
+            format!(
+                "service {}, port {}",
+                crate::engine::provision::service_name(&d.name),
+                d.port
+            ),
+            Style::new(),
+        );
+    } else {
+        field(
+            "guest",
+            format!(
+                "{} on {}, vmid {}",
+                match d.guest_type {
+                    crate::domain::GuestType::Lxc => "LXC container",
+                    crate::domain::GuestType::Vm => "VM",
+                },
+                d.node.as_deref().unwrap_or("-"),
+                d.vmid.map_or("-".into(), |v| v.to_string())
+            ),
+            Style::new(),
+        );
+        field("address", dash(&d.ip), Style::new());
+        field(
+            "resources",
+            format!(
+                "{} cores, {} MiB memory, {} GiB disk; app port {}",
+                d.cores, d.memory_mib, d.disk_gib, d.port
+            ),
+            Style::new(),
+        );
+    }
     field(
         "env",
         if d.env_names.is_empty() {
