@@ -284,6 +284,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             jobs::run(&engine, follow(&d.id.0, op, a.detach, a.json)).await
         }
         Command::AutoDeploy(a) => autodeploy::command(&open_engine(&cli)?, a).await,
+        Command::Domains(a) => {
+            let engine = open_engine(&cli)?;
+            match (&a.change, &a.name) {
+                (Some(change), Some(name)) => {
+                    let change = match change.as_str() {
+                        "add" => crate::domain::DomainChange::Add,
+                        _ => crate::domain::DomainChange::Remove,
+                    };
+                    let op = Op::Domains {
+                        change,
+                        name: name.clone(),
+                    };
+                    jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
+                }
+                _ => print::domains(&engine, &a.id, a.json).await,
+            }
+        }
         Command::DeployKey(a) => {
             let engine = open_engine(&cli)?;
             let key = a.id.clone();
@@ -469,6 +486,9 @@ fn deploy_input(a: &DeployArgs) -> Result<DeployInput, CliError> {
         start: a.start.clone(),
         health_path: a.health_path.clone(),
         health_status: a.health_status,
+        domains: a.domains.clone(),
+        tls: a.tls.clone(),
+        expose_port: a.expose_port,
         deploy_key: a.deploy_key,
         git_token_env: a.git_token_env.clone(),
         subdir: a.subdir.clone(),
@@ -503,6 +523,9 @@ fn changes(a: &args::ChangeArgs) -> Result<crate::domain::Overrides, CliError> {
         subdir,
         apt: a.apt.iter().map(|p| p.trim().to_string()).collect(),
         git_auth: None,
+        domains: Vec::new(),
+        tls: None,
+        expose_port: false,
     };
     crate::domain::spec::validate_overrides(&changes)
         .map_err(|e| CliError::usage(e.to_string()))?;

@@ -98,6 +98,9 @@ pub enum Command {
     /// Roll a deployment's guest back to a snapshot: the guest is shut down, rolled back and
     /// started, the app health-checked, and the record's commit set to the snapshot's.
     Restore(RestoreArgs),
+    /// A deployment's domains (Caddy on the guest, HTTPS): without a change, list them;
+    /// `add NAME` or `remove NAME` rewrites Caddy's config on the guest and reloads it.
+    Domains(DomainsArgs),
     /// Turn deploy-on-push on or off: the worker polls the repository's ref (`git ls-remote`,
     /// no webhook) and redeploys when its commit changes. Without on/off: show the state.
     AutoDeploy(AutoDeployArgs),
@@ -126,6 +129,23 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DomainsArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// add or remove (without it: list the domains).
+    #[arg(value_parser = ["add", "remove"], requires = "name")]
+    pub change: Option<String>,
+    /// The domain to add or remove (a DNS name such as app.example.com).
+    pub name: Option<String>,
     /// Queue the job and return.
     #[arg(long)]
     pub detach: bool,
@@ -456,6 +476,17 @@ pub struct DeployArgs {
     /// default-libmysqlclient-dev --apt pkg-config --apt build-essential for mysqlclient.
     #[arg(long = "apt", value_name = "PKG")]
     pub apt: Vec<String>,
+    /// Serve the app under this domain through Caddy on the guest, with HTTPS (repeatable).
+    #[arg(long = "domain", value_name = "NAME")]
+    pub domains: Vec<String>,
+    /// Certificates for the domains: acme (automatic, from Let's Encrypt; the default),
+    /// internal (Caddy's local CA, for internal networks) or off (plain HTTP).
+    #[arg(long, value_name = "MODE", value_parser = ["acme", "internal", "off"])]
+    pub tls: Option<String>,
+    /// With --domain: keep the app's own port reachable from beyond the guest too (by
+    /// default only Caddy, on the guest itself, reaches it).
+    #[arg(long = "expose-port")]
+    pub expose_port: bool,
     /// The container's OS template (a volume id, e.g. local:vztmpl/debian-12-...tar.zst)
     /// instead of guest.os_template.
     #[arg(long = "os-template", value_name = "VOLID")]

@@ -175,6 +175,19 @@ pub(super) fn print_details(
     }
     println!("stage      {}", d.stage.map(|s| s.as_str()).unwrap_or("-"));
     println!("url        {}", opt(&d.url));
+    if !d.overrides.domains.is_empty() {
+        println!(
+            "domains    {} (TLS {}, through Caddy; port {} {})",
+            d.overrides.domains.join(", "),
+            d.overrides.tls_mode(),
+            d.port,
+            if d.overrides.port_guarded() {
+                "for the guest itself only"
+            } else {
+                "exposed too"
+            }
+        );
+    }
     println!("repo       {}", d.repo);
     println!(
         "ref        {}",
@@ -417,6 +430,51 @@ pub fn print_releases(releases: &[crate::store::releases::Release]) {
             r.folder
         );
     }
+}
+
+/// `proxdeck domains ID`: the deployment's domains, their TLS mode and URL.
+pub(super) async fn domains(
+    engine: &crate::engine::Engine,
+    target: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let key = target.to_string();
+    let d = engine.db.call(move |s| s.find(&key)).await?;
+    let o = &d.overrides;
+    if json {
+        return print_json(&serde_json::json!({
+            "id": d.id,
+            "name": d.name,
+            "domains": o.domains,
+            "tls": o.tls_mode(),
+            "expose_port": o.expose_port,
+            "url": d.url,
+        }));
+    }
+    if o.domains.is_empty() {
+        println!(
+            "{} has no domain: it answers at {} (`proxdeck domains {} add NAME` puts Caddy in front, with HTTPS)",
+            present::who(&d),
+            d.url.as_deref().unwrap_or("its guest's address and port"),
+            d.id
+        );
+        return Ok(());
+    }
+    println!(
+        "{}: TLS {}, through Caddy to port {} ({})",
+        present::who(&d),
+        o.tls_mode(),
+        d.port,
+        if o.port_guarded() {
+            "which answers the guest itself only"
+        } else {
+            "which is exposed too"
+        }
+    );
+    for name in &o.domains {
+        println!("  {}://{name}/", o.tls_mode().scheme());
+    }
+    Ok(())
 }
 
 /// `proxdeck deploy-key ID`: the deployment's deploy key, where to add it, and the Git host

@@ -162,6 +162,13 @@ pub struct Overrides {
     /// How a private repository is read (none: the repository is public).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub git_auth: Option<GitAuth>,
+    /// The names Caddy serves the app under on its guest (`--domain`, `proxdeck domains`),
+    /// normalized; empty: no Caddy, the app answers on its own port.
+    pub domains: Vec<String>,
+    /// Where the domains' certificates come from (`--tls`; `None`: acme).
+    pub tls: Option<super::TlsMode>,
+    /// Keep the app's own port reachable from beyond the guest although Caddy fronts it.
+    pub expose_port: bool,
 }
 
 /// How proxdeck and the guest read a private repository. The credentials themselves live in
@@ -205,6 +212,10 @@ impl Overrides {
             subdir,
             apt,
             git_auth,
+            // Domains change through `proxdeck domains`, not retry or redeploy.
+            domains: _,
+            tls: _,
+            expose_port: _,
         } = changes;
         let take = |mine: &mut Option<String>, theirs: &Option<String>| {
             if theirs.is_some() {
@@ -226,6 +237,17 @@ impl Overrides {
         if git_auth.is_some() {
             self.git_auth.clone_from(git_auth);
         }
+    }
+
+    /// The TLS mode of the domains (acme unless the deployment chose another).
+    pub fn tls_mode(&self) -> super::TlsMode {
+        self.tls.unwrap_or_default()
+    }
+
+    /// The app's own port is closed to everything but the guest itself: Caddy fronts it and
+    /// `--expose-port` was not asked for.
+    pub fn port_guarded(&self) -> bool {
+        !self.domains.is_empty() && !self.expose_port
     }
 }
 

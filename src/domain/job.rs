@@ -1,5 +1,5 @@
 //! Jobs: every operation a user asks for (deploy, retry, redeploy, rollback, destroy, start,
-//! stop, restart, forget, sync, snapshot, restore) is a `Job` row in the store, run by proxdeck's worker process.
+//! stop, restart, forget, sync, snapshot, restore, domains) is a `Job` row in the store, run by proxdeck's worker process.
 //! Owns the operation's kind and arguments ([`Op`]), the job's states and their meaning, and
 //! the typed outcome a finished job leaves. Pure data: the store persists it, the engine runs
 //! it, the front ends show it.
@@ -35,10 +35,11 @@ pub enum OpKind {
     Sync,
     Snapshot,
     Restore,
+    Domains,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 13] = [
         OpKind::Deploy,
         OpKind::Retry,
         OpKind::Redeploy,
@@ -51,6 +52,7 @@ impl OpKind {
         OpKind::Sync,
         OpKind::Snapshot,
         OpKind::Restore,
+        OpKind::Domains,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +69,7 @@ impl OpKind {
             OpKind::Sync => "sync",
             OpKind::Snapshot => "snapshot",
             OpKind::Restore => "restore",
+            OpKind::Domains => "domains",
         }
     }
 
@@ -141,6 +144,12 @@ pub enum Op {
     Restore {
         snapshot: String,
     },
+    /// Add a domain to the deployment or remove one: Caddy's config on the guest is written
+    /// again and reloaded, then the app is checked through its first domain.
+    Domains {
+        change: super::DomainChange,
+        name: String,
+    },
 }
 
 impl Op {
@@ -158,6 +167,7 @@ impl Op {
             Op::Sync => OpKind::Sync,
             Op::Snapshot { .. } => OpKind::Snapshot,
             Op::Restore { .. } => OpKind::Restore,
+            Op::Domains { .. } => OpKind::Domains,
         }
     }
 }
@@ -310,6 +320,10 @@ mod tests {
             Op::Snapshot { name: None },
             Op::Restore {
                 snapshot: "pd-abc1234".into(),
+            },
+            Op::Domains {
+                change: super::super::DomainChange::Add,
+                name: "shop.example.com".into(),
             },
         ] {
             let text = serde_json::to_string(&op).unwrap();

@@ -4,6 +4,7 @@
 //! OS's random source for new deployment ids).
 
 pub mod deployment;
+pub mod domains;
 pub mod framework;
 pub mod job;
 pub mod policy;
@@ -12,6 +13,7 @@ pub mod spec;
 pub mod status;
 
 pub use deployment::{Deployment, DeploymentId, GitAuth, GuestType, Origin, Overrides};
+pub use domains::{DomainChange, TlsMode};
 pub use framework::{Catalog, Framework};
 pub use job::{Job, JobId, JobState, Op, OpKind, Outcome};
 pub use spec::{DeploySpec, SpecError};

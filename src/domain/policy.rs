@@ -145,6 +145,25 @@ pub fn check(op: OpKind, d: &Deployment) -> Result<(), Refusal> {
                 Ok(())
             }
         }
+        OpKind::Domains => {
+            if imported {
+                refuse(format!(
+                    "{who} was imported by sync: proxdeck did not deploy an app there to put Caddy in front of"
+                ))
+            } else if !matches!(d.status, Status::Running | Status::Stopped | Status::Failed) {
+                refuse(format!(
+                    "{who} is {}: domains change on a RUNNING, STOPPED or FAILED deployment; wait for its work to finish",
+                    d.status
+                ))
+            } else if d.ip.is_none() {
+                refuse(format!(
+                    "{who} has no guest address yet: `proxdeck retry {}` creates the guest first",
+                    d.id
+                ))
+            } else {
+                Ok(())
+            }
+        }
         OpKind::Forget => {
             let gone = d.status == Status::Deleted || d.missing_since.is_some();
             if !imported && !gone {
@@ -183,7 +202,11 @@ pub fn allowed(d: &Deployment) -> Vec<OpKind> {
         .filter(|op| {
             !matches!(
                 op,
-                OpKind::Sync | OpKind::Deploy | OpKind::Snapshot | OpKind::Restore
+                OpKind::Sync
+                    | OpKind::Deploy
+                    | OpKind::Snapshot
+                    | OpKind::Restore
+                    | OpKind::Domains
             ) && check(*op, d).is_ok()
         })
         .collect()
@@ -278,6 +301,24 @@ mod tests {
         let pending = dep(Status::Pending, Origin::Terraform);
         assert!(check(OpKind::Deploy, &pending).is_ok());
         assert!(check(OpKind::Deploy, &failed).is_err());
+    }
+
+    #[test]
+    fn domains_change_on_settled_deployments_proxdeck_made() {
+        assert!(check(OpKind::Domains, &dep(Status::Running, Origin::Host)).is_ok());
+        assert!(check(OpKind::Domains, &dep(Status::Failed, Origin::Terraform)).is_ok());
+        let e = check(OpKind::Domains, &dep(Status::Running, Origin::Imported)).unwrap_err();
+        assert!(e.0.contains("imported"), "{e}");
+        let e = check(OpKind::Domains, &dep(Status::Deploying, Origin::Host)).unwrap_err();
+        assert!(e.0.contains("DEPLOYING"), "{e}");
+        let mut no_ip = dep(Status::Failed, Origin::Terraform);
+        no_ip.ip = None;
+        assert!(
+            check(OpKind::Domains, &no_ip)
+                .unwrap_err()
+                .0
+                .contains("retry")
+        );
     }
 
     #[test]

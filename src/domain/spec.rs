@@ -66,6 +66,15 @@ pub struct DeployInput {
     /// Debian packages the app needs besides the framework's (`--apt`, repeatable).
     #[serde(default)]
     pub apt: Vec<String>,
+    /// Names Caddy serves the app under on the guest (`--domain`, repeatable).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// `acme`, `internal` or `off` (`--tls`; default acme); only with domains.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// Keep the app's own port reachable from beyond the guest (`--expose-port`).
+    #[serde(default)]
+    pub expose_port: bool,
 }
 
 /// An existing host to deploy onto: an IPv4 or IPv6 address or a DNS name, and the SSH port
@@ -278,6 +287,27 @@ impl DeployInput {
         }
         let subdir = subdir.and_then(Result::ok).filter(|s| !s.is_empty());
         check("apt", validate_apt_packages(&self.apt));
+        let domains = super::domains::normalize_domains(&self.domains);
+        check("domain", domains.as_ref().map(|_| ()).map_err(Clone::clone));
+        let has_domains = domains.as_ref().is_ok_and(|d| !d.is_empty());
+        let tls = opt_trimmed(&self.tls).map(str::parse::<super::TlsMode>);
+        match &tls {
+            Some(Err(e)) => check("tls", Err(e.clone())),
+            Some(Ok(_)) if !has_domains => check(
+                "tls",
+                Err(
+                    "applies to the deployment's domains; add --domain NAME, or leave --tls out"
+                        .into(),
+                ),
+            ),
+            _ => {}
+        }
+        if self.expose_port && !has_domains {
+            check(
+                "expose-port",
+                Err("without --domain the app's port is the way in and is reachable already; leave --expose-port out".into()),
+            );
+        }
 
         if !errors.is_empty() {
             return Err(SpecError { errors });
@@ -307,6 +337,9 @@ impl DeployInput {
                 git_auth,
                 subdir,
                 apt: self.apt.iter().map(|p| p.trim().to_string()).collect(),
+                domains: domains.unwrap_or_default(),
+                tls: tls.and_then(Result::ok),
+                expose_port: self.expose_port,
             },
         })
     }
@@ -1458,6 +1491,46 @@ mod tests {
             i.validate(&catalog()).unwrap().name.as_deref(),
             Some("shop")
         );
+    }
+
+    #[test]
+    fn domains_tls_and_expose_port() {
+        let mut i = input();
+        i.domains = vec!["Shop.Example.com".into(), "www.shop.example.com".into()];
+        i.tls = Some("internal".into());
+        i.expose_port = true;
+        let spec = i.validate(&catalog()).unwrap();
+        assert_eq!(
+            spec.overrides.domains,
+            ["shop.example.com", "www.shop.example.com"]
+        );
+        assert_eq!(spec.overrides.tls, Some(crate::domain::TlsMode::Internal));
+        assert!(spec.overrides.expose_port && !spec.overrides.port_guarded());
+        i.expose_port = false;
+        i.tls = None;
+        let spec = i.validate(&catalog()).unwrap();
+        assert_eq!(spec.overrides.tls_mode(), crate::domain::TlsMode::Acme);
+        assert!(spec.overrides.port_guarded());
+
+        let bad = DeployInput {
+            domains: vec!["https://shop.example.com".into()],
+            tls: Some("letsencrypt".into()),
+            ..input()
+        };
+        let err = bad.validate(&catalog()).unwrap_err();
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["domain", "tls"]);
+        let alone = DeployInput {
+            tls: Some("off".into()),
+            expose_port: true,
+            ..input()
+        };
+        let err = alone.validate(&catalog()).unwrap_err();
+        assert!(
+            err.field("tls").unwrap().message.contains("--domain"),
+            "{err}"
+        );
+        assert!(err.field("expose-port").is_some(), "{err}");
     }
 
     #[test]

@@ -117,20 +117,36 @@ pub async fn wait_for(
     url: &str,
     expect: Expect,
     within: Duration,
-    mut on_attempt: impl FnMut(&str),
+    on_attempt: impl FnMut(&str),
 ) -> Result<Healthy, HealthError> {
-    let client = reqwest::Client::builder()
+    let client = client_builder().build().map_err(|e| HealthError {
+        url: url.to_string(),
+        secs: 0,
+        last: e.to_string(),
+        wanted: expect.words(),
+        last_status: None,
+    })?;
+    wait_with(&client, url, expect, within, on_attempt).await
+}
+
+/// The health check's HTTP client settings: 10 s per attempt, redirects not followed (a 3xx
+/// is an answer), no proxy. `engine::caddy` adds the domain's address and roots.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .build()
-        .map_err(|e| HealthError {
-            url: url.to_string(),
-            secs: 0,
-            last: e.to_string(),
-            wanted: expect.words(),
-            last_status: None,
-        })?;
+}
+
+/// [`wait_for`] with a client of the caller's (e.g. one that sends a domain to the guest's
+/// address and trusts Caddy's local CA).
+pub async fn wait_with(
+    client: &reqwest::Client,
+    url: &str,
+    expect: Expect,
+    within: Duration,
+    mut on_attempt: impl FnMut(&str),
+) -> Result<Healthy, HealthError> {
     let start = Instant::now();
     let mut attempts = 0u32;
     let mut last = String::from("no attempt");
@@ -175,7 +191,19 @@ pub async fn wait_for(
 }
 
 fn error_text(e: &reqwest::Error) -> String {
-    if e.is_connect() {
+    // A TLS failure (an unknown certificate, no certificate for the name) counts as a
+    // connect error: its cause says more than "refused".
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    let chain = causes.join(": ");
+    let lower = chain.to_ascii_lowercase();
+    if e.is_connect() && (lower.contains("certificate") || lower.contains("tls")) {
+        format!("TLS: {chain}")
+    } else if e.is_connect() {
         "connection refused or unreachable".into()
     } else if e.is_timeout() {
         "timed out".into()

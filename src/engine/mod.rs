@@ -6,6 +6,7 @@
 
 pub mod applogs;
 pub mod autodeploy;
+pub mod caddy;
 pub mod detect;
 pub mod gitauth;
 pub mod guest;

@@ -14,7 +14,7 @@ use super::jobs::JobLock;
 use super::pipeline::{self, DeployError, DeployOptions};
 use super::power::{self, PowerError, PowerOp};
 use super::report::Reporter;
-use super::{snapshots, sync};
+use super::{caddy, snapshots, sync};
 use crate::domain::spec::DeployInput;
 use crate::domain::{
     Catalog, Deployment, DeploymentId, Job, JobId, JobState, Op, OpKind, Outcome, policy, present,
@@ -162,6 +162,12 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
                     Op::Restore { snapshot } => {
                         super::snapshots::validate_name(snapshot.trim())
                             .map_err(|m| OpError::Invalid(format!("snapshot: {m}")))?;
+                    }
+                    Op::Domains { change, name } => {
+                        let name = crate::domain::domains::normalize_domain(name)
+                            .map_err(|m| OpError::Invalid(format!("domain: {m}")))?;
+                        crate::domain::domains::apply_change(&d.overrides.domains, *change, &name)
+                            .map_err(|m| OpError::Invalid(format!("{}: {m}", present::who(&d))))?;
                     }
                     _ => {}
                 }
@@ -414,6 +420,15 @@ async fn run_on(
                     ..Outcome::done(format!("{who}: snapshot {name} taken"))
                 })
                 .map_err(snapshot_outcome);
+        }
+        Op::Domains { change, name } => {
+            return caddy::run_domains(engine, &reporter, d, *change, name)
+                .await
+                .map(Outcome::done)
+                .map_err(|e| match e {
+                    caddy::DomainsError::Invalid(m) => Outcome::failed(m, None, 2),
+                    caddy::DomainsError::Failed(m) => Outcome::failed(m, None, 1),
+                });
         }
         Op::Restore { snapshot } => {
             return snapshots::run_restore(engine, &reporter, d, snapshot.trim())

@@ -32,6 +32,10 @@ const REMOVE: &str = include_str!("../../assets/provision/remove.sh.hbs");
 const LOGS: &str = include_str!("../../assets/provision/logs.sh.hbs");
 const ACTIVATE: &str = include_str!("../../assets/provision/activate.sh.hbs");
 const POWER: &str = include_str!("../../assets/provision/power.sh.hbs");
+const CADDY: &str = include_str!("../../assets/provision/caddy.sh.hbs");
+/// The Caddy part alone (`proxdeck domains ID add|remove`): the shared header and helpers,
+/// then the app's sites written and Caddy reloaded (a Django app restarted with its hosts).
+const DOMAINS: &str = "{{> common}}\n\nsetup_domains\n{{#if django}}refresh_django_hosts\n{{/if}}";
 
 /// The recipes, by the name the catalog's `recipe` key uses.
 pub const RECIPES: [&str; 5] = ["python", "node", "static", "laravel", "lamp"];
@@ -132,6 +136,13 @@ pub struct ScriptVars {
     /// Whether the script checks that the guest reads the repository before it fetches (not
     /// for a rollback to a commit the guest has).
     pub git_access_check: bool,
+    /// The names Caddy serves the app under, space-separated (validated DNS names); empty:
+    /// no Caddy sites for this app.
+    pub domains: String,
+    /// `acme`, `internal` or `off`.
+    pub tls: String,
+    /// Close the app's port to everything but the guest itself (Caddy fronts it).
+    pub guard_port: bool,
 }
 
 /// The app's system user: `pd-<name>`, shortened with a hash to fit the 32 characters
@@ -233,6 +244,9 @@ impl ScriptVars {
             git_env: vec!["GIT_TERMINAL_PROMPT=0".to_string()],
             git_access_hint: String::new(),
             git_access_check: false,
+            domains: o.domains.join(" "),
+            tls: o.tls_mode().as_str().to_string(),
+            guard_port: o.port_guarded(),
         }
         .with_node_need(crate::engine::detect::framework_node_need(fw))
     }
@@ -304,6 +318,8 @@ fn engine() -> Result<Handlebars<'static>, ProvisionError> {
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_helper("q", Box::new(quote_helper));
     hb.register_partial("common", COMMON)
+        .map_err(|e| ProvisionError::Render(e.to_string()))?;
+    hb.register_partial("caddy", CADDY)
         .map_err(|e| ProvisionError::Render(e.to_string()))?;
     Ok(hb)
 }
@@ -416,6 +432,15 @@ pub fn folder_commit(folder: &str) -> Option<&str> {
 /// The sequence number of a release folder name (`12-0123456789ab` → 12).
 pub fn folder_seq(folder: &str) -> Option<i64> {
     folder.split_once('-').and_then(|(n, _)| n.parse().ok())
+}
+
+/// Renders the script that writes the app's Caddy sites from `vars` (its domains, TLS mode,
+/// port guard) and reloads Caddy, without touching the app itself.
+pub fn render_domains(vars: &ScriptVars) -> Result<String, ProvisionError> {
+    check_app_dir(&vars.app_dir)?;
+    engine()?
+        .render_template(DOMAINS, vars)
+        .map_err(|e| ProvisionError::Render(e.to_string()))
 }
 
 /// Where an app lives on its guest and what it is called there: all the removal and log
@@ -706,6 +731,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("guest.app_root: "), "{err}");
+    }
+
+    #[test]
+    fn domains_reach_the_script_as_data() {
+        let fw = Catalog::builtin().get("flask").unwrap().clone();
+        let mut d = deployment("flask");
+        let v = ScriptVars::new(&d, &fw, &[], "/opt/proxdeck", "10.0.0.5", "");
+        assert_eq!((v.domains.as_str(), v.guard_port), ("", false));
+        let script = render_script(&fw, &v).unwrap();
+        assert!(script.contains("APP_DOMAINS=''"), "{script}");
+        assert!(script.contains("\nsetup_domains\n"), "{script}");
+        d.overrides.domains = vec!["shop.example.com".into(), "www.shop.example.com".into()];
+        d.overrides.tls = Some(crate::domain::TlsMode::Internal);
+        let v = ScriptVars::new(&d, &fw, &[], "/opt/proxdeck", "10.0.0.5", "");
+        assert!(v.guard_port);
+        let script = render_domains(&v).unwrap();
+        assert!(
+            script.contains("APP_DOMAINS='shop.example.com www.shop.example.com'"),
+            "{script}"
+        );
+        assert!(script.contains("TLS_MODE=internal"), "{script}");
+        assert!(script.contains("GUARD_PORT=1"), "{script}");
+        assert!(script.trim_end().ends_with("setup_domains"), "{script}");
+        let dj = Catalog::builtin().get("django").unwrap().clone();
+        let mut d = deployment("django");
+        d.overrides.domains = vec!["shop.example.com".into()];
+        let v = ScriptVars::new(&d, &dj, &[], "/opt/proxdeck", "10.0.0.5", "");
+        assert!(
+            render_domains(&v)
+                .unwrap()
+                .trim_end()
+                .ends_with("setup_domains\nrefresh_django_hosts")
+        );
+        d.overrides.expose_port = true;
+        let v = ScriptVars::new(&d, &fw, &[], "/opt/proxdeck", "10.0.0.5", "");
+        assert!(render_domains(&v).unwrap().contains("GUARD_PORT=0"));
     }
 
     #[test]

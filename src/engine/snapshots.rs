@@ -566,6 +566,15 @@ async fn health_check(
             "no guest address recorded to check the app at".into(),
         ));
     };
+    // An app with domains answers through Caddy (its own port is closed beyond the guest).
+    if !d.overrides.domains.is_empty() {
+        let front = super::caddy::front_with_root(engine, reporter, d, &ip)
+            .await
+            .map_err(|e| SnapshotError::Refused(format!("health check: {e}")))?;
+        return super::caddy::check_app(engine, reporter, d, &ip, front)
+            .await
+            .map_err(|e| SnapshotError::Refused(format!("health check: {e}")));
+    }
     let (path, expect) = health::check_for(d, Catalog::builtin().get(&d.framework));
     let host = if ip.contains(':') {
         format!("[{ip}]")

@@ -614,7 +614,7 @@ impl Store {
     }
 
     /// Replaces a deployment's overrides (`retry`/`redeploy` with new commands, health check,
-    /// folder or packages), kept for every later run.
+    /// folder or packages; `proxdeck domains` with its domains), kept for every later run.
     pub fn set_overrides(
         &mut self,
         id: &DeploymentId,

@@ -1720,8 +1720,11 @@ fn action_of(op: Kind) -> Option<Action> {
         Kind::Stop => Action::Stop,
         Kind::Restart => Action::Restart,
         Kind::Forget => Action::Forget,
-        // Snapshots and restores are chosen in the details screen's snapshot list.
-        Kind::Deploy | Kind::Sync | Kind::Snapshot | Kind::Restore => return None,
+        // Snapshots and restores are chosen in the details screen's snapshot list; domains
+        // change from the command line (`proxdeck domains`).
+        Kind::Deploy | Kind::Sync | Kind::Snapshot | Kind::Restore | Kind::Domains => {
+            return None;
+        }
     })
 }
 

@@ -1293,6 +1293,32 @@ fn details_of_a_host_deployment_show_the_host_not_a_guest() {
 }
 
 #[test]
+fn details_name_the_domains_and_their_tls() {
+    let mut list = typical();
+    let d = &mut list[1];
+    d.overrides.domains = vec!["shop.example.com".into(), "www.shop.example.com".into()];
+    d.overrides.tls = Some(crate::domain::TlsMode::Internal);
+    d.url = Some("https://shop.example.com/".into());
+    let d = d.clone();
+    let mut app = app_with(list);
+    select(&mut app, "k3x9ta");
+    app.on_ui_event(key(KeyCode::Enter));
+    app.apply(&EngineEvent::Details(Box::new(DetailsSnapshot {
+        deployment: d,
+        history: vec![],
+        stages: vec![],
+        next_step: None,
+        job: None,
+    })));
+    let screen = draw(&mut app, 160, 40);
+    assert!(screen.contains("https://shop.example.com/"), "{screen}");
+    assert!(
+        screen.contains("shop.example.com, www.shop.example.com (TLS internal, through Caddy"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn snapshot_resources() {
     let mut app = fed();
     app.on_ui_event(ch('p'));

@@ -7,6 +7,7 @@ mod support;
 
 mod apps;
 mod autodeploy;
+mod domains;
 mod e2e;
 mod frameworks;
 mod guest_rig;

@@ -23,6 +23,9 @@ pub enum Part {
     Git,
     /// The guest's Python: /usr/bin/python3 with venv and ensurepip (the Flask recipe).
     GuestPython,
+    /// Caddy (Debian's package) and curl, and root: this machine plays a guest whose Caddy
+    /// binds ports 80 and 443.
+    Caddy,
 }
 
 impl Part {
@@ -71,6 +74,18 @@ impl Part {
                 } else {
                     Err("git is missing: apt-get install git".into())
                 }
+            }
+            Part::Caddy => {
+                if !on_path("caddy") {
+                    return Err("caddy is missing: apt-get install caddy".into());
+                }
+                if !on_path("curl") {
+                    return Err("curl is missing: apt-get install curl".into());
+                }
+                if !is_root() {
+                    return Err("Caddy on ports 80 and 443 needs root".into());
+                }
+                Ok(())
             }
             Part::GuestPython => {
                 let ok = Command::new("/usr/bin/python3")

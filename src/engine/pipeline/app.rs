@@ -29,6 +29,9 @@ pub(super) async fn preflight_host(cx: &mut Ctx<'_>) -> StageResult<()> {
         cx.d.ip
             .clone()
             .ok_or_else(|| fail(Stage::Preflight)(&"the deployment has no host address"))?;
+    crate::engine::caddy::warn_dns(cx.reporter, &cx.d, &ip)
+        .await
+        .map_err(|e| fail(Stage::Preflight)(&e))?;
     cx.ip = Some(ip);
     Ok(())
 }

@@ -2,8 +2,11 @@
 //! (or the deployment's), with any 2xx/3xx (or the status the deployment expects; or, for a
 //! framework whose catalog entry says `health_any_answer`, any answer below 500). The request
 //! goes to the guest's address, so the Host header is that address: the Django recipe adds it
-//! to ALLOWED_HOSTS. Then the URL and the deployed commit are recorded, the commit that ran
-//! before it kept as the previous one.
+//! to ALLOWED_HOSTS. A deployment with domains is checked through Caddy instead: its first
+//! domain's URL, the name sent to the guest's address (SNI and Host are the domain's), the
+//! certificate verified (with Caddy's local root, read from the guest, for `--tls internal`
+//! and for `acme` until an ACME certificate is there: see `engine::caddy`). Then the URL and
+//! the deployed commit are recorded, the commit that ran before it kept as the previous one.
 //!
 //! While it waits, the app's service is watched over the SSH session (`guest_state`): an app
 //! that keeps exiting fails the stage at once, with its last log lines; a port held by a
@@ -12,7 +15,8 @@
 //! once the guest confirms the app's own service listens on the port (when it can tell).
 
 use super::{Ctx, StageResult, fail};
-use crate::domain::Stage;
+use crate::domain::{Stage, TlsMode};
+use crate::engine::caddy;
 use crate::engine::guest_state;
 use crate::engine::health;
 use crate::engine::process::Output;
@@ -25,14 +29,43 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         .ip
         .clone()
         .ok_or_else(|| fail(Stage::HealthCheck)(&"no address"))?;
-    let base = format!("http://{}", host_port(&ip, cx.d.port));
+    let front = caddy::Front::of(&cx.d, &ip)
+        .await
+        .map_err(|e| fail(Stage::HealthCheck)(&e))?;
+    let front = match front {
+        Some(mut f) => {
+            if f.tls != TlsMode::Off {
+                let root = read_local_root(cx).await;
+                f.local_root = caddy::take_root(cx.reporter, f.tls, Some(root)).await;
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    let base = match &front {
+        Some(f) => format!("{}://{}", f.tls.scheme(), f.domain),
+        None => format!("http://{}", host_port(&ip, cx.d.port)),
+    };
     let url = format!("{base}/");
+    let client = match &front {
+        Some(f) => f.client(),
+        None => health::client_builder().build().map_err(|e| e.to_string()),
+    }
+    .map_err(|e| fail(Stage::HealthCheck)(&e))?;
+    if let Some(f) = &front {
+        cx.info(format!(
+            "checking through Caddy: {url} with the name sent to {}",
+            f.addr
+        ))
+        .await?;
+    }
     let (path, expect) = health::check_for(&cx.d, Some(&cx.framework));
     let check_url = format!("{base}{path}");
     let (tx, forward) = cx.reporter.pipe();
     let mut attempts = 0u32;
     let notes = tx.clone();
-    let healthy = health::wait_for(
+    let healthy = health::wait_with(
+        &client,
         &check_url,
         expect,
         cx.engine.config.timeouts.health,
@@ -104,7 +137,30 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         "{check_url} answered HTTP {} after {} attempt(s)",
         healthy.status, healthy.attempts
     ))
-    .await
+    .await?;
+    if let Some(f) = &front {
+        caddy::acme_note(cx.reporter, f).await;
+    }
+    Ok(())
+}
+
+/// Caddy's local root certificate, read over the stage's SSH session (put back after).
+async fn read_local_root(cx: &mut Ctx<'_>) -> Result<String, String> {
+    let Some((session, target)) = cx.session.take() else {
+        return Err("no SSH session".into());
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        let r = caddy::local_root(&session, &target);
+        (r, session, target)
+    })
+    .await;
+    match done {
+        Ok((r, session, target)) => {
+            cx.session = Some((session, target));
+            r
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The failure's cause, with what to change: a 4xx means the app is up and the path is not

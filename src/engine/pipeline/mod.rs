@@ -720,6 +720,12 @@ async fn stages(
 
         cx.stage(Stage::Address).await?;
         address::run(&mut cx).await?;
+        // Preflight's DNS look at the domains, now that the guest's address is known.
+        if let Some(ip) = cx.ip.clone() {
+            super::caddy::warn_dns(cx.reporter, &cx.d, &ip)
+                .await
+                .map_err(|e| fail(Stage::Address)(&e))?;
+        }
     }
 
     cx.stage(Stage::Ssh).await?;

@@ -168,6 +168,11 @@ async fn stages(
         cx.stage(Stage::Preflight).await?;
         cx.transition(Status::Deploying).await?;
         super::app::check_repository(&mut cx).await?;
+        if let Some(ip) = cx.ip.clone() {
+            crate::engine::caddy::warn_dns(cx.reporter, &cx.d, &ip)
+                .await
+                .map_err(|e| fail(Stage::Preflight)(&e))?;
+        }
         cx.stage(Stage::Ssh).await?;
     } else {
         cx.stage(Stage::Ssh).await?;

@@ -348,6 +348,18 @@ fn detail_lines(
         Style::new(),
     );
     field("url", dash(&d.url), theme.link());
+    if !d.overrides.domains.is_empty() {
+        field(
+            "domains",
+            format!(
+                "{} (TLS {}, through Caddy; `proxdeck domains {}` changes them)",
+                d.overrides.domains.join(", "),
+                d.overrides.tls_mode(),
+                d.id
+            ),
+            Style::new(),
+        );
+    }
     field("repository", d.repo.clone(), Style::new());
     field(
         "ref",
