@@ -173,7 +173,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Rollback(a) => {
             let engine = open_engine(&cli)?;
-            jobs::run(&engine, follow(&a.id, Op::Rollback, a.detach, a.json)).await
+            let op = Op::Rollback { to: a.to.clone() };
+            jobs::run(&engine, follow(&a.id, op, a.detach, a.json)).await
         }
         Command::Forget(a) => {
             let engine = open_engine(&cli)?;
@@ -217,14 +218,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show(a) => {
             let engine = open_engine(&cli)?;
             let key = a.id.clone();
-            let (d, history, job, auto) = engine
+            let (d, history, job, auto, releases) = engine
                 .db
                 .call(move |s| {
                     let d = s.find(&key)?;
                     let h = s.history(&d.id)?;
                     let j = s.active_job_for(&d.id)?;
                     let a = s.auto_deploy(&d.id)?.filter(|a| a.enabled);
-                    Ok((d, h, j, a))
+                    let r = s.releases(&d.id)?;
+                    Ok((d, h, j, a, r))
                 })
                 .await?;
             if a.json {
@@ -233,9 +235,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 v["history"] = serde_json::to_value(&history).unwrap_or_default();
                 v["job"] = serde_json::to_value(&job).unwrap_or_default();
                 v["auto_deploy"] = serde_json::to_value(&auto).unwrap_or_default();
+                v["releases"] = serde_json::to_value(&releases).unwrap_or_default();
                 print_json(&v)
             } else {
                 print::print_details(&d, &history, job.as_ref(), &engine.config.guest);
+                print::print_releases(&releases);
                 if let Some(a) = auto {
                     println!(
                         "auto-deploy: on{}",

@@ -63,6 +63,14 @@ struct RawConfig {
     snapshots: RawSnapshots,
     #[serde(default)]
     auto_deploy: RawAutoDeploy,
+    #[serde(default)]
+    releases: RawReleases,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReleases {
+    keep: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +427,21 @@ impl Default for SnapshotsConfig {
     }
 }
 
+/// Release folders on a guest (`[releases]`): each deploy builds a new one beside the running
+/// one; `rollback` switches back to a kept one without building.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasesConfig {
+    /// How many releases are kept per app on its guest (the current one and the previous
+    /// good one are never deleted, even beyond this).
+    pub keep: u32,
+}
+
+impl Default for ReleasesConfig {
+    fn default() -> Self {
+        ReleasesConfig { keep: 5 }
+    }
+}
+
 /// How the worker polls the repositories of deployments with auto-deploy on
 /// (`[auto_deploy]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,6 +492,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub snapshots: SnapshotsConfig,
     pub auto_deploy: AutoDeployConfig,
+    pub releases: ReleasesConfig,
     /// Warnings for the user (e.g. a config file readable by others).
     pub warnings: Vec<String>,
 }
@@ -808,6 +832,18 @@ impl Config {
         };
         let snapshots = parse_snapshots(raw.snapshots)?;
         let auto_deploy = parse_auto_deploy(raw.auto_deploy)?;
+        let releases = match raw.releases.keep {
+            Some(n) if !(2..=50).contains(&n) => {
+                return Err(invalid(
+                    "releases.keep",
+                    format!(
+                        "{n}: keep between 2 (the running release and the one before, what `rollback` needs) and 50 releases"
+                    ),
+                ));
+            }
+            Some(keep) => ReleasesConfig { keep },
+            None => ReleasesConfig::default(),
+        };
         let keep_days = match raw.logs.keep_deleted_days {
             Some(d) if d > 36_500 => {
                 return Err(invalid(
@@ -837,6 +873,7 @@ impl Config {
             jobs,
             snapshots,
             auto_deploy,
+            releases,
             warnings: Vec::new(),
         })
     }
@@ -1417,6 +1454,13 @@ before = ["redeploy", "rollback", "destroy"]
 # How many of those snapshots are kept per guest (ones you name are never deleted).
 keep = 5
 
+[releases]
+# Each deploy, redeploy and retry builds the app in a new release folder on its guest while
+# the running release keeps serving; the service switches only once the build succeeded.
+# `proxdeck rollback` switches back to a kept release without building. How many releases
+# are kept per app (the current one and the previous good one are never deleted).
+keep = 5
+
 [auto_deploy]
 # `deploy --auto-deploy` / `proxdeck auto-deploy ID on`: the worker looks at the ref with
 # `git ls-remote` every interval (plus up to jitter_secs at random) and queues a redeploy
@@ -1580,6 +1624,7 @@ mod tests {
             ("[jobs]\nidle_exit_secs = 0", "jobs.idle_exit_secs"),
             ("[snapshots]\nbefore = [\"deploy\"]", "snapshots.before"),
             ("[snapshots]\nkeep = 0", "snapshots.keep"),
+            ("[releases]\nkeep = 1", "releases.keep"),
             (
                 "[auto_deploy]\ninterval_secs = 0",
                 "auto_deploy.interval_secs",

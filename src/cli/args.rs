@@ -51,8 +51,8 @@ pub enum Command {
     DeployKey(IdArgs),
     /// Fetch, rebuild and restart a deployment on the same guest (the commit before is kept).
     Redeploy(RedeployArgs),
-    /// Return a deployment to the commit deployed before the current one.
-    Rollback(OpArgs),
+    /// Switch a deployment back to its previous good release (kept on the guest: no build).
+    Rollback(RollbackArgs),
     /// Configuration: write a commented template, show the path, check it.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -349,6 +349,22 @@ pub struct RedeployArgs {
     pub git_ref: Option<String>,
     #[command(flatten)]
     pub changes: ChangeArgs,
+    /// Queue the job and return.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the resulting deployment as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Deployment id or name.
+    pub id: String,
+    /// Switch to the kept release of this commit (short or full id) instead of the previous
+    /// good one (`proxdeck show ID` lists the releases).
+    #[arg(long = "to", value_name = "COMMIT")]
+    pub to: Option<String>,
     /// Queue the job and return.
     #[arg(long)]
     pub detach: bool,

@@ -199,7 +199,7 @@ pub(super) fn print_details(
     );
     println!("commit     {}", opt(&d.commit));
     if let Some(p) = &d.previous_commit {
-        println!("previous   {p} (`proxdeck rollback` returns to it)");
+        println!("previous   {p} (the commit that ran before)");
     }
     match &d.overrides.git_auth {
         Some(crate::domain::GitAuth::DeployKey) => println!(
@@ -396,6 +396,40 @@ pub(super) async fn stats_command(cli: &Cli, json: bool) -> Result<(), CliError>
 
 fn seconds(ms: i64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// `show`: the deployment's releases on its guest, newest first (removed ones left out).
+pub fn print_releases(releases: &[crate::store::releases::Release]) {
+    use crate::store::releases::ReleaseState;
+    let shown: Vec<_> = releases
+        .iter()
+        .filter(|r| r.state != ReleaseState::Removed)
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    println!("releases   (`proxdeck rollback ID --to COMMIT` switches to a kept one)");
+    for r in shown {
+        println!(
+            "  {:<8} {:<12} built {}{}  {}",
+            r.state.as_str(),
+            r.commit.get(..12).unwrap_or(&r.commit),
+            when(r.created_at),
+            r.activated_at
+                .map(|a| format!(", activated {}", when(a)))
+                .unwrap_or_default(),
+            r.folder
+        );
+    }
 }
 
 /// `proxdeck domains ID`: the deployment's domains, their TLS mode and URL.

@@ -110,8 +110,12 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Overrides::is_empty")]
         changes: Overrides,
     },
-    /// Back to the commit deployed before.
-    Rollback,
+    /// Back to the previous good release (or the kept release of commit `to`), without
+    /// building.
+    Rollback {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
     /// Remove the guest (or the app from an existing host); the record stays as DELETED.
     /// `force`: record DELETED even when the guest or host cannot be reached, naming what
     /// may be left behind.
@@ -154,7 +158,7 @@ impl Op {
             Op::Deploy => OpKind::Deploy,
             Op::Retry { .. } => OpKind::Retry,
             Op::Redeploy { .. } => OpKind::Redeploy,
-            Op::Rollback => OpKind::Rollback,
+            Op::Rollback { .. } => OpKind::Rollback,
             Op::Destroy { .. } => OpKind::Destroy,
             Op::Start => OpKind::Start,
             Op::Stop => OpKind::Stop,

@@ -12,6 +12,12 @@
 //! - After the app was removed from a host (`destroy` of a `--host` deployment): is anything
 //!   left? Its service (unit file, OpenRC script, a running unit), its system user, its folder.
 //!
+//!   While it waits, the probe also lists who listens on the app's port (`ss -ltnp`): a
+//!   process not running as the app's own user (its service's processes all do) holding the
+//!   port fails the check at once, naming it; so does an answer while only such a process
+//!   listens (another app answering for this one).
+//! - Which releases the guest keeps (`releases/`), for `rollback` to reconcile the store.
+//!
 //! It only reads; it never restarts, stops or changes anything on the guest.
 
 use super::guest;
@@ -44,6 +50,17 @@ pub struct Probe {
     pub alive: bool,
     /// Restarts counted so far (systemd's `NRestarts`, the supervisor's "exited" lines).
     pub restarts: u64,
+    /// Who listens on the app's port; `None` when the guest cannot say (no `ss`).
+    pub listeners: Option<Vec<Listener>>,
+}
+
+/// A process listening on the app's port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Runs as the app's own user: the app's service.
+    pub ours: bool,
+    /// `NAME (pid N, user U[, unit X])`.
+    pub what: String,
 }
 
 /// Why the health check stops waiting.
@@ -53,6 +70,8 @@ pub enum Crash {
     Restarting(u64),
     /// The service is not running any more (failed, or ended without a restart).
     Stopped,
+    /// Another process (not the app's service) listens on the app's port.
+    PortHeld { port: u16, by: String },
 }
 
 impl std::fmt::Display for Crash {
@@ -64,6 +83,10 @@ impl std::fmt::Display for Crash {
             ),
             Crash::Stopped => f.write_str(
                 "the app's service stopped while the health check waited: the app exited and was not restarted",
+            ),
+            Crash::PortHeld { port, by } => write!(
+                f,
+                "port {port} is held by {by}, not by this app's service: what answers there is not this release"
             ),
         }
     }
@@ -98,11 +121,33 @@ fi
     )
 }
 
+/// The part of a probe that lists who listens on TCP `port`: `listeners=ss` when `ss` can
+/// tell, then one `listener=ours|other WHAT` line per process.
+pub fn listeners_command(port: u16, app_user: &str) -> String {
+    let user = shlex::try_quote(app_user)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| "''".to_string());
+    format!(
+        r#"if command -v ss >/dev/null 2>&1; then
+  echo listeners=ss
+  for pid in $(ss -ltnpH "sport = :{port}" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    owner=$(stat -c %U "/proc/$pid" 2>/dev/null || echo '?')
+    name=$(cat "/proc/$pid/comm" 2>/dev/null || echo '?')
+    unit=$(sed -n 's#^0::.*/\([^/]*\.service\)$##p' "/proc/$pid/cgroup" 2>/dev/null | head -n 1)
+    if [ "$owner" = {user} ]; then who=ours; else who=other; fi
+    echo "listener=$who $name (pid $pid, user $owner${{unit:+, unit $unit}})"
+  done
+fi
+"#
+    )
+}
+
 /// Reads a probe's output; `None` when it is not one.
 pub fn parse_probe(text: &str) -> Option<Probe> {
     let mut manager = None;
     let mut alive = false;
     let mut restarts = 0u64;
+    let mut listeners: Option<Vec<Listener>> = None;
     for line in text.lines() {
         let Some((key, value)) = line.trim().split_once('=') else {
             continue;
@@ -121,6 +166,16 @@ pub fn parse_probe(text: &str) -> Option<Probe> {
             "state" => alive = value == "started",
             "supervisor" => alive = value == "alive",
             "NRestarts" | "exits" => restarts = value.trim().parse().unwrap_or(0),
+            "listeners" => listeners = Some(Vec::new()),
+            "listener" => {
+                if let (Some(list), Some((who, what))) = (listeners.as_mut(), value.split_once(' '))
+                {
+                    list.push(Listener {
+                        ours: who == "ours",
+                        what: what.to_string(),
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -128,7 +183,28 @@ pub fn parse_probe(text: &str) -> Option<Probe> {
         manager: manager?,
         alive,
         restarts,
+        listeners,
     })
+}
+
+/// Another process than the app's service holding its port, as the probe saw it.
+pub fn port_held(probe: &Probe, port: u16) -> Option<Crash> {
+    let others: Vec<&str> = probe
+        .listeners
+        .as_ref()?
+        .iter()
+        .filter(|l| !l.ours)
+        .map(|l| l.what.as_str())
+        .collect();
+    (!others.is_empty()).then(|| Crash::PortHeld {
+        port,
+        by: others.join("; "),
+    })
+}
+
+/// Whether the app's own service listens on its port: `None` when the guest cannot say.
+pub fn ours_listening(probe: &Probe) -> Option<bool> {
+    Some(probe.listeners.as_ref()?.iter().any(|l| l.ours))
 }
 
 /// Whether the app is crashing, from the baseline probe and a later one.
@@ -207,6 +283,66 @@ pub fn last_lines(
     }
     let skip = lines.len().saturating_sub(LAST_LINES as usize);
     lines.into_iter().skip(skip).collect()
+}
+
+/// The command that lists the app's releases on its guest, as the scripts do
+/// (`proxdeck-kept: FOLDER STATE [current]`), then `listed`.
+pub fn releases_command(name: &str, app_root: &str) -> String {
+    let dir = shlex::try_quote(&provision::app_dir(app_root, name))
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| "''".to_string());
+    format!(
+        r#"dir={dir}; cur=$(readlink "$dir/current" 2>/dev/null || true); cur=${{cur#releases/}}
+for d in $(find "$dir/releases" -mindepth 1 -maxdepth 1 -type d -printf '%f
+' 2>/dev/null | sort -t- -k1,1n); do
+  s=$(cat "$dir/releases/$d/state" 2>/dev/null || true)
+  case "$s" in built | failed) ;; *) s=building ;; esac
+  c=; [ "$d" = "$cur" ] && c=' current'
+  printf 'proxdeck-kept: %s %s%s
+' "$d" "$s" "$c"
+done
+echo listed
+"#
+    )
+}
+
+/// The app's releases on its guest. Blocks.
+pub fn guest_releases(
+    session: &ssh2::Session,
+    target: &Target,
+    name: &str,
+    app_root: &str,
+) -> Result<Vec<provision::KeptRelease>, SshError> {
+    let mut lines = provision::ReleaseLines::default();
+    let mut done = false;
+    let mut stderr = Vec::new();
+    let mut collect = |stream: LogStream, batch: Vec<String>| match stream {
+        LogStream::Stdout => {
+            for l in batch {
+                done |= l.trim() == "listed";
+                lines.read(&l);
+            }
+        }
+        _ => stderr.extend(batch),
+    };
+    let rc = ssh::exec(
+        session,
+        target,
+        &as_root(target, &releases_command(name, app_root)),
+        None,
+        PROBE_TIMEOUT,
+        &mut collect,
+    )?;
+    if !done {
+        return Err(SshError::Protocol {
+            target: target.label(),
+            message: format!(
+                "the list of releases did not finish (status {rc}): {}",
+                stderr.join(" ")
+            ),
+        });
+    }
+    Ok(lines.kept)
 }
 
 /// The command that lists what is left of the app `name` after its removal: one `left: ...`
@@ -315,7 +451,8 @@ mod tests {
             Some(Probe {
                 manager: Manager::Systemd,
                 alive: true,
-                restarts: 3
+                restarts: 3,
+                listeners: None,
             })
         );
         assert_eq!(
@@ -323,7 +460,8 @@ mod tests {
             Some(Probe {
                 manager: Manager::Systemd,
                 alive: false,
-                restarts: 5
+                restarts: 5,
+                listeners: None,
             })
         );
         assert_eq!(
@@ -331,7 +469,8 @@ mod tests {
             Some(Probe {
                 manager: Manager::OpenRc,
                 alive: true,
-                restarts: 0
+                restarts: 0,
+                listeners: None,
             })
         );
         assert_eq!(
@@ -339,10 +478,36 @@ mod tests {
             Some(Probe {
                 manager: Manager::Supervisor,
                 alive: true,
-                restarts: 0
+                restarts: 0,
+                listeners: None,
             })
         );
         assert_eq!(parse_probe("sh: 1: syntax error\n"), None);
+    }
+
+    #[test]
+    fn listeners_on_the_port_name_what_is_not_the_apps() {
+        let text = "manager=systemd\nActiveState=active\nNRestarts=0\nlisteners=ss\n\
+            listener=other gunicorn (pid 41, user pd-a, unit proxdeck-a.service)\n";
+        let p = parse_probe(text).unwrap();
+        assert_eq!(ours_listening(&p), Some(false));
+        let held = port_held(&p, 5000).unwrap().to_string();
+        assert!(
+            held.contains(
+                "port 5000 is held by gunicorn (pid 41, user pd-a, unit proxdeck-a.service)"
+            ),
+            "{held}"
+        );
+        let ours = parse_probe("manager=supervisor\nsupervisor=alive\nlisteners=ss\nlistener=ours python3 (pid 7, user pd-b)\n").unwrap();
+        assert_eq!(ours_listening(&ours), Some(true));
+        assert_eq!(port_held(&ours, 5000), None);
+        // No `ss` on the guest: it cannot tell, and nothing is concluded.
+        let blind = parse_probe("manager=openrc\nstate=started\n").unwrap();
+        assert_eq!((ours_listening(&blind), port_held(&blind, 1)), (None, None));
+        let c = listeners_command(5000, "pd-b");
+        assert!(c.contains("sport = :5000") && c.contains("= pd-b ]"), "{c}");
+        let r = releases_command("shop", "/srv/my apps");
+        assert!(r.starts_with("dir='/srv/my apps/shop';"), "{r}");
     }
 
     #[test]
@@ -351,6 +516,7 @@ mod tests {
             manager: Manager::Supervisor,
             alive,
             restarts,
+            listeners: None,
         };
         // Exits before the health check began (an earlier deploy's) do not count.
         assert_eq!(verdict(&at(7, true), &at(7, true)), None);

@@ -2,8 +2,13 @@
 //! status, or any answer of the app's own: see [`Expect`]) or a deadline passes. Bounded in
 //! attempts and time; each attempt has its own timeout. The error carries the last HTTP status
 //! so the caller can say what to change (a 4xx: the health path); it words no next step.
+//! Attempts come every 100 ms for the first [`FAST_FOR`] (an app that restarts after a release
+//! switch is found as soon as it listens), then every 500 ms.
 
 use std::time::{Duration, Instant};
+
+/// How long the health check tries every 100 ms before it slows to every 500 ms.
+pub const FAST_FOR: Duration = Duration::from_secs(10);
 
 /// What counts as the app being up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +173,12 @@ pub async fn wait_with(
             }
         }
         on_attempt(&format!("health check {url}: {last} (attempt {attempts})"));
-        let wait = Duration::from_millis(500).min(within.saturating_sub(start.elapsed()));
+        let every = if start.elapsed() < FAST_FOR {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(500)
+        };
+        let wait = every.min(within.saturating_sub(start.elapsed()));
         tokio::time::sleep(wait).await;
     }
     Err(HealthError {

@@ -354,7 +354,7 @@ async fn run_on(
     // The snapshot before a change: taken (and waited for) before anything is touched.
     let before = match &job.op {
         Op::Redeploy { .. } => Some("redeploy"),
-        Op::Rollback => Some("rollback"),
+        Op::Rollback { .. } => Some("rollback"),
         Op::Destroy { .. } => Some("destroy"),
         _ => None,
     };
@@ -369,7 +369,9 @@ async fn run_on(
         Op::Redeploy { git_ref, .. } => {
             pipeline::run_redeploy(engine, &reporter, d, git_ref.clone(), cancel).await
         }
-        Op::Rollback => pipeline::run_rollback(engine, &reporter, d, cancel).await,
+        Op::Rollback { to } => {
+            pipeline::run_rollback(engine, &reporter, d, to.clone(), cancel).await
+        }
         Op::Destroy { force } => {
             let options = pipeline::DestroyOptions { force: *force };
             pipeline::run_destroy(engine, &reporter, d, options, cancel).await

@@ -1,7 +1,8 @@
 //! Provisioning scripts: rendered per deployment from the templates in `assets/provision/`
 //! (one recipe per kind of app, all sharing `common.sh.hbs`), run on the guest with
 //! `bash -euo pipefail`. Also the removal script (destroy of a deployment on an existing
-//! host) and the app-log script.
+//! host), the app-log script, and the activate script (switch to a release already built on
+//! the guest: rollback, and the switch back after a failed health check).
 //!
 //! Every value reaches a script as one shell word quoted by `shlex` (the `q` helper); the
 //! templates never splice a value raw, and the scripts pass values on as data (arguments,
@@ -11,7 +12,9 @@
 //! the guest (see `engine::guest::run_detached`).
 //!
 //! A script prints `proxdeck-commit: <sha>` once it has checked the source out; the pipeline
-//! reads the deployed commit from the first such line. A script that stops on purpose says
+//! reads the deployed commit from the first such line. It prints `proxdeck-release: FOLDER`
+//! when it made a release folder, and `proxdeck-kept: FOLDER STATE [current]` for every
+//! release on the guest once it switched (what [`ReleaseLines`] collects). A script that stops on purpose says
 //! why in one line on stderr starting with `proxdeck: ` (its `die`); the pipeline makes the
 //! last such line the failure's cause.
 
@@ -30,6 +33,7 @@ const LARAVEL: &str = include_str!("../../assets/provision/laravel.sh.hbs");
 const LAMP: &str = include_str!("../../assets/provision/lamp.sh.hbs");
 const REMOVE: &str = include_str!("../../assets/provision/remove.sh.hbs");
 const LOGS: &str = include_str!("../../assets/provision/logs.sh.hbs");
+const ACTIVATE: &str = include_str!("../../assets/provision/activate.sh.hbs");
 const POWER: &str = include_str!("../../assets/provision/power.sh.hbs");
 const CADDY: &str = include_str!("../../assets/provision/caddy.sh.hbs");
 /// The Caddy part alone (`proxdeck domains ID add|remove`): the shared header and helpers,
@@ -47,6 +51,15 @@ pub const RECIPES: [&str; 5] = ["python", "node", "static", "laravel", "lamp"];
 
 /// The line prefix the scripts use to report the deployed commit.
 pub const COMMIT_MARKER: &str = "proxdeck-commit: ";
+
+/// The line prefix of the release folder a script made.
+pub const RELEASE_MARKER: &str = "proxdeck-release: ";
+
+/// The line prefix of the release folder a script switched the service to.
+pub const SWITCHED_MARKER: &str = "proxdeck-switched: ";
+
+/// The line prefix of one release on the guest, as a script lists them after a switch.
+pub const KEPT_MARKER: &str = "proxdeck-kept: ";
 
 /// The line prefix (on stderr) of a script's own reason for stopping.
 pub const REASON_MARKER: &str = "proxdeck: ";
@@ -118,6 +131,11 @@ pub struct ScriptVars {
     /// why (see `detect::node_need`).
     pub node_min: String,
     pub node_why: String,
+    /// Releases kept on the guest (`[releases] keep`).
+    pub keep_releases: u32,
+    /// The activate script: the release folder to switch to, and the one to mark failed.
+    pub target_release: String,
+    pub failed_release: String,
     /// Where proxdeck staged the repository's credentials on the guest (in memory; empty: a
     /// public repository), and git's environment for the fetch (`KEY=VALUE`, no secrets).
     pub git_access_dir: String,
@@ -234,6 +252,9 @@ impl ScriptVars {
             mongodb,
             node_min: String::new(),
             node_why: String::new(),
+            keep_releases: crate::config::ReleasesConfig::default().keep,
+            target_release: String::new(),
+            failed_release: String::new(),
             git_access_dir: String::new(),
             git_env: vec!["GIT_TERMINAL_PROMPT=0".to_string()],
             git_access_hint: String::new(),
@@ -268,6 +289,17 @@ impl ScriptVars {
         self.node_why = why;
         self
     }
+}
+
+/// A release folder name as the scripts make them (`<seq>-<commit>`, or `0-legacy`): checked
+/// before it reaches a script as the release to switch to.
+pub fn valid_release_folder(folder: &str) -> bool {
+    !folder.is_empty()
+        && folder.len() <= 64
+        && folder
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !folder.starts_with('-')
 }
 
 /// `{{q value}}`: the value as one shell word (shlex quoting). Refuses what cannot be quoted.
@@ -328,6 +360,93 @@ pub fn render_script(framework: &Framework, vars: &ScriptVars) -> Result<String,
     engine()?
         .render_template(template, vars)
         .map_err(|e| ProvisionError::Render(e.to_string()))
+}
+
+/// Renders the script that switches the app to the release folder `target` (already built on
+/// the guest) and restarts it, marking `failed` (when given) failed. Nothing is fetched or
+/// built.
+pub fn render_activate(
+    vars: &ScriptVars,
+    target: &str,
+    failed: Option<&str>,
+) -> Result<String, ProvisionError> {
+    check_app_dir(&vars.app_dir)?;
+    for folder in std::iter::once(target).chain(failed) {
+        if !valid_release_folder(folder) {
+            return Err(ProvisionError::Render(format!(
+                "{folder:?} is not a release folder name"
+            )));
+        }
+    }
+    let vars = ScriptVars {
+        target_release: target.to_string(),
+        failed_release: failed.unwrap_or_default().to_string(),
+        ..vars.clone()
+    };
+    engine()?
+        .render_template(ACTIVATE, &vars)
+        .map_err(|e| ProvisionError::Render(e.to_string()))
+}
+
+/// One release as a script listed it (`proxdeck-kept:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptRelease {
+    pub folder: String,
+    /// `built`, `failed` or `building`.
+    pub state: String,
+    pub current: bool,
+}
+
+/// The release lines of a script's output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseLines {
+    /// The folder the script made (`proxdeck-release:`).
+    pub made: Option<String>,
+    /// The folder the script switched `current` to (`proxdeck-switched:`).
+    pub switched: Option<String>,
+    /// Every release on the guest after the switch; empty when the script did not get there.
+    pub kept: Vec<KeptRelease>,
+}
+
+impl ReleaseLines {
+    /// Takes in one line of a script's stdout.
+    pub fn read(&mut self, line: &str) {
+        if let Some(folder) = line.strip_prefix(RELEASE_MARKER) {
+            let folder = folder.trim();
+            if valid_release_folder(folder) {
+                self.made = Some(folder.to_string());
+            }
+        } else if let Some(folder) = line.strip_prefix(SWITCHED_MARKER) {
+            let folder = folder.trim();
+            if valid_release_folder(folder) {
+                self.switched = Some(folder.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix(KEPT_MARKER) {
+            let mut words = rest.split_whitespace();
+            if let (Some(folder), Some(state)) = (words.next(), words.next())
+                && valid_release_folder(folder)
+            {
+                self.kept.push(KeptRelease {
+                    folder: folder.to_string(),
+                    state: state.to_string(),
+                    current: words.next() == Some("current"),
+                });
+            }
+        }
+    }
+}
+
+/// The commit part of a release folder name (`12-0123456789ab` → `0123456789ab`).
+pub fn folder_commit(folder: &str) -> Option<&str> {
+    folder
+        .split_once('-')
+        .map(|(_, c)| c)
+        .filter(|c| c.len() >= 7 && c.chars().all(|ch| ch.is_ascii_hexdigit()))
+}
+
+/// The sequence number of a release folder name (`12-0123456789ab` → 12).
+pub fn folder_seq(folder: &str) -> Option<i64> {
+    folder.split_once('-').and_then(|(n, _)| n.parse().ok())
 }
 
 /// Renders the script that writes the app's Caddy sites from `vars` (its domains, TLS mode,
@@ -679,6 +798,58 @@ mod tests {
             Some("no Node.js 20.19 here")
         );
         assert_eq!(reason_from_line("npm ERR! proxdeck: x"), None);
+    }
+
+    #[test]
+    fn release_lines_are_read_and_folder_names_checked() {
+        let mut lines = ReleaseLines::default();
+        for l in [
+            "proxdeck-commit: 0123456789abcdef0123456789abcdef01234567",
+            "proxdeck-release: 3-0123456789ab",
+            "proxdeck-switched: 3-0123456789ab",
+            "proxdeck-kept: 0-legacy built",
+            "proxdeck-kept: 2-ba9876543210 failed",
+            "proxdeck-kept: 3-0123456789ab built current",
+            "proxdeck-kept: ../etc built",
+            "proxdeck-release: $(id)",
+        ] {
+            lines.read(l);
+        }
+        assert_eq!(lines.made.as_deref(), Some("3-0123456789ab"));
+        assert_eq!(lines.switched.as_deref(), Some("3-0123456789ab"));
+        let kept: Vec<_> = lines
+            .kept
+            .iter()
+            .map(|k| (k.folder.as_str(), k.state.as_str(), k.current))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("0-legacy", "built", false),
+                ("2-ba9876543210", "failed", false),
+                ("3-0123456789ab", "built", true)
+            ]
+        );
+        assert_eq!(folder_seq("12-0123456789ab"), Some(12));
+        assert_eq!(folder_commit("12-0123456789ab"), Some("0123456789ab"));
+        assert_eq!(folder_commit("0-legacy"), None);
+    }
+
+    #[test]
+    fn the_activate_script_switches_and_builds_nothing() {
+        let (fw, v) = vars("flask", &[]);
+        let script = render_activate(&v, "3-0123456789ab", Some("4-ba9876543210")).unwrap();
+        assert!(script.contains("TARGET_RELEASE=3-0123456789ab"), "{script}");
+        assert!(script.contains("FAILED_RELEASE=4-ba9876543210"), "{script}");
+        assert!(script.trim_end().ends_with("activate_release"), "{script}");
+        for bad in ["", "../x", "3-abc;id", "-rf"] {
+            assert!(render_activate(&v, bad, None).is_err(), "{bad:?}");
+        }
+        // A deploy script builds and switches; it keeps what [releases] keep says.
+        let mut v = v;
+        v.keep_releases = 7;
+        let deploy = render_script(&fw, &v).unwrap();
+        assert!(deploy.contains("KEEP_RELEASES=7") && deploy.contains("TARGET_RELEASE=''"));
     }
 
     #[test]

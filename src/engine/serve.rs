@@ -357,7 +357,7 @@ impl Engine {
                 };
                 self.submit_on(op, id, pipe)
             }
-            Request::Rollback(id) => self.submit_on(Op::Rollback, id, pipe),
+            Request::Rollback(id) => self.submit_on(Op::Rollback { to: None }, id, pipe),
             Request::Destroy(id) => self.submit_on(Op::Destroy { force: false }, id, pipe),
             Request::Power { id, action } => {
                 let op = match action {

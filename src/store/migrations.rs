@@ -144,6 +144,23 @@ const STEPS: &[&str] = &[
         updated_at      INTEGER NOT NULL
     );
     "#,
+    // 6: releases: every release folder a deploy built on the app's guest (its commit, its
+    // sequence number in the folder's name), its state (building, current, good, failed,
+    // built: on the guest but never health-checked, removed: gone from the guest), when it
+    // was made and when it last became current.
+    r#"
+    CREATE TABLE releases (
+        deployment_id TEXT NOT NULL REFERENCES deployments(id),
+        seq           INTEGER NOT NULL,
+        commit_sha    TEXT NOT NULL,
+        folder        TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        activated_at  INTEGER,
+        PRIMARY KEY (deployment_id, folder)
+    );
+    CREATE INDEX releases_deployment ON releases(deployment_id, seq);
+    "#,
 ];
 
 pub const LATEST: i64 = STEPS.len() as i64;

@@ -15,6 +15,7 @@ mod chunk;
 mod jobs;
 pub mod logs;
 mod migrations;
+pub mod releases;
 pub mod search;
 mod snapshots;
 pub mod stats;
@@ -558,6 +559,7 @@ impl Store {
             "status_history",
             "ip_allocations",
             "vmid_allocations",
+            "releases",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE deployment_id = ?1"),
@@ -599,7 +601,7 @@ impl Store {
 /// Redeploy and rollback: the deployed commit and the one before it, and the ref.
 impl Store {
     /// Records `commit` as deployed. The commit that ran before it (when different) becomes
-    /// `previous_commit`, what `rollback` returns to; a second rollback returns again.
+    /// `previous_commit` (what `rollback` rebuilds for a deployment with no release recorded).
     pub fn record_commit(&mut self, id: &DeploymentId, commit: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE deployments SET \

@@ -22,6 +22,7 @@ mod proxmox;
 mod readme;
 mod real_guests;
 mod recovery;
+mod releases;
 mod runner;
 mod scale;
 mod snapshots;

@@ -277,13 +277,13 @@ fn a_private_repository_deploys_with_its_own_deploy_key() {
         log.contains("read with the deployment's deploy key"),
         "{log}"
     );
-    // Kept under the deployment's id; the checkout's remote holds the plain URL; nothing of
+    // Kept under the deployment's id; the app's repository's remote holds the plain URL; nothing of
     // the key left in memory on the host, nor in the app's folder.
     let key_dir = b.data_dir.join("deploy-keys").join(&id);
     assert!(key_dir.join("id_ed25519").exists() && key_dir.join("known_hosts").exists());
     assert!(!pending.exists(), "the pending key moved under the id");
     let git_config =
-        std::fs::read_to_string(b.app_root.join(&name).join("src/.git/config")).unwrap();
+        std::fs::read_to_string(b.app_root.join(&name).join("repo.git/config")).unwrap();
     assert!(git_config.contains(&url), "{git_config}");
     let private_line = std::fs::read_to_string(key_dir.join("id_ed25519"))
         .unwrap()
@@ -339,12 +339,12 @@ fn a_private_repository_deploys_with_its_own_deploy_key() {
         "{said}"
     );
 
-    // A rollback needs no repository (the commit is on the host): it goes on, and says why
-    // the credentials were not used.
+    // A rollback needs no repository (it switches to the release kept on the host): it goes
+    // on although the Git server's key changed.
     let rolled = b.run(&["rollback", &name, "--json"], &[], DEPLOY);
     assert!(rolled.success(), "{}\n{}", rolled.describe(), b.logs(&name));
     assert_eq!(json_of(&rolled)["commit"], first.as_str());
-    assert!(b.logs(&name).contains("the rollback goes on"));
+    assert!(b.logs(&name).contains("no fetch, no build"));
 
     // Destroy forgets the key.
     let gone = b.run(&["destroy", &name, "--yes", "--json"], &[], QUICK);

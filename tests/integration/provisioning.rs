@@ -60,6 +60,21 @@ fn render(framework: &str, env: &[(String, String)]) -> String {
     provision::render_script(fw, &vars).unwrap_or_else(|e| panic!("{framework}: {e}"))
 }
 
+/// The activate script (rollback; the switch back after a failed health check) of a Flask app.
+fn activate_script() -> String {
+    let fw = Catalog::builtin().get("flask").unwrap();
+    let vars = ScriptVars::new(
+        &sample("flask"),
+        fw,
+        &env(),
+        "/opt/proxdeck",
+        "10.0.0.5",
+        "",
+    );
+    provision::render_activate(&vars, "3-0123456789ab", Some("4-ba9876543210"))
+        .unwrap_or_else(|e| panic!("activate: {e}"))
+}
+
 /// `bash -n` and ShellCheck on a script; panics with their output.
 fn check_script(name: &str, script: &str, dir: &Path) {
     let path = dir.join(format!("{name}.sh"));
@@ -155,6 +170,7 @@ fn every_recipe_renders_lints_and_matches_its_golden_file() {
             "logs",
             provision::render_logs("flask-app", "/opt/proxdeck", 200, true).unwrap(),
         ),
+        ("activate", activate_script()),
         (
             "power",
             provision::render_power("flask-app", "/opt/proxdeck", "restart").unwrap(),

@@ -479,7 +479,7 @@ fn laravel_stops_at_composer(c: &Cluster, sample: &Sample) {
         c,
         vmid,
         "for p in php-fpm nginx composer git; do command -v $p >/dev/null || ls /usr/sbin/$p* >/dev/null 2>&1 && echo have-$p; done; \
-         test -f /opt/proxdeck/lv13/src/artisan && echo checkout; \
+         test -f /opt/proxdeck/lv13/current/src/artisan && echo checkout; \
          stat -c %a /opt/proxdeck/lv13/app.env; test -f /opt/proxdeck/lv13/run/php-fpm.conf && echo fpm-conf",
     );
     for want in [

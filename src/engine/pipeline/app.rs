@@ -15,7 +15,7 @@ use crate::engine::gitauth;
 use crate::engine::guest::{self, ScriptRun};
 use crate::engine::guest_state;
 use crate::engine::process::Output;
-use crate::engine::provision::{self, ScriptVars};
+use crate::engine::provision::{self, ReleaseLines, ScriptVars};
 use crate::engine::report::Reporter;
 use crate::engine::ssh::{self, SshError, Target};
 use crate::protocol::LogStream;
@@ -350,38 +350,62 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
         cx.info(format!("{why}; the framework's minimum Node.js applies"))
             .await?;
     }
-    let vars = ScriptVars::new(
+    let vars = script_vars(cx, &ip, &checkout)
+        .with_node_need(node)
+        .with_git_access(
+            cx.git_stage.as_deref().unwrap_or(""),
+            gitauth::guest_env(&access, cx.git_stage.as_deref().unwrap_or("")),
+            gitauth::unreadable_hint(&access, &cx.d.repo, &cx.d.id),
+            cx.checkout.is_none(),
+        );
+    let script =
+        provision::render_script(&cx.framework, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
+    cx.info(format!(
+        "provisioning {} ({} recipe) in {} as user {}: a new release beside the running one",
+        cx.framework.name, cx.framework.recipe, vars.app_dir, vars.app_user
+    ))
+    .await?;
+    let run = run_on_guest(cx, script, cx.engine.config.timeouts.provision).await?;
+    if let Some(c) = &run.commit {
+        cx.info(format!("deployed commit {c}")).await?;
+    }
+    cx.commit = run.commit;
+    Ok(())
+}
+
+/// The variables of this deployment's scripts on `ip`, checking out `checkout`.
+pub(super) fn script_vars(cx: &Ctx<'_>, ip: &str, checkout: &str) -> ScriptVars {
+    let mut vars = ScriptVars::new(
         &cx.d,
         &cx.framework,
         &cx.env,
         &cx.engine.config.guest.app_root,
-        &ip,
-        &checkout,
-    )
-    .with_node_need(node)
-    .with_git_access(
-        cx.git_stage.as_deref().unwrap_or(""),
-        gitauth::guest_env(&access, cx.git_stage.as_deref().unwrap_or("")),
-        gitauth::unreadable_hint(&access, &cx.d.repo, &cx.d.id),
-        cx.checkout.is_none(),
+        ip,
+        checkout,
     );
-    let script =
-        provision::render_script(&cx.framework, &vars).map_err(|e| fail(Stage::Provision)(&e))?;
+    vars.keep_releases = cx.engine.config.releases.keep;
+    vars
+}
+
+/// Runs a provisioning or activate script over the context's session, its output stored as
+/// it comes; records the release lines it printed (`release::after_script`). A script that
+/// failed is the stage's failure, with its own reason (a port held by another deployment
+/// named when the store knows it).
+pub(super) async fn run_on_guest(
+    cx: &mut Ctx<'_>,
+    script: String,
+    timeout: Duration,
+) -> StageResult<ScriptRun> {
     let (session, target) = cx
         .session
         .take()
         .ok_or_else(|| fail(Stage::Provision)(&"no SSH session"))?;
-    cx.info(format!(
-        "provisioning {} ({} recipe) in {} as user {}",
-        cx.framework.name, cx.framework.recipe, vars.app_dir, vars.app_user
-    ))
-    .await?;
-    let timeout = cx.engine.config.timeouts.provision;
     let guest = guest::resolve(cx.engine, &cx.d, &target.host)
         .await
         .map_err(|e| fail(Stage::Provision)(&e))?;
     let guest = guest::Guest { target, ..guest };
-    let state = provision::runner_dir(&vars.app_dir);
+    let app_dir = provision::app_dir(&cx.engine.config.guest.app_root, &cx.d.name);
+    let state = provision::runner_dir(&app_dir);
     let db = cx.engine.db.clone();
     let within = cx.engine.config.timeouts.ssh;
     let (tx, forward) = cx.reporter.pipe();
@@ -389,8 +413,17 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
     let result = tokio::task::spawn_blocking(move || {
         let stop = || *cancel.borrow();
         let mut reconnect = || guest::connect_blocking(&db, &guest, within, &tx);
-        let mut out = |stream: LogStream, lines: Vec<String>| {
-            let _ = tx.send(Output { stream, lines });
+        let mut lines = ReleaseLines::default();
+        let mut out = |stream: LogStream, batch: Vec<String>| {
+            if stream == LogStream::Stdout {
+                for l in &batch {
+                    lines.read(l);
+                }
+            }
+            let _ = tx.send(Output {
+                stream,
+                lines: batch,
+            });
         };
         let (r, session) = guest::run_detached(
             session,
@@ -402,28 +435,27 @@ pub(super) async fn provision(cx: &mut Ctx<'_>) -> StageResult<()> {
             &stop,
             &mut out,
         );
-        (r, session, guest.target)
+        ((r, lines), session, guest.target)
     })
     .await;
     cx.finish_forward(forward).await?;
-    let (result, session, target) = result.map_err(|e| fail(Stage::Provision)(&e))?;
+    let ((result, lines), session, target) = result.map_err(|e| fail(Stage::Provision)(&e))?;
     cx.session = Some((session, target));
     remove_stage(cx).await;
     let run = result.map_err(|e| fail(Stage::Provision)(&e))?;
+    super::release::after_script(cx, &lines, run.status == 0, run.commit.as_deref()).await?;
     if run.status != 0 {
-        return Err(fail(Stage::Provision)(&match &run.reason {
+        let reason = match &run.reason {
             Some(reason) => reason.clone(),
             None => format!("the provisioning script exited with status {}", run.status),
-        }));
+        };
+        let reason = super::release::name_port_holder(cx, reason).await;
+        return Err(fail(Stage::Provision)(&reason));
     }
-    if let Some(c) = &run.commit {
-        cx.info(format!("deployed commit {c}")).await?;
-    }
-    cx.commit = run.commit;
-    Ok(())
+    Ok(run)
 }
 
-/// Runs a script, every output batch sent on `tx`.
+/// Runs a script, every output batch sent on `tx`; the release lines of its stdout collected.
 fn run_forwarded(
     session: &ssh2::Session,
     target: &Target,
@@ -431,12 +463,22 @@ fn run_forwarded(
     timeout: Duration,
     cancel: &tokio::sync::watch::Receiver<bool>,
     tx: &mpsc::UnboundedSender<Output>,
-) -> Result<ScriptRun, SshError> {
+) -> (Result<ScriptRun, SshError>, ReleaseLines) {
     let stop = || *cancel.borrow();
-    let mut out = |stream: LogStream, lines: Vec<String>| {
-        let _ = tx.send(Output { stream, lines });
+    let mut lines = ReleaseLines::default();
+    let mut out = |stream: LogStream, batch: Vec<String>| {
+        if stream == LogStream::Stdout {
+            for l in &batch {
+                lines.read(l);
+            }
+        }
+        let _ = tx.send(Output {
+            stream,
+            lines: batch,
+        });
     };
-    guest::run_script(session, target, script, timeout, &stop, &mut out)
+    let run = guest::run_script(session, target, script, timeout, &stop, &mut out);
+    (run, lines)
 }
 
 /// Destroy of a deployment on an existing host (`Origin::Host`), already DESTROYING: the app's
@@ -531,7 +573,7 @@ async fn remove_app(engine: &Engine, reporter: &Reporter, d: &Deployment) -> Res
                 ) {
                     return (Err(e), Err(String::new()));
                 }
-                let run = run_forwarded(
+                let (run, _) = run_forwarded(
                     &session,
                     &target,
                     &script,

@@ -6,11 +6,13 @@
 //! domain's URL, the name sent to the guest's address (SNI and Host are the domain's), the
 //! certificate verified (with Caddy's local root, read from the guest, for `--tls internal`
 //! and for `acme` until an ACME certificate is there: see `engine::caddy`). Then the URL and
-//! the deployed commit are recorded, the commit that ran before it kept as the previous one
-//! (what `rollback` returns to).
+//! the deployed commit are recorded, the commit that ran before it kept as the previous one.
 //!
 //! While it waits, the app's service is watched over the SSH session (`guest_state`): an app
-//! that keeps exiting fails the stage at once, with its last log lines.
+//! that keeps exiting fails the stage at once, with its last log lines; a port held by a
+//! process that is not the app's service (another app answering for this one) fails it at
+//! once, naming the process and the deployment proxdeck knows there. An answer counts only
+//! once the guest confirms the app's own service listens on the port (when it can tell).
 
 use super::{Ctx, StageResult, fail};
 use crate::domain::{Stage, TlsMode};
@@ -68,9 +70,9 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
         expect,
         cx.engine.config.timeouts.health,
         |note| {
-            // An attempt every half second: the first few, then one line per ~15 s.
+            // The first few attempts, then one line per 50 (every 5 s, then every 25 s).
             attempts += 1;
-            if attempts <= 3 || attempts.is_multiple_of(30) {
+            if attempts <= 3 || attempts.is_multiple_of(50) {
                 let _ = notes.send(Output {
                     stream: LogStream::Info,
                     lines: vec![note.to_string()],
@@ -78,10 +80,17 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
             }
         },
     );
+    let probe_command = format!(
+        "{}{}",
+        guest_state::probe_command(&cx.d.name, &cx.engine.config.guest.app_root),
+        guest_state::listeners_command(cx.d.port, &crate::engine::provision::app_user(&cx.d.name))
+    );
     let watch = watch_service(
-        cx.session.take(),
+        cx.session.clone(),
         cx.d.name.clone(),
         cx.engine.config.guest.app_root.clone(),
+        cx.d.port,
+        probe_command.clone(),
         tx.clone(),
     );
     let id = cx.d.id.to_string();
@@ -93,7 +102,19 @@ pub(super) async fn run(cx: &mut Ctx<'_>) -> StageResult<()> {
     drop(notes);
     drop(tx);
     cx.finish_forward(forward).await?;
-    let healthy = outcome.map_err(|e| fail(Stage::HealthCheck)(&e))?;
+    let healthy = match outcome {
+        Ok(h) => h,
+        Err(cause) => {
+            let cause = super::release::name_port_holder(cx, cause).await;
+            return Err(fail(Stage::HealthCheck)(&cause));
+        }
+    };
+    if let Some(held) = confirm_listener(cx, probe_command).await {
+        let cause = super::release::name_port_holder(cx, held).await;
+        return Err(fail(Stage::HealthCheck)(&format!(
+            "{check_url} answered, but {cause}"
+        )));
+    }
     let facts = Facts {
         url: Some(url.clone()),
         ..Facts::default()
@@ -163,19 +184,36 @@ pub(crate) fn unhealthy(e: &health::HealthError, id: &str, path: &str, port: u16
 /// How often the service is probed while the health check waits.
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Probes the app's service until it crashes, then returns why, with its last log lines.
-/// Without a session, or when the service cannot be probed, it never returns: the health
-/// check alone decides.
+/// After an answer: the app's own service must be among the port's listeners. Returns why
+/// not (another process holds the port and the app's service does not), `None` when it is,
+/// or when the guest cannot tell.
+async fn confirm_listener(cx: &Ctx<'_>, command: String) -> Option<String> {
+    let (session, target) = cx.session.clone()?;
+    let probe =
+        tokio::task::spawn_blocking(move || guest_state::probe(&session, &target, &command))
+            .await
+            .ok()?
+            .ok()?;
+    if guest_state::ours_listening(&probe) == Some(false) {
+        return guest_state::port_held(&probe, cx.d.port).map(|c| c.to_string());
+    }
+    None
+}
+
+/// Probes the app's service until it crashes (or another process holds its port), then
+/// returns why, with its last log lines. Without a session, or when the service cannot be
+/// probed, it never returns: the health check alone decides.
 async fn watch_service(
     session: Option<(ssh2::Session, Target)>,
     name: String,
     app_root: String,
+    port: u16,
+    command: String,
     notes: tokio::sync::mpsc::UnboundedSender<Output>,
 ) -> String {
     let Some((session, target)) = session else {
         return std::future::pending().await;
     };
-    let command = guest_state::probe_command(&name, &app_root);
     let probe = |session: ssh2::Session, target: Target, command: String| {
         tokio::task::spawn_blocking(move || {
             let r = guest_state::probe(&session, &target, &command);
@@ -197,6 +235,9 @@ async fn watch_service(
             return std::future::pending().await;
         }
     };
+    if let Some(held) = guest_state::port_held(&base, port) {
+        return held.to_string();
+    }
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
         let Ok((now, s, t)) = probe(session, target, command.clone()).await else {
@@ -204,9 +245,14 @@ async fn watch_service(
         };
         (session, target) = (s, t);
         // A probe that fails once (a slow guest) is not a verdict; the next one may answer.
-        let Some(crash) = now.ok().and_then(|now| guest_state::verdict(&base, &now)) else {
+        let Some(crash) = now.ok().and_then(|now| {
+            guest_state::port_held(&now, port).or_else(|| guest_state::verdict(&base, &now))
+        }) else {
             continue;
         };
+        if matches!(crash, guest_state::Crash::PortHeld { .. }) {
+            return crash.to_string();
+        }
         let (app, root) = (name.clone(), app_root.clone());
         let lines = tokio::task::spawn_blocking(move || {
             guest_state::last_lines(&session, &target, &app, &root)

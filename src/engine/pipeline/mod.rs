@@ -23,6 +23,7 @@ mod infra;
 mod plan;
 mod preflight;
 mod redeploy;
+mod release;
 mod render;
 
 pub(crate) use check::unhealthy;
@@ -580,6 +581,15 @@ pub(super) struct Ctx<'a> {
     pub checkout: Option<String>,
     /// The Proxmox API client, once preflight has checked that it works.
     pub pve: Option<super::proxmox::Client>,
+    /// The release folder this run built (or, for a rollback, switches to) on the guest.
+    pub release: Option<String>,
+    /// The release that was current before this run: what a failed health check switches
+    /// back to.
+    pub replaced: Option<crate::store::releases::Release>,
+    /// The script switched the service to `release` (so a failure must switch back).
+    pub switched: bool,
+    /// The releases on the guest, as the last script listed them.
+    pub kept: Vec<super::provision::KeptRelease>,
     /// How git reads the repository (`gitauth`), once loaded for this run.
     pub access: Option<super::gitauth::Access>,
     /// Where the repository's credentials are staged on the guest (in memory) for this run.
@@ -619,6 +629,10 @@ impl<'a> Ctx<'a> {
             current: Stage::Preflight,
             pve: None,
             checkout: None,
+            release: None,
+            replaced: None,
+            switched: false,
+            kept: Vec::new(),
             access: None,
             git_stage: None,
         }
@@ -733,17 +747,29 @@ pub(super) fn catalog_framework(d: &Deployment) -> StageResult<Framework> {
 }
 
 /// The stages on the guest, shared by deploy, retry and redeploy: connect (the `ssh` stage
-/// has begun and the deployment is DEPLOYING), provision, health check, RUNNING.
+/// has begun and the deployment is DEPLOYING), provision (a new release built beside the
+/// running one, then switched to), health check, RUNNING. A release that fails after the
+/// switch is switched away from: the one that ran before serves again (`release`).
 pub(super) async fn on_guest(cx: &mut Ctx<'_>) -> StageResult<Deployment> {
     app::connect(cx).await?;
+    release::remember_current(cx).await?;
     app::guest_reads_repo(cx).await?;
 
     cx.stage(Stage::Provision).await?;
-    app::provision(cx).await?;
+    if let Err(failure) = app::provision(cx).await {
+        return Err(release::switch_back(cx, failure).await);
+    }
 
     cx.stage(Stage::HealthCheck).await?;
-    check::run(cx).await?;
+    if let Err(failure) = check::run(cx).await {
+        return Err(release::switch_back(cx, failure).await);
+    }
+    release::healthy(cx).await?;
+    finish(cx).await
+}
 
+/// Stage `done`: RUNNING, with the URL and commit in the log.
+pub(super) async fn finish(cx: &mut Ctx<'_>) -> StageResult<Deployment> {
     cx.stage(Stage::Done).await?;
     let done = cx.transition(Status::Running).await?;
     cx.info(format!(

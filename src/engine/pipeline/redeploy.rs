@@ -1,10 +1,11 @@
-//! Redeploy and rollback: the same guest, a new build. `redeploy` fetches the deployment's
-//! ref (or a new one, which becomes the deployment's ref), rebuilds and restarts; `rollback`
-//! checks out the commit deployed before the current one and does the same. Both run the
-//! stages preflight (redeploy only) → ssh → provision → health-check → done, through
-//! DEPLOYING (from RUNNING, STOPPED or FAILED) to RUNNING, or FAILED with the cause and the
-//! next step. The commit that was running is kept as `previous_commit`, so a second rollback
-//! returns to where the first one started.
+//! Redeploy and rollback on the same guest. `redeploy` fetches the deployment's ref (or a
+//! new one, which becomes the deployment's ref) and builds a new release beside the running
+//! one (stages preflight → ssh → provision → health-check → done, through DEPLOYING to
+//! RUNNING, or FAILED with the cause and the next step; a release that fails after the switch
+//! is switched away from, see `release`). `rollback` switches to a kept release without
+//! building (`release::rollback`); only a deployment with no release recorded (made before
+//! releases existed) rebuilds the commit deployed before the current one. The commit that was
+//! running is kept as `previous_commit`.
 //!
 //! Nothing here touches Terraform or Proxmox: the guest exists and only the app changes.
 
@@ -46,14 +47,25 @@ pub async fn run_redeploy(
     rebuild(engine, reporter, d, Build::Latest(git_ref), cancel).await
 }
 
-/// Returns the app to the commit deployed before the current one (the rollback job).
+/// Returns the app to the previous good release (or, with `to`, the kept release of that
+/// commit) without building: the rollback job. A deployment with no release recorded (made
+/// before releases existed) rebuilds the commit deployed before the current one instead.
 pub async fn run_rollback(
     engine: &Engine,
     reporter: &Reporter,
     d: Deployment,
+    to: Option<String>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Deployment, DeployError> {
-    rebuild(engine, reporter, d, Build::Previous, cancel).await
+    let id = d.id.clone();
+    let recorded = engine.db.call(move |s| s.releases(&id)).await?;
+    if recorded.is_empty() && to.is_none() {
+        reporter
+            .info("no release is recorded for this deployment yet: rebuilding the previous commit")
+            .await?;
+        return rebuild(engine, reporter, d, Build::Previous, cancel).await;
+    }
+    super::release::rollback(engine, reporter, d, to, cancel).await
 }
 
 async fn rebuild(
