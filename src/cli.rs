@@ -109,7 +109,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     };
     let follow = |id: &str, op: Op, detach: bool, json: bool| jobs::Follow {
         request: OpRequest::On {
-            op,
+            op: Box::new(op),
             target: id.to_string(),
         },
         detach,

@@ -32,8 +32,9 @@ pub enum OpRequest {
         input: Box<DeployInput>,
         options: DeployOptions,
     },
-    /// An operation on an existing deployment (id or name).
-    On { op: Op, target: String },
+    /// An operation on an existing deployment (id or name). Boxed: an `Op` carries the
+    /// changes of a retry or redeploy.
+    On { op: Box<Op>, target: String },
     /// Sync the cluster's guests.
     Sync,
 }
@@ -137,6 +138,7 @@ pub async fn submit(engine: &Engine, request: OpRequest, via: &str) -> Result<Su
             (Op::Deploy, Some(d))
         }
         OpRequest::On { op, target } => {
+            let op = *op;
             if op.kind().has_target() {
                 let d = engine.db.call(move |s| s.find(&target)).await?;
                 policy::check_op(&op, &d).map_err(|r| OpError::Refused(r.0))?;

@@ -574,7 +574,7 @@ impl Engine {
     fn submit_on(&self, op: Op, id: DeploymentId, pipe: &mpsc::UnboundedSender<EngineEvent>) {
         let kind = op.kind();
         let request = OpRequest::On {
-            op,
+            op: Box::new(op),
             target: id.0.clone(),
         };
         self.spawn_submit(kind, id.0, request, pipe);
