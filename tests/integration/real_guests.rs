@@ -453,6 +453,24 @@ fn in_guest(c: &Cluster, vmid: u64, script: &str) -> String {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// What a failed first deploy left under the app root beyond the runner's record of the run
+/// (`APP_DIR/run/provision`: its private log, which `destroy` removes with the folder).
+fn left_in_app_folder(c: &Cluster, vmid: u64, name: &str) -> Vec<String> {
+    let app_dir = format!("/opt/proxdeck/{name}");
+    let files = in_guest(c, vmid, "find /opt/proxdeck -mindepth 1 2>/dev/null; true");
+    files
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !(l.is_empty()
+                || *l == app_dir
+                || *l == format!("{app_dir}/run")
+                || l.starts_with(&format!("{app_dir}/run/provision")))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 fn destroy_failed(c: &Cluster, name: &str, vmid: u64) {
     let done = c.run(&["destroy", name, "--yes"], DEPLOY);
     assert!(done.success(), "destroy {name}: {}", done.describe());
@@ -479,7 +497,7 @@ fn laravel_stops_at_composer(c: &Cluster, sample: &Sample) {
         c,
         vmid,
         "for p in php-fpm nginx composer git; do command -v $p >/dev/null || ls /usr/sbin/$p* >/dev/null 2>&1 && echo have-$p; done; \
-         test -f /opt/proxdeck/lv13/current/src/artisan && echo checkout; \
+         ls /opt/proxdeck/lv13/releases/*/src/artisan >/dev/null 2>&1 && echo checkout; \
          stat -c %a /opt/proxdeck/lv13/app.env; test -f /opt/proxdeck/lv13/run/php-fpm.conf && echo fpm-conf",
     );
     for want in [
@@ -510,12 +528,16 @@ fn mongodb_is_named_and_nothing_is_left(c: &Cluster, sample: &Sample, framework:
         c,
         vmid,
         "ls /usr/share/keyrings/ /etc/apt/sources.list.d/ /var/lib/apt/lists/ 2>/dev/null | grep -i mongo; \
-         for p in nodejs npm git curl gnupg; do dpkg-query -W -f='${Status}\\n' $p 2>/dev/null | grep -q 'install ok' && echo installed-$p; done; \
-         ls /opt/proxdeck 2>/dev/null; true",
+         for p in nodejs npm git curl gnupg; do dpkg-query -W -f='${Status}\\n' $p 2>/dev/null | grep -q 'install ok' && echo installed-$p; done; true",
     );
     assert!(
         left.trim().is_empty(),
         "{framework}: left behind on the guest: {left}"
+    );
+    let unexpected = left_in_app_folder(c, vmid, &name);
+    assert!(
+        unexpected.is_empty(),
+        "{framework}: left in the app's folder: {unexpected:?}"
     );
     destroy_failed(c, &name, vmid);
 }
@@ -564,10 +586,14 @@ fn debian_12_guests_run_flask_and_express_and_refuse_vite_on_node_18() {
             let left = in_guest(
                 c,
                 vmid,
-                "for p in nodejs npm nginx git; do dpkg-query -W -f='${Status}\\n' $p 2>/dev/null | grep -q 'install ok' && echo installed-$p; done; \
-                 ls /opt/proxdeck 2>/dev/null; true",
+                "for p in nodejs npm nginx git; do dpkg-query -W -f='${Status}\\n' $p 2>/dev/null | grep -q 'install ok' && echo installed-$p; done; true",
             );
             assert!(left.trim().is_empty(), "re12: installed anyway: {left}");
+            let unexpected = left_in_app_folder(c, vmid, "re12");
+            assert!(
+                unexpected.is_empty(),
+                "re12: left in the app's folder: {unexpected:?}"
+            );
             destroy_failed(c, "re12", vmid);
         }),
     ]);
