@@ -637,6 +637,31 @@ impl<'a> Ctx<'a> {
             git_stage: None,
         }
     }
+
+    /// The context of a run on a deployment's existing guest: its recorded node and address.
+    pub(super) fn on_guest(
+        engine: &'a Engine,
+        reporter: &'a Reporter,
+        d: &Deployment,
+        framework: Framework,
+        proxmox: ProxmoxConfig,
+        env: Vec<(String, String)>,
+        cancel: watch::Receiver<bool>,
+    ) -> Ctx<'a> {
+        let node = d.node.clone().unwrap_or_default();
+        let mut cx = Ctx::new(
+            engine,
+            reporter,
+            d.clone(),
+            framework,
+            proxmox,
+            env,
+            node,
+            cancel,
+        );
+        cx.ip = d.ip.clone();
+        cx
+    }
 }
 
 impl Ctx<'_> {

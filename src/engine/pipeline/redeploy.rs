@@ -151,18 +151,7 @@ async fn stages(
 ) -> StageResult<Deployment> {
     let framework = catalog_framework(d)?;
     let proxmox = proxmox_or_placeholder(engine).map_err(|e| fail(Stage::Preflight)(&e))?;
-    let node = d.node.clone().unwrap_or_default();
-    let mut cx = Ctx::new(
-        engine,
-        reporter,
-        d.clone(),
-        framework,
-        proxmox,
-        env,
-        node,
-        cancel,
-    );
-    cx.ip = d.ip.clone();
+    let mut cx = Ctx::on_guest(engine, reporter, d, framework, proxmox, env, cancel);
     cx.checkout = checkout;
     if cx.checkout.is_none() {
         cx.stage(Stage::Preflight).await?;

@@ -335,18 +335,7 @@ pub(super) async fn rollback(
         Err(failure) => return Err(record_failure(engine, reporter, &d.id, failure).await),
     };
     let proxmox = proxmox_or_placeholder(engine)?;
-    let node = d.node.clone().unwrap_or_default();
-    let mut cx = Ctx::new(
-        engine,
-        reporter,
-        d.clone(),
-        framework,
-        proxmox,
-        env,
-        node,
-        cancel,
-    );
-    cx.ip = d.ip.clone();
+    let mut cx = Ctx::on_guest(engine, reporter, &d, framework, proxmox, env, cancel);
     let picked = match choose(&mut cx, to.as_deref()).await {
         Ok(Ok(r)) => r,
         Ok(Err(refusal)) => return Err(DeployError::Refused(refusal)),
